@@ -1,0 +1,24 @@
+// daemon_config: the settings rctd was started with, fixed for its lifetime
+// and read by every thread.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace rct::daemon {
+
+struct daemon_config {
+    std::filesystem::path state_dir = "/var/lib/rctd";
+    std::filesystem::path nbd_socket;      // default STATE/nbd.sock
+    std::filesystem::path control_socket;  // default STATE/control.sock
+    std::vector<std::string> listen;       // extra "tcp:HOST[:PORT]" endpoints
+    std::string default_export;            // served for the empty export name
+    unsigned workers = 0;                  // 0 = one per CPU
+    unsigned max_inflight = 256;           // per connection
+    std::uint32_t max_payload = 32u << 20;
+    bool verbose = false;
+};
+
+}  // namespace rct::daemon

@@ -1,0 +1,595 @@
+// Request flow: libmicrohttpd calls handler::access once when the headers
+// are in (we set up a per-request state and may refuse an oversized body at
+// once), then once per chunk of body (appended to the state), then once more
+// with no data: only then is the request routed and answered. Every
+// exception stops at handler::respond and becomes a JSON error reply; none
+// may unwind into libmicrohttpd's C frames.
+#include "control/api_server.hh"
+
+#include <rct/disk.hh>
+#include <rct/error.hh>
+#include <rct/log.hh>
+#include <rct/size.hh>
+#include <rct/unique_fd.hh>
+
+#include <microhttpd.h>
+#include <nlohmann/json.hpp>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <initializer_list>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#ifndef RCT_VERSION
+#define RCT_VERSION "0.1.0"
+#endif
+
+namespace rct::daemon {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+constexpr std::size_t max_body = std::size_t{1} << 20;
+constexpr unsigned idle_timeout_seconds = 30;
+constexpr unsigned max_connections = 64;
+
+// A failure to report to the client; rct::error is translated into one.
+struct api_error {
+    unsigned status;
+    std::string code;
+    std::string message;
+};
+
+api_error bad_request(std::string message) { return {MHD_HTTP_BAD_REQUEST, "bad_request", std::move(message)}; }
+
+api_error invalid_argument(std::string message)
+{
+    return {MHD_HTTP_BAD_REQUEST, "invalid_argument", std::move(message)};
+}
+
+api_error from_error(const rct::error& e)
+{
+    switch (e.code()) {
+    case errc::invalid_argument: return {MHD_HTTP_BAD_REQUEST, "invalid_argument", e.what()};
+    case errc::not_found: return {MHD_HTTP_NOT_FOUND, "not_found", e.what()};
+    case errc::exists: return {MHD_HTTP_CONFLICT, "exists", e.what()};
+    case errc::busy: return {MHD_HTTP_CONFLICT, "busy", e.what()};
+    case errc::io_error: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
+    case errc::corrupt: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "corrupt", e.what()};
+    }
+    return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
+}
+
+std::string error_body(const api_error& e)
+{
+    return json{{"error", {{"code", e.code}, {"message", e.message}}}}.dump() + "\n";
+}
+
+std::string rfc3339(std::int64_t unix_seconds)
+{
+    const auto t = static_cast<std::time_t>(unix_seconds);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+// NBD URIs carry the socket path as a query value: escape what a URI
+// reader would otherwise take for syntax.
+std::string uri_escape(std::string_view s)
+{
+    std::string out;
+    for (unsigned char c : s) {
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            std::strchr("-._~/", c) != nullptr) {
+            out += static_cast<char>(c);
+        } else {
+            out += fmt::format("%{:02X}", c);
+        }
+    }
+    return out;
+}
+
+std::vector<std::string_view> split_path(std::string_view url)
+{
+    std::vector<std::string_view> parts;
+    while (!url.empty()) {
+        const auto slash = url.find('/');
+        const auto part = url.substr(0, slash);
+        if (!part.empty()) {
+            parts.push_back(part);
+        }
+        if (slash == std::string_view::npos) {
+            break;
+        }
+        url.remove_prefix(slash + 1);
+    }
+    return parts;
+}
+
+// The peer of a control connection, for the audit trail in the log.
+std::string peer_of(MHD_Connection* conn)
+{
+    const MHD_ConnectionInfo* info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (info == nullptr || ::getsockopt(info->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        return "control client";
+    }
+    return fmt::format("uid {} (pid {})", cred.uid, cred.pid);
+}
+
+unique_fd make_listen_socket(const std::filesystem::path& path)
+{
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string& p = path.native();
+    if (p.empty() || p.size() >= sizeof addr.sun_path) {
+        throw error(errc::invalid_argument, fmt::format("control socket path '{}' is empty or longer than {} bytes",
+                                                        p, sizeof addr.sun_path - 1));
+    }
+    std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
+
+    unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) {
+        throw_errno("control socket: socket", errno);
+    }
+
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            throw error(errc::exists, fmt::format("{} exists and is not a socket; refusing to replace it", p));
+        }
+        // A socket nobody answers on is a leftover of an earlier run.
+        unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+            throw error(errc::busy,
+                        fmt::format("another process is serving the control socket {} (is rctd already running?)", p));
+        }
+        if (::unlink(p.c_str()) != 0 && errno != ENOENT) {
+            throw_errno(fmt::format("control socket: unlink stale {}", p), errno);
+        }
+    }
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+        throw_errno(fmt::format("control socket: bind {}", p), errno);
+    }
+    if (::chmod(p.c_str(), 0660) != 0 || ::listen(fd.get(), 64) != 0) {
+        const int err = errno;
+        ::unlink(p.c_str());
+        throw_errno(fmt::format("control socket {}", p), err);
+    }
+    return fd;
+}
+
+void mhd_log(void*, const char* fmt, va_list ap)
+{
+    char buf[512];
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    std::string_view line(buf);
+    while (!line.empty() && line.back() == '\n') {
+        line.remove_suffix(1);
+    }
+    log::warn("control API: {}", line);
+}
+
+}  // namespace
+
+class api_server::handler {
+public:
+    // One per HTTP request: the body as it arrives.
+    struct state {
+        std::string body;
+        bool too_large = false;
+        bool answered = false;
+    };
+
+    static MHD_Result access(void* cls, MHD_Connection* conn, const char* url, const char* method,
+                             const char* /*version*/, const char* upload_data, std::size_t* upload_data_size,
+                             void** con_cls) noexcept
+    {
+        try {
+            return step(*static_cast<api_server*>(cls), conn, url, method, upload_data, upload_data_size, con_cls);
+        } catch (...) {
+            return MHD_NO;  // out of memory: drop the connection
+        }
+    }
+
+    static void completed(void*, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) noexcept
+    {
+        delete static_cast<state*>(*con_cls);
+        *con_cls = nullptr;
+    }
+
+private:
+    struct reply {
+        unsigned status;
+        std::string body;  // JSON, or empty for 204
+        const char* allow = nullptr;
+    };
+
+    static MHD_Result step(api_server& server, MHD_Connection* conn, const char* url, const char* method,
+                           const char* upload_data, std::size_t* upload_data_size, void** con_cls)
+    {
+        auto* st = static_cast<state*>(*con_cls);
+        if (st == nullptr) {
+            st = new state;
+            *con_cls = st;
+            const char* length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (length != nullptr && std::strtoull(length, nullptr, 10) > max_body) {
+                // Refused before the body is read; libmicrohttpd then
+                // closes the connection rather than read it.
+                st->answered = true;
+                return send(conn, too_large());
+            }
+            return MHD_YES;
+        }
+        if (*upload_data_size != 0) {
+            if (!st->too_large && st->body.size() + *upload_data_size <= max_body) {
+                st->body.append(upload_data, *upload_data_size);
+            } else {
+                st->too_large = true;
+                st->body.clear();
+            }
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        if (st->answered) {
+            return MHD_YES;
+        }
+        st->answered = true;
+        if (st->too_large) {
+            return send(conn, too_large());
+        }
+        return send(conn, respond(server, conn, url, method, st->body));
+    }
+
+    handler(api_server& server, MHD_Connection* conn, std::string_view method, const std::string& body)
+        : server_(server), conn_(conn), method_(method), body_(body)
+    {
+    }
+
+    // The one place exceptions stop.
+    static reply respond(api_server& server, MHD_Connection* conn, const char* url, const char* method,
+                         const std::string& body) noexcept
+    {
+        try {
+            try {
+                return handler(server, conn, method, body).route(url);
+            } catch (const rct::error& e) {
+                throw from_error(e);
+            } catch (const nlohmann::json::exception& e) {
+                throw bad_request(e.what());
+            } catch (const std::bad_alloc&) {
+                throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "out of memory"};
+            } catch (const std::exception& e) {
+                throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
+            }
+        } catch (const api_error& e) {
+            if (e.status >= 500) {
+                log::error("control API: {} {}: {}", method, url, e.message);
+            }
+            try {
+                return {e.status, error_body(e)};
+            } catch (...) {
+                return {MHD_HTTP_INTERNAL_SERVER_ERROR, {}};
+            }
+        } catch (...) {
+            return {MHD_HTTP_INTERNAL_SERVER_ERROR, {}};
+        }
+    }
+
+    static reply too_large()
+    {
+        const api_error e{MHD_HTTP_CONTENT_TOO_LARGE, "bad_request",
+                          fmt::format("request body larger than {} bytes", max_body)};
+        return {e.status, error_body(e)};
+    }
+
+    static MHD_Result send(MHD_Connection* conn, const reply& r) noexcept
+    {
+        MHD_Response* resp = MHD_create_response_from_buffer(r.body.size(), const_cast<char*>(r.body.data()),
+                                                             MHD_RESPMEM_MUST_COPY);
+        if (resp == nullptr) {
+            return MHD_NO;
+        }
+        if (!r.body.empty()) {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        }
+        if (r.allow != nullptr) {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r.allow);
+        }
+        const MHD_Result ok = MHD_queue_response(conn, r.status, resp);
+        MHD_destroy_response(resp);
+        return ok;
+    }
+
+    static reply ok(unsigned status, const json& j) { return {status, j.dump(2) + "\n"}; }
+
+    reply route(std::string_view url)
+    {
+        const auto parts = split_path(url);
+        const std::size_t n = parts.size();
+        if (n >= 2 && parts[0] == "v1" && parts[1] == "version" && n == 2) {
+            return only(is_get(), "GET, HEAD", [&] { return version(); });
+        }
+        if (n >= 2 && parts[0] == "v1" && parts[1] == "disks") {
+            if (n == 2) {
+                if (is_get()) {
+                    return list_disks();
+                }
+                return only(method_ == "POST", "GET, HEAD, POST", [&] { return create_disk(); });
+            }
+            const std::string name(parts[2]);
+            if (n == 3) {
+                if (is_get()) {
+                    return get_disk(name);
+                }
+                return only(method_ == "DELETE", "GET, HEAD, DELETE", [&] { return delete_disk(name); });
+            }
+            if (n == 4 && parts[3] == "resize") {
+                return only(method_ == "POST", "POST", [&] { return resize_disk(name); });
+            }
+        }
+        throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
+    }
+
+    template <typename F>
+    reply only(bool allowed, const char* allow, F&& f)
+    {
+        if (allowed) {
+            return f();
+        }
+        const api_error e{MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                          fmt::format("method {} is not allowed here (allowed: {})", method_, allow)};
+        return {e.status, error_body(e), allow};
+    }
+
+    bool is_get() const { return method_ == "GET" || method_ == "HEAD"; }
+
+    // The body as a JSON object whose keys are all among `known`: a field
+    // this server does not know is refused rather than silently ignored,
+    // since a client relying on it would be misled.
+    json parse_body(std::initializer_list<std::string_view> known) const
+    {
+        json j = json::parse(body_, nullptr, false);
+        if (j.is_discarded()) {
+            throw bad_request("request body is not valid JSON");
+        }
+        if (!j.is_object()) {
+            throw bad_request("request body must be a JSON object");
+        }
+        for (const auto& [key, value] : j.items()) {
+            if (std::find(known.begin(), known.end(), key) == known.end()) {
+                throw bad_request(fmt::format("unknown field '{}'", key));
+            }
+        }
+        return j;
+    }
+
+    static std::string string_field(const json& j, const char* key)
+    {
+        auto it = j.find(key);
+        if (it == j.end()) {
+            throw bad_request(fmt::format("field '{}' is required", key));
+        }
+        if (!it->is_string()) {
+            throw bad_request(fmt::format("field '{}' must be a string", key));
+        }
+        return it->get<std::string>();
+    }
+
+    static bool bool_field(const json& j, const char* key)
+    {
+        auto it = j.find(key);
+        if (it == j.end()) {
+            return false;
+        }
+        if (!it->is_boolean()) {
+            throw bad_request(fmt::format("field '{}' must be true or false", key));
+        }
+        return it->get<bool>();
+    }
+
+    // Bytes as an integer, or a string such as "10G" (see rct/size.hh).
+    static std::uint64_t size_field(const json& j)
+    {
+        auto it = j.find("size");
+        if (it == j.end()) {
+            throw bad_request("field 'size' is required");
+        }
+        if (it->is_number_unsigned()) {
+            return it->get<std::uint64_t>();
+        }
+        if (it->is_string()) {
+            const auto s = it->get<std::string>();
+            if (auto v = parse_size(s)) {
+                return *v;
+            }
+            throw invalid_argument(fmt::format("invalid size '{}'", s));
+        }
+        if (it->is_number()) {
+            throw invalid_argument(fmt::format("invalid size {}: must be a whole, non-negative number of bytes",
+                                               it->dump()));
+        }
+        throw bad_request("field 'size' must be an integer or a string like \"10G\"");
+    }
+
+    // ?force, ?force=true, ?force=1 mean yes; absent, false or 0 mean no.
+    bool query_flag(const char* key) const
+    {
+        const char* value = nullptr;
+        std::size_t len = 0;
+        if (MHD_lookup_connection_value_n(conn_, MHD_GET_ARGUMENT_KIND, key, std::strlen(key), &value, &len) !=
+            MHD_YES) {
+            return false;
+        }
+        const std::string_view v = value == nullptr ? std::string_view{} : std::string_view(value, len);
+        if (v.empty() || v == "true" || v == "1") {
+            return true;
+        }
+        if (v == "false" || v == "0") {
+            return false;
+        }
+        throw bad_request(fmt::format("query parameter '{}' must be true or false", key));
+    }
+
+    json disk_json(const disk& d) const
+    {
+        const export_addresses& a = server_.addrs_;
+        json uris = json::array();
+        if (!a.unix_socket.empty()) {
+            uris.push_back(fmt::format("nbd+unix:///{}?socket={}", d.name(), uri_escape(a.unix_socket)));
+        }
+        if (a.tcp_port != 0) {
+            const bool bare_v6 = a.tcp_host.find(':') != std::string::npos && a.tcp_host.front() != '[';
+            const std::string host = bare_v6 ? "[" + a.tcp_host + "]" : a.tcp_host;
+            uris.push_back(fmt::format("nbd://{}:{}/{}", host, a.tcp_port, d.name()));
+        }
+        json j;
+        j["name"] = d.name();
+        j["id"] = d.id();
+        j["size"] = d.size();
+        j["created_at"] = rfc3339(d.created_at());
+        j["created_at_unix"] = d.created_at();
+        j["clients"] = d.clients();
+        j["export_uri"] = uris.empty() ? json(nullptr) : uris.front();
+        j["uris"] = std::move(uris);
+        return j;
+    }
+
+    std::shared_ptr<disk> lookup(const std::string& name) const
+    {
+        auto d = server_.registry_.find(name);
+        if (!d) {
+            throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no disk named {}", name)};
+        }
+        return d;
+    }
+
+    reply version() const { return ok(MHD_HTTP_OK, json{{"api", 1}, {"version", RCT_VERSION}}); }
+
+    reply list_disks() const
+    {
+        json disks = json::array();
+        for (const auto& d : server_.registry_.list()) {
+            disks.push_back(disk_json(*d));
+        }
+        return ok(MHD_HTTP_OK, json{{"disks", std::move(disks)}});
+    }
+
+    reply create_disk() const
+    {
+        const json j = parse_body({"name", "size", "import_from", "move"});
+        const std::string name = string_field(j, "name");
+        const bool has_size = j.contains("size");
+        const bool has_import = j.contains("import_from");
+        if (has_size == has_import) {
+            throw bad_request("give exactly one of 'size' (a new, empty disk) or 'import_from' (an image file)");
+        }
+        std::shared_ptr<disk> d;
+        if (has_size) {
+            if (j.contains("move")) {
+                throw bad_request("'move' only goes with 'import_from'");
+            }
+            d = server_.registry_.create(name, size_field(j));
+            log::info("{}: created disk {} ({} bytes, id {})", peer_of(conn_), d->name(), d->size(), d->id());
+        } else {
+            const std::filesystem::path from = string_field(j, "import_from");
+            if (!from.is_absolute()) {
+                throw invalid_argument(fmt::format("'import_from' must be an absolute path, not '{}'", from.string()));
+            }
+            const bool move = bool_field(j, "move");
+            d = server_.registry_.import(name, from, move);
+            log::info("{}: imported disk {} from {} by {} ({} bytes, id {})", peer_of(conn_), d->name(),
+                      from.string(), move ? "move" : "copy", d->size(), d->id());
+        }
+        return ok(MHD_HTTP_CREATED, disk_json(*d));
+    }
+
+    reply get_disk(const std::string& name) const { return ok(MHD_HTTP_OK, disk_json(*lookup(name))); }
+
+    reply delete_disk(const std::string& name) const
+    {
+        const bool force = query_flag("force");
+        const auto d = server_.registry_.find(name);
+        const unsigned clients = d ? d->clients() : 0;
+        server_.registry_.remove(name, force);
+        if (clients > 0) {
+            log::info("{}: deleted disk {}, disconnecting {} client(s)", peer_of(conn_), name, clients);
+        } else {
+            log::info("{}: deleted disk {}", peer_of(conn_), name);
+        }
+        return {MHD_HTTP_NO_CONTENT, {}};
+    }
+
+    reply resize_disk(const std::string& name) const
+    {
+        const json j = parse_body({"size", "force"});
+        const std::uint64_t size = size_field(j);
+        const bool force = bool_field(j, "force");
+        const auto d = lookup(name);
+        const std::uint64_t old_size = d->size();
+        server_.registry_.resize(name, size, force);
+        log::info("{}: resized disk {} from {} to {} bytes", peer_of(conn_), name, old_size, size);
+        return ok(MHD_HTTP_OK, disk_json(*d));
+    }
+
+    api_server& server_;
+    MHD_Connection* conn_;
+    std::string_view method_;
+    const std::string& body_;
+};
+
+api_server::api_server(disk_registry& reg, std::filesystem::path socket_path, export_addresses addrs)
+    : registry_(reg), socket_path_(std::move(socket_path)), addrs_(std::move(addrs))
+{
+    unique_fd fd = make_listen_socket(socket_path_);
+    struct stat st {};
+    if (::stat(socket_path_.c_str(), &st) == 0) {
+        socket_ino_ = st.st_ino;
+    }
+
+    // poll rather than select: rctd may hold more than FD_SETSIZE
+    // descriptors (NBD connections, disks), and select cannot watch those.
+    const unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+                           MHD_USE_ERROR_LOG;
+    // The logger goes first so that it sees errors in the options after it.
+    daemon_ = MHD_start_daemon(flags, 0, nullptr, nullptr, &handler::access, this,
+                               MHD_OPTION_EXTERNAL_LOGGER, &mhd_log, nullptr,
+                               MHD_OPTION_LISTEN_SOCKET, static_cast<MHD_socket>(fd.get()),
+                               MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_seconds,
+                               MHD_OPTION_CONNECTION_LIMIT, max_connections,
+                               MHD_OPTION_NOTIFY_COMPLETED, &handler::completed, nullptr,
+                               MHD_OPTION_END);
+    if (daemon_ == nullptr) {
+        ::unlink(socket_path_.c_str());
+        throw error(errc::io_error,
+                    fmt::format("cannot start the control API server on {}", socket_path_.string()));
+    }
+    fd.release();  // libmicrohttpd closes it in MHD_stop_daemon
+    log::info("control API listening on {}", socket_path_.string());
+}
+
+api_server::~api_server()
+{
+    MHD_stop_daemon(daemon_);
+    // A newer rctd may already have replaced the socket; leave that one be.
+    struct stat st {};
+    if (::stat(socket_path_.c_str(), &st) == 0 && st.st_ino == socket_ino_) {
+        ::unlink(socket_path_.c_str());
+    }
+}
+
+}  // namespace rct::daemon

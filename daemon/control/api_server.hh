@@ -1,0 +1,56 @@
+// api_server: rctd's control API, HTTP/1.1 + JSON on a Unix socket
+// (documented in docs/control-api.md; rctctl is its client).
+//
+// libmicrohttpd serves it: one internal thread accepts and each connection
+// gets a thread of its own, so a long request (importing a large image)
+// never holds up the others. Handlers only call the disk_registry, which is
+// thread-safe, and hold no state of their own. Access control is the
+// socket's file mode (0660): whoever may connect may manage every disk.
+//
+// The server owns the socket path: it replaces a stale socket at start
+// (refusing when another process still answers on it) and unlinks it when
+// destroyed.
+#pragma once
+
+#include <rct/disk_registry.hh>
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+
+struct MHD_Daemon;
+
+namespace rct::daemon {
+
+// Where the NBD frontend listens, so that API replies can tell clients how
+// to reach a disk.
+struct export_addresses {
+    std::string unix_socket;  // empty when unknown (socket activation)
+    std::string tcp_host;
+    int tcp_port = 0;  // 0 = no tcp
+};
+
+class api_server {
+public:
+    // Starts serving at once. Throws rct::error when the socket cannot be
+    // set up or the HTTP server does not start.
+    api_server(disk_registry& reg, std::filesystem::path socket_path, export_addresses addrs);
+    // Stops accepting, waits for running requests, unlinks the socket.
+    ~api_server();
+    api_server(const api_server&) = delete;
+    api_server& operator=(const api_server&) = delete;
+
+    const std::filesystem::path& socket_path() const noexcept { return socket_path_; }
+
+private:
+    class handler;  // the request handling, all in api_server.cc
+
+    disk_registry& registry_;
+    const std::filesystem::path socket_path_;
+    const export_addresses addrs_;
+    ino_t socket_ino_ = 0;  // the socket we bound, so we never unlink another's
+    MHD_Daemon* daemon_ = nullptr;
+};
+
+}  // namespace rct::daemon

@@ -1,0 +1,216 @@
+#include "listener.hh"
+
+#include <rct/error.hh>
+#include <rct/log.hh>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace rct::daemon {
+namespace {
+
+std::string describe_peer(const sockaddr_storage& ss, socklen_t len, std::uint64_t serial)
+{
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        char host[NI_MAXHOST];
+        char port[NI_MAXSERV];
+        if (getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len, host, sizeof host, port, sizeof port,
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+            return fmt::format("client {} ({}:{})", serial, host, port);
+        }
+    }
+    return fmt::format("client {}", serial);
+}
+
+}  // namespace
+
+listener::listener(std::vector<std::unique_ptr<worker>>& workers)
+    : workers_(workers), stop_fd_(::eventfd(0, EFD_CLOEXEC))
+{
+    if (!stop_fd_) {
+        throw_errno("eventfd", errno);
+    }
+}
+
+listener::~listener()
+{
+    stop();
+    for (const auto& p : unix_paths_) {
+        std::error_code ec;
+        std::filesystem::remove(p, ec);
+    }
+}
+
+void listener::listen_unix(const std::filesystem::path& path)
+{
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string s = path.string();
+    if (s.size() >= sizeof addr.sun_path) {
+        throw error(errc::invalid_argument, "socket path too long (max 107 bytes): " + s);
+    }
+    std::memcpy(addr.sun_path, s.c_str(), s.size() + 1);
+    unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        throw_errno("socket", errno);
+    }
+    struct stat st {};
+    if (::lstat(s.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            throw error(errc::exists, s + " exists and is not a socket; refusing to replace it");
+        }
+        // A socket nobody answers on is a leftover of a crashed daemon.
+        unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+            throw error(errc::busy, "another daemon is already listening on " + s);
+        }
+        ::unlink(s.c_str());
+    }
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        throw_errno("bind " + s, errno);
+    }
+    unix_paths_.push_back(path);
+    if (::listen(fd.get(), SOMAXCONN) != 0) {
+        throw_errno("listen " + s, errno);
+    }
+    log::info("listening for NBD on unix:{}", s);
+    sockets_.push_back(std::move(fd));
+}
+
+void listener::listen_tcp(const std::string& spec)
+{
+    std::string host = spec;
+    std::string port = "10809";
+    if (!host.empty() && host.front() == '[') {
+        const auto close = host.find(']');
+        if (close == std::string::npos) {
+            throw error(errc::invalid_argument, "bad TCP address: " + spec);
+        }
+        if (close + 1 < host.size()) {
+            if (host[close + 1] != ':') {
+                throw error(errc::invalid_argument, "bad TCP address: " + spec);
+            }
+            port = host.substr(close + 2);
+        }
+        host = host.substr(1, close - 1);
+    } else if (const auto colon = host.rfind(':'); colon != std::string::npos) {
+        port = host.substr(colon + 1);
+        host = host.substr(0, colon);
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (int r = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); r != 0) {
+        throw error(errc::invalid_argument, "cannot resolve " + spec + ": " + gai_strerror(r));
+    }
+    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, &freeaddrinfo);
+    unique_fd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        throw_errno("socket", errno);
+    }
+    const int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), res->ai_addr, res->ai_addrlen) != 0) {
+        throw_errno("bind tcp:" + spec, errno);
+    }
+    if (::listen(fd.get(), SOMAXCONN) != 0) {
+        throw_errno("listen tcp:" + spec, errno);
+    }
+    log::info("listening for NBD on tcp:{}:{}", host.empty() ? "*" : host, port);
+    sockets_.push_back(std::move(fd));
+}
+
+void listener::adopt_listening(unique_fd fd)
+{
+    log::info("listening for NBD on inherited socket {}", fd.get());
+    sockets_.push_back(std::move(fd));
+}
+
+void listener::start()
+{
+    thread_ = std::thread([this] { loop(); });
+}
+
+void listener::stop()
+{
+    if (thread_.joinable()) {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(stop_fd_.get(), &one, sizeof one);
+        thread_.join();
+    }
+}
+
+worker& listener::pick_worker() noexcept
+{
+    // Fewest connections wins; ties rotate so equal load spreads evenly.
+    const unsigned n = static_cast<unsigned>(workers_.size());
+    unsigned best = next_ % n;
+    for (unsigned i = 1; i < n; ++i) {
+        const unsigned k = (next_ + i) % n;
+        if (workers_[k]->connection_count() < workers_[best]->connection_count()) {
+            best = k;
+        }
+    }
+    next_ = best + 1;
+    return *workers_[best];
+}
+
+void listener::loop() noexcept
+{
+    std::vector<pollfd> fds;
+    for (const auto& s : sockets_) {
+        fds.push_back({s.get(), POLLIN, 0});
+    }
+    fds.push_back({stop_fd_.get(), POLLIN, 0});
+    for (;;) {
+        if (::poll(fds.data(), fds.size(), -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            log::error("listener: poll failed: {}", std::strerror(errno));
+            return;
+        }
+        if (fds.back().revents != 0) {
+            return;
+        }
+        for (std::size_t i = 0; i + 1 < fds.size(); ++i) {
+            if (fds[i].revents == 0) {
+                continue;
+            }
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            unique_fd c(::accept4(fds[i].fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC));
+            if (!c) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    log::warn("cannot accept a client: {}; retrying shortly", std::strerror(errno));
+                    ::poll(nullptr, 0, 100);
+                }
+                continue;
+            }
+            if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+                const int one = 1;
+                ::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            }
+            std::string peer = describe_peer(ss, len, ++accepted_);
+            worker& w = pick_worker();
+            // std::function needs a copyable callable; carry the fd raw and
+            // re-own it on the worker.
+            const int raw = c.release();
+            w.post([&w, raw, peer = std::move(peer)]() mutable { w.adopt(unique_fd(raw), std::move(peer)); });
+        }
+    }
+}
+
+}  // namespace rct::daemon

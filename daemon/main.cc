@@ -1,0 +1,152 @@
+// rctd: serves the disks of a state directory over NBD.
+//
+// Threads: one listener (accepts NBD clients), N workers (each an io_uring
+// event loop for its connections and their disk I/O), the control API's
+// server threads, and this main thread, which only sets up, waits for a
+// signal and tears down. See docs/architecture.md.
+#include "config.hh"
+#include "control/api_server.hh"
+#include "listener.hh"
+#include "worker.hh"
+
+#include <rct/disk_registry.hh>
+#include <rct/error.hh>
+#include <rct/log.hh>
+
+#include <CLI/CLI.hpp>
+#include <systemd/sd-daemon.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using rct::daemon::daemon_config;
+
+int run(const daemon_config& cfg)
+{
+    rct::disk_registry registry(cfg.state_dir);
+
+    std::vector<std::unique_ptr<rct::daemon::worker>> workers;
+    for (unsigned i = 0; i < cfg.workers; ++i) {
+        workers.push_back(std::make_unique<rct::daemon::worker>(i, cfg, registry));
+    }
+
+    rct::daemon::listener listener(workers);
+    const int activated = sd_listen_fds(1);
+    if (activated < 0) {
+        throw rct::error(rct::errc::invalid_argument,
+                         std::string("bad socket activation environment: ") + std::strerror(-activated));
+    }
+    rct::daemon::export_addresses addrs;
+    if (activated > 0) {
+        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + activated; ++fd) {
+            listener.adopt_listening(rct::unique_fd(fd));
+        }
+    } else {
+        listener.listen_unix(cfg.nbd_socket);
+        addrs.unix_socket = cfg.nbd_socket.string();
+    }
+    for (const auto& spec : cfg.listen) {
+        listener.listen_tcp(spec.substr(4));
+        if (addrs.tcp_port == 0) {
+            const auto rest = spec.substr(4);
+            const auto colon = rest.rfind(':');
+            const bool has_port = colon != std::string::npos && rest.find(']', colon) == std::string::npos;
+            addrs.tcp_host = has_port ? rest.substr(0, colon) : rest;
+            addrs.tcp_port = has_port ? std::atoi(rest.c_str() + colon + 1) : 10809;
+        }
+    }
+
+    rct::daemon::api_server api(registry, cfg.control_socket, addrs);
+
+    for (auto& w : workers) {
+        w->start();
+    }
+    listener.start();
+    rct::log::notice("rctd ready: {} disk(s), {} worker(s), state dir {}, control socket {}",
+                     registry.list().size(), workers.size(), cfg.state_dir.string(), cfg.control_socket.string());
+    sd_notify(0, "READY=1");
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+    rct::log::notice("{}: finishing in-flight requests and exiting", strsignal(sig));
+    sd_notify(0, "STOPPING=1");
+
+    listener.stop();
+    for (auto& w : workers) {
+        w->request_stop();
+    }
+    for (auto& w : workers) {
+        w->join();
+    }
+    rct::log::notice("rctd stopped cleanly");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    // Every thread inherits this mask; the main thread alone takes the
+    // signals, synchronously, in sigwait().
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    daemon_config cfg;
+    std::string state_dir = cfg.state_dir.string();
+    std::string nbd_socket;
+    std::string control_socket;
+    std::string log_level = "info";
+
+    CLI::App app{"rctd: serves change-tracked virtual disks over NBD"};
+    app.add_option("--state-dir", state_dir, "directory holding the disks")->capture_default_str();
+    app.add_option("--socket", nbd_socket, "NBD Unix socket (default STATE/nbd.sock)");
+    app.add_option("--listen", cfg.listen, "also listen for NBD on tcp:HOST[:PORT] (port 10809 by default)")
+        ->check([](const std::string& s) {
+            return s.rfind("tcp:", 0) == 0 && s.size() > 4 ? std::string() : "expected tcp:HOST[:PORT]";
+        });
+    app.add_option("--control-socket", control_socket, "control API socket (default STATE/control.sock)");
+    app.add_option("--default-export", cfg.default_export, "disk served for the empty export name");
+    app.add_option("--workers", cfg.workers, "I/O worker threads (default: one per CPU)")
+        ->check(CLI::Range(0u, 256u));
+    app.add_option("--log-level", log_level, "error, warning, notice, info or debug")
+        ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
+        ->capture_default_str();
+    app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
+    CLI11_PARSE(app, argc, argv);
+
+    using rct::log::level;
+    level l = log_level == "error"     ? level::err
+              : log_level == "warning" ? level::warning
+              : log_level == "notice"  ? level::notice
+              : log_level == "debug"   ? level::debug
+                                       : level::info;
+    rct::log::set_level(cfg.verbose ? level::debug : l);
+
+    cfg.state_dir = state_dir;
+    cfg.nbd_socket = nbd_socket.empty() ? cfg.state_dir / "nbd.sock" : std::filesystem::path(nbd_socket);
+    cfg.control_socket =
+        control_socket.empty() ? cfg.state_dir / "control.sock" : std::filesystem::path(control_socket);
+    if (cfg.workers == 0) {
+        cfg.workers = std::max(1u, std::thread::hardware_concurrency());
+    }
+
+    try {
+        return run(cfg);
+    } catch (const std::exception& e) {
+        rct::log::error("cannot start: {}", e.what());
+        return 1;
+    }
+}

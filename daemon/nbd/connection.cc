@@ -1,0 +1,473 @@
+// Transmission phase: request parsing, dispatch, replies.
+#include "connection.hh"
+
+#include "../worker.hh"
+
+#include <rct/log.hh>
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace rct::daemon {
+namespace {
+
+constexpr std::size_t recv_buffer_size = 256 * 1024;
+// Compact the receive buffer once less than this is free at its end.
+constexpr std::size_t recv_low_water = 64 * 1024;
+// Reads at least this large first ask the backend whether they hit a hole.
+constexpr std::uint32_t hole_check_min = 64 * 1024;
+constexpr std::size_t max_descriptors = 32 * 1024;
+
+}  // namespace
+
+connection::connection(worker& w, unique_fd sock, std::string peer)
+    : worker_(w), sock_(std::move(sock)), peer_(std::move(peer))
+{
+}
+
+connection::~connection()
+{
+    if (attached_) {
+        disk_->detach_client(sock_.get());
+    }
+}
+
+void connection::start()
+{
+    reading_ = true;
+    log::debug("{}: connected", peer_);
+    handshake();
+}
+
+void connection::stop() noexcept
+{
+    stopping_ = true;
+    // Wakes a pending recv with end-of-file; the reader then winds down.
+    ::shutdown(sock_.get(), SHUT_RD);
+}
+
+void connection::end_handshake() noexcept
+{
+    reading_ = false;
+    maybe_finish();
+}
+
+void connection::begin_transmission() noexcept
+{
+    disk_->attach_client(sock_.get());
+    attached_ = true;
+    rbuf_.resize(recv_buffer_size);
+    log::debug("{}: serving '{}' (structured replies {}, {} meta contexts)", peer_, disk_->name(),
+               structured_ ? "on" : "off", meta_.size());
+    reader();
+}
+
+void connection::maybe_finish() noexcept
+{
+    if (reading_ || inflight_ != 0 || sending_ || retired_) {
+        return;
+    }
+    retired_ = true;
+    log::debug("{}: closed", peer_);
+    worker_.retire(this);
+}
+
+connection::request* connection::take_request() noexcept
+{
+    request* rq = free_;
+    if (rq != nullptr) {
+        free_ = rq->next;
+    } else {
+        all_requests_.push_back(std::make_unique<request>());
+        rq = all_requests_.back().get();
+        rq->conn = this;
+    }
+    rq->next = nullptr;
+    ++inflight_;
+    return rq;
+}
+
+void connection::release(request& rq) noexcept
+{
+    if (rq.buf_size != 0) {
+        worker_.buffers().put(rq.buf, rq.buf_size);
+        rq.buf = nullptr;
+        rq.buf_size = 0;
+    }
+    rq.next = free_;
+    free_ = &rq;
+    --inflight_;
+}
+
+detached connection::reader()
+{
+    io_ring& ring = worker_.ring();
+    const int fd = sock_.get();
+    const daemon_config& cfg = worker_.config();
+
+    while (!stopping_) {
+        while (rend_ - rbegin_ < nbd::request_size) {
+            if (rbuf_.size() - rend_ < recv_low_water) {
+                std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
+                rend_ -= rbegin_;
+                rbegin_ = 0;
+            }
+            ring_wait w;
+            io_uring_prep_recv(ring.sqe(&w), fd, rbuf_.data() + rend_, rbuf_.size() - rend_, 0);
+            const int r = co_await w;
+            if (r <= 0) {
+                if (r < 0 && r != -ECONNRESET) {
+                    log::debug("{}: receive failed: {}", peer_, std::strerror(-r));
+                }
+                reading_ = false;
+                co_return maybe_finish();
+            }
+            rend_ += static_cast<std::size_t>(r);
+        }
+
+        nbd::request_header h;
+        if (!nbd::decode_request(rbuf_.data() + rbegin_, h)) {
+            log::warn("{}: bad request magic; closing the connection", peer_);
+            break;
+        }
+        rbegin_ += nbd::request_size;
+
+        if (h.type == nbd::cmd_disc) {
+            log::debug("{}: client disconnected cleanly", peer_);
+            break;
+        }
+        if (h.type == nbd::cmd_write && h.length > cfg.max_payload) {
+            // Its payload cannot be buffered; the stream cannot be resynced.
+            log::warn("{}: {}-byte write exceeds the {}-byte maximum; closing", peer_, h.length, cfg.max_payload);
+            break;
+        }
+
+        request& rq = *take_request();
+        rq.cookie = h.cookie;
+        rq.type = h.type;
+        rq.cmd_flags = h.flags;
+        rq.offset = h.offset;
+        rq.length = h.length;
+        rq.hdr_len = 0;
+        rq.data_len = 0;
+
+        const bool needs_buffer = (h.type == nbd::cmd_write || h.type == nbd::cmd_read) && h.length != 0 &&
+                                  h.length <= cfg.max_payload;
+        if (needs_buffer) {
+            rq.buf = worker_.buffers().get(h.length);
+            rq.buf_size = rq.buf ? h.length : 0;
+        }
+
+        if (h.type == nbd::cmd_write && h.length != 0) {
+            // Take what is already buffered, then receive the rest straight
+            // into the request's buffer (or a scratch sink if there is none).
+            const std::size_t have = std::min<std::size_t>(rend_ - rbegin_, h.length);
+            if (rq.buf != nullptr) {
+                std::memcpy(rq.buf, rbuf_.data() + rbegin_, have);
+            }
+            rbegin_ += have;
+            if (have < h.length) {
+                long r;
+                if (rq.buf != nullptr) {
+                    r = co_await exact_io(ring, fd, exact_io::dir::recv, rq.buf + have, h.length - have);
+                } else {
+                    // Out of memory: drain the payload through the receive
+                    // buffer, then fail the request.
+                    std::size_t left = h.length - have;
+                    r = 1;
+                    rbegin_ = rend_ = 0;
+                    while (left > 0 && r > 0) {
+                        const std::size_t n = std::min(left, rbuf_.size());
+                        r = co_await exact_io(ring, fd, exact_io::dir::recv, rbuf_.data(), n);
+                        left -= r > 0 ? static_cast<std::size_t>(r) : 0;
+                    }
+                }
+                if (r <= 0) {
+                    release(rq);
+                    break;
+                }
+            }
+        }
+
+        const nbd::session_view view{disk_->size(), cfg.max_payload, false, structured_, !meta_.empty()};
+        std::uint32_t err = nbd::validate_request(h, view);
+        if (err == 0 && needs_buffer && rq.buf == nullptr) {
+            err = nbd::err_nomem;
+        }
+        if (err == 0 && disk_->removed()) {
+            err = nbd::err_shutdown;
+        }
+        if (err != 0) {
+            log::debug("{}: request type {} off {} len {} flags {:#x} refused: error {}", peer_, h.type, h.offset,
+                       h.length, h.flags, err);
+            reply_error(rq, err);
+        } else {
+            dispatch(h, rq);
+        }
+
+        if (inflight_ >= cfg.max_inflight) {
+            co_await slot_free_;
+        }
+    }
+    reading_ = false;
+    maybe_finish();
+}
+
+void connection::dispatch(const nbd::request_header& h, request& rq) noexcept
+{
+    backend& store = disk_->store();
+    rq.flags = (h.flags & nbd::cmd_flag_fua) ? io_fua : 0;
+    switch (h.type) {
+    case nbd::cmd_read:
+        if (h.length == 0) {
+            on_done(rq, 0);
+            return;
+        }
+        if (structured_ && h.length >= hole_check_min && store.is_hole(h.offset, h.length)) {
+            std::byte* p = rq.hdr.data();
+            p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
+            p = nbd::store_be<std::uint16_t>(p, nbd::reply_flag_done);
+            p = nbd::store_be<std::uint16_t>(p, nbd::chunk_offset_hole);
+            p = nbd::store_be<std::uint64_t>(p, rq.cookie);
+            p = nbd::store_be<std::uint32_t>(p, 12);
+            p = nbd::store_be<std::uint64_t>(p, h.offset);
+            nbd::store_be<std::uint32_t>(p, h.length);
+            rq.hdr_len = 32;
+            enqueue(rq);
+            return;
+        }
+        rq.op = io_op::read;
+        break;
+    case nbd::cmd_write:
+        if (h.length == 0) {
+            on_done(rq, 0);
+            return;
+        }
+        rq.op = io_op::write;
+        break;
+    case nbd::cmd_flush:
+        rq.op = io_op::flush;
+        break;
+    case nbd::cmd_trim:
+        rq.op = io_op::trim;
+        break;
+    case nbd::cmd_cache:
+        rq.op = io_op::cache;
+        break;
+    case nbd::cmd_write_zeroes:
+        rq.op = io_op::write_zeroes;
+        if (!(h.flags & nbd::cmd_flag_no_hole)) {
+            rq.flags |= io_may_trim;
+        }
+        if (h.flags & nbd::cmd_flag_fast_zero) {
+            rq.flags |= io_fast_zero;
+        }
+        break;
+    case nbd::cmd_block_status:
+        block_status(rq, h.offset, h.length);
+        return;
+    default:
+        reply_error(rq, nbd::err_inval);
+        return;
+    }
+    if (h.length == 0 && h.type != nbd::cmd_flush) {
+        on_done(rq, 0);
+        return;
+    }
+    store.submit(worker_.ring(), rq);
+}
+
+void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t length) noexcept
+{
+    if (length == 0) {
+        reply_error(rq, nbd::err_inval);
+        return;
+    }
+    const bool one = (rq.cmd_flags & nbd::cmd_flag_req_one) != 0;
+    extents_.clear();
+    int r = 0;
+    try {
+        r = disk_->store().allocation(offset, length, one ? 1 : max_descriptors, extents_);
+    } catch (const std::bad_alloc&) {
+        r = -ENOMEM;
+    }
+    if (r < 0 || extents_.empty()) {
+        reply_error(rq, r < 0 ? nbd::error_from_errno(r) : nbd::err_io);
+        return;
+    }
+    if (one) {
+        extents_.resize(1);
+        extents_[0].length = std::min<std::uint64_t>(extents_[0].length, length);
+    }
+    const std::size_t per_chunk = nbd::chunk_header_size + 4 + 8 * extents_.size();
+    const std::size_t total = per_chunk * meta_.size();
+    rq.buf = worker_.buffers().get(total);
+    if (rq.buf == nullptr) {
+        reply_error(rq, nbd::err_nomem);
+        return;
+    }
+    rq.buf_size = total;
+    std::byte* p = rq.buf;
+    for (std::size_t i = 0; i < meta_.size(); ++i) {
+        p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
+        p = nbd::store_be<std::uint16_t>(p, i + 1 == meta_.size() ? nbd::reply_flag_done : 0);
+        p = nbd::store_be<std::uint16_t>(p, nbd::chunk_block_status);
+        p = nbd::store_be<std::uint64_t>(p, rq.cookie);
+        p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(per_chunk - nbd::chunk_header_size));
+        p = nbd::store_be<std::uint32_t>(p, meta_[i].id);
+        for (const extent& e : extents_) {
+            p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(e.length));
+            p = nbd::store_be<std::uint32_t>(p, e.flags);
+        }
+    }
+    rq.data_len = total;
+    enqueue(rq);
+}
+
+void connection::on_done(request& rq, int res) noexcept
+{
+    if (res < 0) {
+        log::debug("{}: request type {} off {} len {} failed: {}", peer_, rq.type, rq.offset, rq.length,
+                   std::strerror(-res));
+        reply_error(rq, nbd::error_from_errno(res));
+        return;
+    }
+    std::byte* p = rq.hdr.data();
+    if (rq.type == nbd::cmd_read && structured_) {
+        p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
+        p = nbd::store_be<std::uint16_t>(p, nbd::reply_flag_done);
+        if (rq.length == 0) {
+            p = nbd::store_be<std::uint16_t>(p, nbd::chunk_none);
+            p = nbd::store_be<std::uint64_t>(p, rq.cookie);
+            nbd::store_be<std::uint32_t>(p, 0);
+            rq.hdr_len = nbd::chunk_header_size;
+        } else {
+            p = nbd::store_be<std::uint16_t>(p, nbd::chunk_offset_data);
+            p = nbd::store_be<std::uint64_t>(p, rq.cookie);
+            p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(8 + rq.length));
+            nbd::store_be<std::uint64_t>(p, rq.offset);
+            rq.hdr_len = nbd::chunk_header_size + 8;
+            rq.data_len = rq.length;
+        }
+    } else {
+        p = nbd::store_be<std::uint32_t>(p, nbd::simple_reply_magic);
+        p = nbd::store_be<std::uint32_t>(p, 0);
+        nbd::store_be<std::uint64_t>(p, rq.cookie);
+        rq.hdr_len = nbd::simple_reply_size;
+        if (rq.type == nbd::cmd_read) {
+            rq.data_len = rq.length;
+        }
+    }
+    enqueue(rq);
+}
+
+void connection::reply_error(request& rq, std::uint32_t nbd_error) noexcept
+{
+    std::byte* p = rq.hdr.data();
+    rq.data_len = 0;
+    if (structured_ && (rq.type == nbd::cmd_read || rq.type == nbd::cmd_block_status)) {
+        p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
+        p = nbd::store_be<std::uint16_t>(p, nbd::reply_flag_done);
+        p = nbd::store_be<std::uint16_t>(p, nbd::chunk_error);
+        p = nbd::store_be<std::uint64_t>(p, rq.cookie);
+        p = nbd::store_be<std::uint32_t>(p, 6);
+        p = nbd::store_be<std::uint32_t>(p, nbd_error);
+        nbd::store_be<std::uint16_t>(p, 0);
+        rq.hdr_len = nbd::chunk_header_size + 6;
+    } else {
+        p = nbd::store_be<std::uint32_t>(p, nbd::simple_reply_magic);
+        p = nbd::store_be<std::uint32_t>(p, nbd_error);
+        nbd::store_be<std::uint64_t>(p, rq.cookie);
+        rq.hdr_len = nbd::simple_reply_size;
+    }
+    enqueue(rq);
+}
+
+void connection::enqueue(request& rq) noexcept
+{
+    if (broken_) {
+        release(rq);
+        if (slot_free_.waiting()) {
+            slot_free_.wake();
+        }
+        maybe_finish();
+        return;
+    }
+    rq.next = nullptr;
+    if (send_tail_ != nullptr) {
+        send_tail_->next = &rq;
+    } else {
+        send_head_ = &rq;
+    }
+    send_tail_ = &rq;
+    send_more();
+}
+
+void connection::send_more() noexcept
+{
+    if (sending_ || send_head_ == nullptr) {
+        return;
+    }
+    std::size_t n = 0;
+    std::size_t skip = head_sent_;
+    for (request* rq = send_head_; rq != nullptr && n + 2 <= iov_.size(); rq = rq->next) {
+        std::size_t hdr_skip = std::min<std::size_t>(skip, rq->hdr_len);
+        if (rq->hdr_len > hdr_skip) {
+            iov_[n++] = {rq->hdr.data() + hdr_skip, rq->hdr_len - hdr_skip};
+        }
+        skip -= hdr_skip;
+        if (rq->data_len > skip) {
+            iov_[n++] = {rq->buf + skip, rq->data_len - skip};
+        }
+        skip = 0;
+    }
+    msg_ = {};
+    msg_.msg_iov = iov_.data();
+    msg_.msg_iovlen = n;
+    sending_ = true;
+    io_uring_prep_sendmsg(worker_.ring().sqe(&sender_), sock_.get(), &msg_, MSG_NOSIGNAL);
+}
+
+void connection::on_sent(int res) noexcept
+{
+    sending_ = false;
+    if (res < 0) {
+        if (res != -EPIPE && res != -ECONNRESET) {
+            log::debug("{}: send failed: {}", peer_, std::strerror(-res));
+        }
+        broken_ = true;
+        while (send_head_ != nullptr) {
+            request* rq = send_head_;
+            send_head_ = rq->next;
+            release(*rq);
+        }
+        send_tail_ = nullptr;
+        head_sent_ = 0;
+    } else {
+        std::size_t left = static_cast<std::size_t>(res);
+        while (left > 0 && send_head_ != nullptr) {
+            request* rq = send_head_;
+            const std::size_t remaining = rq->hdr_len + rq->data_len - head_sent_;
+            if (left < remaining) {
+                head_sent_ += left;
+                break;
+            }
+            left -= remaining;
+            head_sent_ = 0;
+            send_head_ = rq->next;
+            if (send_head_ == nullptr) {
+                send_tail_ = nullptr;
+            }
+            release(*rq);
+        }
+        send_more();
+    }
+    if (slot_free_.waiting() && inflight_ < worker_.config().max_inflight) {
+        slot_free_.wake();
+    }
+    maybe_finish();
+}
+
+}  // namespace rct::daemon

@@ -1,0 +1,145 @@
+// connection: one NBD client, from handshake to close, on one worker.
+//
+// Two coroutines drive it in turn: handshake() haggles options until GO or
+// EXPORT_NAME, then reader() parses requests out of a receive buffer and
+// dispatches each to the disk's backend as soon as it is complete, without
+// waiting for earlier ones. Completions build their reply in place and queue
+// it; one sendmsg at a time drains the queue, gathering every ready reply, so
+// replies leave in completion order (the protocol allows any order) and a
+// slow request never holds up the ones behind it.
+//
+// Request objects and their buffers are pooled: the reader stops taking new
+// requests while max_inflight are outstanding, which bounds memory per client.
+//
+// Lifetime: the worker owns the object. It ends when the reader has stopped
+// (EOF, DISC, protocol violation, stop()) and every outstanding request has
+// completed and been answered or dropped; then it retires itself.
+#pragma once
+
+#include "../coro.hh"
+#include "../socket_io.hh"
+#include "wire.hh"
+
+#include <rct/backend.hh>
+#include <rct/disk.hh>
+#include <rct/unique_fd.hh>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rct::daemon {
+
+class worker;
+
+class connection {
+public:
+    connection(worker& w, unique_fd sock, std::string peer);
+    ~connection();
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
+
+    void start();
+    // Stop taking requests; in-flight ones finish and are answered.
+    void stop() noexcept;
+
+private:
+    struct request final : io_request {
+        void done(int res) noexcept override { conn->on_done(*this, res); }
+
+        connection* conn = nullptr;
+        request* next = nullptr;  // free list or send queue
+        std::uint64_t cookie = 0;
+        std::uint16_t type = 0;
+        std::uint16_t cmd_flags = 0;
+        std::size_t buf_size = 0;  // pool size class of buf
+        std::uint32_t hdr_len = 0;
+        std::uint64_t data_len = 0;  // bytes of buf sent after hdr
+        std::array<std::byte, 32> hdr{};
+    };
+
+    // Metadata contexts a client may select, by id (the index here + 1).
+    enum class meta_kind : std::uint8_t { base_allocation };
+    struct meta_selection {
+        std::uint32_t id;
+        meta_kind kind;
+    };
+
+    // handshake.cc
+    detached handshake();
+    std::shared_ptr<disk> lookup_export(std::string_view name) const;
+    std::vector<std::pair<std::uint32_t, std::string>> match_contexts(const std::vector<std::string>& queries,
+                                                                      bool list) const;
+
+    // connection.cc
+    detached reader();
+    bool fill(long& r);
+    void dispatch(const nbd::request_header& h, request& rq) noexcept;
+    void block_status(request& rq, std::uint64_t offset, std::uint32_t length) noexcept;
+    void on_done(request& rq, int res) noexcept;
+    void reply_error(request& rq, std::uint32_t nbd_error) noexcept;
+    void enqueue(request& rq) noexcept;
+    void send_more() noexcept;
+    void on_sent(int res) noexcept;
+    request* take_request() noexcept;
+    void release(request& rq) noexcept;
+    void maybe_finish() noexcept;
+    void begin_transmission() noexcept;
+    void end_handshake() noexcept;
+    std::uint16_t session_transmission_flags(const disk& d) const noexcept;
+
+    class sender final : public completion {
+    public:
+        explicit sender(connection& c) : c_(c) {}
+        void complete(int res, std::uint32_t) noexcept override { c_.on_sent(res); }
+
+    private:
+        connection& c_;
+    };
+
+    worker& worker_;
+    unique_fd sock_;
+    const std::string peer_;
+    std::shared_ptr<disk> disk_;
+    bool attached_ = false;
+
+    // Negotiated state.
+    bool structured_ = false;
+    bool no_zeroes_ = false;
+    std::vector<meta_selection> meta_;
+    std::string meta_export_;  // export named by the last SET_META_CONTEXT
+
+    // Receive buffer: [rbegin_, rend_) holds unparsed bytes.
+    std::vector<std::byte> rbuf_;
+    std::size_t rbegin_ = 0;
+    std::size_t rend_ = 0;
+
+    // Requests.
+    std::vector<std::unique_ptr<request>> all_requests_;
+    request* free_ = nullptr;
+    unsigned inflight_ = 0;
+    wakeup slot_free_;
+
+    // Send queue.
+    request* send_head_ = nullptr;
+    request* send_tail_ = nullptr;
+    std::size_t head_sent_ = 0;  // bytes of send_head_'s reply already sent
+    bool sending_ = false;
+    bool broken_ = false;  // socket failed: replies are dropped, not sent
+    sender sender_{*this};
+    msghdr msg_{};
+    std::array<iovec, 64> iov_{};
+
+    // Lifecycle.
+    bool reading_ = false;
+    bool stopping_ = false;
+    bool retired_ = false;
+    std::vector<extent> extents_;  // scratch for BLOCK_STATUS
+};
+
+}  // namespace rct::daemon

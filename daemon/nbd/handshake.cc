@@ -1,0 +1,375 @@
+// The NBD handshake: fixed newstyle negotiation, up to GO or EXPORT_NAME.
+//
+// Options are handled in any order and any number of times; an unknown
+// option gets NBD_REP_ERR_UNSUP and negotiation goes on. Option payloads are
+// read whole into a bounded buffer (a longer one is drained and refused with
+// ERR_TOO_BIG), so a hostile client can neither desynchronise nor exhaust us.
+#include "connection.hh"
+
+#include "../worker.hh"
+
+#include <rct/log.hh>
+
+#include <algorithm>
+#include <cstring>
+
+namespace rct::daemon {
+namespace {
+
+constexpr std::uint32_t max_option_len = 64 * 1024;
+
+std::uint32_t rd32(const std::vector<std::byte>& b, std::size_t at)
+{
+    return nbd::load_be<std::uint32_t>(b.data() + at);
+}
+
+// Parses "u32 namelen | name | ..." at pos; false if it overruns.
+bool take_string(const std::vector<std::byte>& b, std::size_t& pos, std::string& out)
+{
+    if (b.size() - pos < 4) {
+        return false;
+    }
+    const std::uint32_t n = rd32(b, pos);
+    pos += 4;
+    if (b.size() - pos < n) {
+        return false;
+    }
+    out.assign(reinterpret_cast<const char*>(b.data() + pos), n);
+    pos += n;
+    return true;
+}
+
+}  // namespace
+
+std::shared_ptr<disk> connection::lookup_export(std::string_view name) const
+{
+    auto& reg = worker_.registry();
+    if (!name.empty()) {
+        return reg.find(name);
+    }
+    if (!worker_.config().default_export.empty()) {
+        return reg.find(worker_.config().default_export);
+    }
+    auto all = reg.list();
+    return all.size() == 1 ? all.front() : nullptr;
+}
+
+std::uint16_t connection::session_transmission_flags(const disk&) const noexcept
+{
+    std::uint16_t f = nbd::tf_has_flags | nbd::tf_send_flush | nbd::tf_send_fua | nbd::tf_send_trim |
+                      nbd::tf_send_write_zeroes | nbd::tf_send_fast_zero | nbd::tf_send_cache |
+                      nbd::tf_can_multi_conn;
+    if (structured_) {
+        f |= nbd::tf_send_df;
+    }
+    return f;
+}
+
+std::vector<std::pair<std::uint32_t, std::string>>
+connection::match_contexts(const std::vector<std::string>& queries, bool list) const
+{
+    // Context ids: 1 = base:allocation. Change-tracking contexts will take
+    // the ids after it.
+    std::vector<std::pair<std::uint32_t, std::string>> out;
+    auto add = [&](std::uint32_t id, const char* name) {
+        if (std::none_of(out.begin(), out.end(), [&](auto& p) { return p.first == id; })) {
+            out.emplace_back(id, name);
+        }
+    };
+    if (queries.empty()) {
+        if (list) {
+            add(1, "base:allocation");
+        }
+        return out;
+    }
+    for (const auto& q : queries) {
+        if (q == "base:allocation" || (list && q == "base:")) {
+            add(1, "base:allocation");
+        }
+        // Unknown namespaces and names are ignored, per the spec.
+    }
+    return out;
+}
+
+detached connection::handshake()
+{
+    io_ring& ring = worker_.ring();
+    const int fd = sock_.get();
+    std::array<std::byte, 32> small{};
+    std::vector<std::byte> data;
+    std::vector<std::byte> out;
+
+    // Sends out as one option reply.
+    auto reply = [&](std::uint32_t opt, std::uint32_t type, const std::byte* payload,
+                     std::uint32_t len) -> exact_io {
+        out.resize(20 + len);
+        std::byte* p = out.data();
+        p = nbd::store_be<std::uint64_t>(p, nbd::opt_reply_magic);
+        p = nbd::store_be<std::uint32_t>(p, opt);
+        p = nbd::store_be<std::uint32_t>(p, type);
+        p = nbd::store_be<std::uint32_t>(p, len);
+        if (len != 0) {
+            std::memcpy(p, payload, len);
+        }
+        return exact_io(ring, fd, exact_io::dir::send, out.data(), out.size());
+    };
+
+    {
+        std::byte* p = small.data();
+        p = nbd::store_be<std::uint64_t>(p, nbd::nbdmagic);
+        p = nbd::store_be<std::uint64_t>(p, nbd::ihaveopt);
+        nbd::store_be<std::uint16_t>(p, nbd::flag_fixed_newstyle | nbd::flag_no_zeroes);
+        if (co_await exact_io(ring, fd, exact_io::dir::send, small.data(), 18) != 18) {
+            co_return end_handshake();
+        }
+        if (co_await exact_io(ring, fd, exact_io::dir::recv, small.data(), 4) != 4) {
+            co_return end_handshake();
+        }
+        const auto cflags = nbd::load_be<std::uint32_t>(small.data());
+        if (cflags & ~(nbd::client_flag_fixed_newstyle | nbd::client_flag_no_zeroes)) {
+            log::warn("{}: unknown client flags {:#x}; closing", peer_, cflags);
+            co_return end_handshake();
+        }
+        no_zeroes_ = (cflags & nbd::client_flag_no_zeroes) != 0;
+    }
+
+    for (;;) {
+        if (stopping_) {
+            co_return end_handshake();
+        }
+        if (co_await exact_io(ring, fd, exact_io::dir::recv, small.data(), 16) != 16) {
+            co_return end_handshake();
+        }
+        if (nbd::load_be<std::uint64_t>(small.data()) != nbd::ihaveopt) {
+            log::warn("{}: bad option magic; closing", peer_);
+            co_return end_handshake();
+        }
+        const auto opt = nbd::load_be<std::uint32_t>(small.data() + 8);
+        const auto len = nbd::load_be<std::uint32_t>(small.data() + 12);
+
+        if (len > max_option_len) {
+            // Drain in bounded pieces, then refuse.
+            data.resize(max_option_len);
+            std::uint64_t left = len;
+            bool ok = true;
+            while (left > 0 && ok) {
+                const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, data.size()));
+                ok = co_await exact_io(ring, fd, exact_io::dir::recv, data.data(), n) == static_cast<long>(n);
+                left -= n;
+            }
+            if (!ok || opt == nbd::opt_export_name) {
+                co_return end_handshake();
+            }
+            if (co_await reply(opt, nbd::rep_err_too_big, nullptr, 0) < 0) {
+                co_return end_handshake();
+            }
+            continue;
+        }
+        data.resize(len);
+        if (len != 0 && co_await exact_io(ring, fd, exact_io::dir::recv, data.data(), len) != len) {
+            co_return end_handshake();
+        }
+        log::debug("{}: option {} ({} bytes)", peer_, opt, len);
+
+        auto error_reply = [&](std::uint32_t type, std::string_view msg) {
+            return reply(opt, type, reinterpret_cast<const std::byte*>(msg.data()),
+                         static_cast<std::uint32_t>(msg.size()));
+        };
+
+        switch (opt) {
+        case nbd::opt_export_name: {
+            std::string name(reinterpret_cast<const char*>(data.data()), data.size());
+            disk_ = lookup_export(name);
+            if (!disk_) {
+                // This option has no way to report errors but a disconnect.
+                log::info("{}: no export '{}'", peer_, name);
+                co_return end_handshake();
+            }
+            out.resize(10 + 124);
+            std::byte* p = out.data();
+            std::fill(out.begin(), out.end(), std::byte{0});
+            p = nbd::store_be<std::uint64_t>(p, disk_->size());
+            nbd::store_be<std::uint16_t>(p, session_transmission_flags(*disk_));
+            const std::size_t n = no_zeroes_ ? 10 : 134;
+            if (co_await exact_io(ring, fd, exact_io::dir::send, out.data(), n) != static_cast<long>(n)) {
+                co_return end_handshake();
+            }
+            meta_.clear();  // EXPORT_NAME cannot carry a context selection
+            co_return begin_transmission();
+        }
+        case nbd::opt_abort:
+            co_await reply(opt, nbd::rep_ack, nullptr, 0);
+            co_return end_handshake();
+        case nbd::opt_list: {
+            if (len != 0) {
+                if (co_await error_reply(nbd::rep_err_invalid, "LIST takes no data") < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            bool ok = true;
+            for (const auto& d : worker_.registry().list()) {
+                std::vector<std::byte> item(4 + d->name().size());
+                nbd::store_be<std::uint32_t>(item.data(), static_cast<std::uint32_t>(d->name().size()));
+                std::memcpy(item.data() + 4, d->name().data(), d->name().size());
+                if (co_await reply(opt, nbd::rep_server, item.data(), static_cast<std::uint32_t>(item.size())) < 0) {
+                    ok = false;
+                    break;
+                }
+            }
+            if (!ok || co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+                co_return end_handshake();
+            }
+            break;
+        }
+        case nbd::opt_structured_reply:
+            if (len != 0) {
+                if (co_await error_reply(nbd::rep_err_invalid, "STRUCTURED_REPLY takes no data") < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            structured_ = true;
+            if (co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+                co_return end_handshake();
+            }
+            break;
+        case nbd::opt_info:
+        case nbd::opt_go: {
+            std::size_t pos = 0;
+            std::string name;
+            bool valid = take_string(data, pos, name) && data.size() - pos >= 2;
+            std::uint16_t nreq = 0;
+            if (valid) {
+                nreq = nbd::load_be<std::uint16_t>(data.data() + pos);
+                pos += 2;
+                valid = data.size() - pos == std::size_t{2} * nreq;
+            }
+            if (!valid) {
+                if (co_await error_reply(nbd::rep_err_invalid, "malformed INFO/GO request") < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            bool want_name = false;
+            bool want_description = false;
+            for (std::uint16_t i = 0; i < nreq; ++i) {
+                const auto t = nbd::load_be<std::uint16_t>(data.data() + pos + 2 * i);
+                want_name |= t == nbd::info_name;
+                want_description |= t == nbd::info_description;
+            }
+            auto d = lookup_export(name);
+            if (!d) {
+                const std::string msg = name.empty() ? "no default export: name one of the disks"
+                                                     : "no such export: " + name;
+                if (co_await error_reply(nbd::rep_err_unknown, msg) < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            std::array<std::byte, 16> info{};
+            std::byte* p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_export);
+            p = nbd::store_be<std::uint64_t>(p, d->size());
+            nbd::store_be<std::uint16_t>(p, session_transmission_flags(*d));
+            if (co_await reply(opt, nbd::rep_info, info.data(), 12) < 0) {
+                co_return end_handshake();
+            }
+            p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_block_size);
+            p = nbd::store_be<std::uint32_t>(p, 1);
+            p = nbd::store_be<std::uint32_t>(p, 4096);
+            nbd::store_be<std::uint32_t>(p, worker_.config().max_payload);
+            if (co_await reply(opt, nbd::rep_info, info.data(), 14) < 0) {
+                co_return end_handshake();
+            }
+            if (want_name || want_description) {
+                const std::string text = want_name ? d->name() : "rct disk " + d->name();
+                std::vector<std::byte> item(2 + text.size());
+                nbd::store_be<std::uint16_t>(item.data(), want_name ? nbd::info_name : nbd::info_description);
+                std::memcpy(item.data() + 2, text.data(), text.size());
+                if (co_await reply(opt, nbd::rep_info, item.data(), static_cast<std::uint32_t>(item.size())) < 0) {
+                    co_return end_handshake();
+                }
+            }
+            if (co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+                co_return end_handshake();
+            }
+            if (opt == nbd::opt_go) {
+                disk_ = std::move(d);
+                if (meta_export_ != name) {
+                    meta_.clear();
+                }
+                co_return begin_transmission();
+            }
+            break;
+        }
+        case nbd::opt_list_meta_context:
+        case nbd::opt_set_meta_context: {
+            const bool list = opt == nbd::opt_list_meta_context;
+            if (!list) {
+                meta_.clear();  // replaced even if this SET fails
+                meta_export_.clear();
+            }
+            if (!structured_) {
+                if (co_await error_reply(nbd::rep_err_invalid, "negotiate structured replies first") < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            std::size_t pos = 0;
+            std::string name;
+            std::vector<std::string> queries;
+            bool valid = take_string(data, pos, name) && data.size() - pos >= 4;
+            if (valid) {
+                const std::uint32_t nq = rd32(data, pos);
+                pos += 4;
+                for (std::uint32_t i = 0; i < nq && valid; ++i) {
+                    std::string q;
+                    valid = take_string(data, pos, q);
+                    queries.push_back(std::move(q));
+                }
+                valid = valid && pos == data.size();
+            }
+            if (!valid) {
+                if (co_await error_reply(nbd::rep_err_invalid, "malformed meta context request") < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            if (!lookup_export(name)) {
+                if (co_await error_reply(nbd::rep_err_unknown, "no such export: " + name) < 0) {
+                    co_return end_handshake();
+                }
+                break;
+            }
+            bool ok = true;
+            for (auto& [id, ctx] : match_contexts(queries, list)) {
+                std::vector<std::byte> item(4 + ctx.size());
+                nbd::store_be<std::uint32_t>(item.data(), id);
+                std::memcpy(item.data() + 4, ctx.data(), ctx.size());
+                if (co_await reply(opt, nbd::rep_meta_context, item.data(),
+                                   static_cast<std::uint32_t>(item.size())) < 0) {
+                    ok = false;
+                    break;
+                }
+                if (!list) {
+                    meta_.push_back({id, meta_kind::base_allocation});
+                }
+            }
+            if (!list) {
+                meta_export_ = name;
+            }
+            if (!ok || co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+                co_return end_handshake();
+            }
+            break;
+        }
+        default:
+            if (co_await error_reply(nbd::rep_err_unsup, "option not supported") < 0) {
+                co_return end_handshake();
+            }
+            break;
+        }
+    }
+}
+
+}  // namespace rct::daemon

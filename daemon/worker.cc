@@ -1,0 +1,159 @@
+#include "worker.hh"
+
+#include "nbd/connection.hh"
+
+#include <rct/error.hh>
+#include <rct/log.hh>
+
+#include <sys/eventfd.h>
+
+#include <cerrno>
+#include <future>
+
+namespace rct::daemon {
+
+worker::worker(unsigned index, const daemon_config& config, disk_registry& registry)
+    : index_(index), config_(config), registry_(registry), ring_(1024),
+      buffers_(std::size_t{64} << 20), event_fd_(::eventfd(0, EFD_CLOEXEC))
+{
+    if (!event_fd_) {
+        throw_errno("eventfd", errno);
+    }
+}
+
+worker::~worker()
+{
+    join();
+    reap_retired();
+    for (connection* c : live_) {
+        delete c;
+    }
+}
+
+void worker::start()
+{
+    // The ring is enabled by the thread that will own it; a failure there is
+    // reported back here so startup fails with the reason.
+    std::promise<void> enabled;
+    auto ready = enabled.get_future();
+    thread_ = std::thread([this, &enabled] {
+        try {
+            ring_.enable();
+            mailbox_.arm();
+        } catch (...) {
+            enabled.set_exception(std::current_exception());
+            return;
+        }
+        enabled.set_value();
+        loop();
+    });
+    try {
+        ready.get();
+    } catch (...) {
+        thread_.join();
+        throw;
+    }
+}
+
+void worker::post(std::function<void()> task)
+{
+    {
+        std::lock_guard lock(tasks_mutex_);
+        tasks_.push_back(std::move(task));
+    }
+    const std::uint64_t one = 1;
+    // The eventfd counter saturates long after any realistic backlog; a
+    // failed write can only mean the fd is gone, i.e. we are shutting down.
+    [[maybe_unused]] auto n = ::write(event_fd_.get(), &one, sizeof one);
+}
+
+void worker::request_stop()
+{
+    post([this] {
+        stopping_ = true;
+        for (connection* c : live_) {
+            c->stop();
+        }
+    });
+}
+
+void worker::join()
+{
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+void worker::adopt(unique_fd sock, std::string peer)
+{
+    if (stopping_) {
+        return;  // the socket closes; the client sees a refused handshake
+    }
+    auto* c = new connection(*this, std::move(sock), std::move(peer));
+    live_.insert(c);
+    live_count_.fetch_add(1, std::memory_order_relaxed);
+    c->start();
+}
+
+void worker::retire(connection* c) noexcept
+{
+    // Freed at the top of the next loop turn: the caller is still on c's stack.
+    retired_.push_back(c);
+}
+
+void worker::reap_retired() noexcept
+{
+    for (connection* c : retired_) {
+        live_.erase(c);
+        live_count_.fetch_sub(1, std::memory_order_relaxed);
+        delete c;
+    }
+    retired_.clear();
+}
+
+void worker::run_tasks() noexcept
+{
+    std::vector<std::function<void()>> batch;
+    {
+        std::lock_guard lock(tasks_mutex_);
+        batch.swap(tasks_);
+    }
+    for (auto& t : batch) {
+        try {
+            t();
+        } catch (const std::exception& e) {
+            log::error("worker {}: task failed: {}", index_, e.what());
+        }
+    }
+}
+
+void worker::loop() noexcept
+{
+    log::debug("worker {} running (ring flags {:#x})", index_, ring_.setup_flags());
+    while (!(stopping_ && live_.size() == retired_.size())) {
+        const int r = ring_.run(true);
+        if (r < 0) {
+            log::error("worker {}: io_uring_enter failed: {}", index_, std::strerror(-r));
+            break;
+        }
+        reap_retired();
+    }
+    reap_retired();
+    log::debug("worker {} stopped", index_);
+}
+
+void worker::mailbox::arm() noexcept
+{
+    io_uring_prep_read(w_.ring_.sqe(this), w_.event_fd_.get(), &counter_, sizeof counter_, 0);
+}
+
+void worker::mailbox::complete(int res, std::uint32_t) noexcept
+{
+    if (res < 0 && res != -EINTR && res != -EAGAIN) {
+        log::error("worker {}: mailbox read failed: {}", w_.index_, std::strerror(-res));
+    }
+    w_.run_tasks();
+    arm();
+}
+
+}  // namespace rct::daemon

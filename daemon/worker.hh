@@ -1,0 +1,94 @@
+// worker: one thread, one io_uring, many connections.
+//
+// Each worker runs a single event loop over its ring: the sockets of the NBD
+// connections it owns and the disk I/O those connections cause all complete
+// there, so a request is parsed, executed and answered on one thread without
+// locks. Other threads talk to a worker only through post(), a mutex-guarded
+// mailbox whose eventfd the ring watches. The listener hands new sockets over
+// that way; the main thread asks for shutdown that way.
+#pragma once
+
+#include "config.hh"
+
+#include <rct/buffer_pool.hh>
+#include <rct/disk_registry.hh>
+#include <rct/io_ring.hh>
+#include <rct/unique_fd.hh>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace rct::daemon {
+
+class connection;
+
+class worker {
+public:
+    // Creates the ring; throws rct::error when io_uring is unusable.
+    worker(unsigned index, const daemon_config& config, disk_registry& registry);
+    ~worker();
+    worker(const worker&) = delete;
+    worker& operator=(const worker&) = delete;
+
+    void start();
+    // Any thread. Tasks run on the worker thread in FIFO order.
+    void post(std::function<void()> task);
+    // Any thread: stop reading new requests, finish in-flight ones, close
+    // every connection, then leave the loop.
+    void request_stop();
+    void join();
+
+    unsigned index() const noexcept { return index_; }
+    unsigned connection_count() const noexcept { return live_count_.load(std::memory_order_relaxed); }
+
+    // Worker thread only.
+    io_ring& ring() noexcept { return ring_; }
+    buffer_pool& buffers() noexcept { return buffers_; }
+    disk_registry& registry() noexcept { return registry_; }
+    const daemon_config& config() const noexcept { return config_; }
+    void adopt(unique_fd sock, std::string peer);
+    void retire(connection* c) noexcept;
+
+private:
+    class mailbox final : public completion {
+    public:
+        explicit mailbox(worker& w) : w_(w) {}
+        void arm() noexcept;
+        void complete(int res, std::uint32_t) noexcept override;
+
+    private:
+        worker& w_;
+        std::uint64_t counter_ = 0;
+    };
+
+    void loop() noexcept;
+    void run_tasks() noexcept;
+    void reap_retired() noexcept;
+
+    const unsigned index_;
+    const daemon_config& config_;
+    disk_registry& registry_;
+    io_ring ring_;
+    buffer_pool buffers_;
+    unique_fd event_fd_;
+    mailbox mailbox_{*this};
+    std::thread thread_;
+
+    std::mutex tasks_mutex_;
+    std::vector<std::function<void()>> tasks_;  // guarded by tasks_mutex_
+
+    // Worker thread only.
+    std::unordered_set<connection*> live_;
+    std::vector<connection*> retired_;
+    bool stopping_ = false;
+    std::atomic<unsigned> live_count_{0};
+};
+
+}  // namespace rct::daemon

@@ -1,0 +1,70 @@
+// disk: one virtual disk served by rctd, shared by every frontend.
+//
+// A disk is a directory in the state dir holding its metadata (disk.json,
+// see docs/format/disk.md) and its data file. The disk_registry creates,
+// loads and retires disks; frontends hold a std::shared_ptr<disk> for as long
+// as they serve it, so a disk deleted while in use stays valid (its files
+// unlinked) until the last client lets go.
+//
+// Threading: name, id and creation time are immutable. size() is atomic and
+// changes only through the registry (resize). Client bookkeeping is guarded
+// by an internal mutex and may be called from any thread.
+#pragma once
+
+#include <rct/backend.hh>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+namespace rct {
+
+struct disk_meta {
+    std::string name;
+    std::string id;               // unique per create: a recreated disk gets a new one
+    std::uint64_t size = 0;       // bytes
+    std::int64_t created_at = 0;  // unix seconds
+};
+
+class disk {
+public:
+    disk(disk_meta meta, std::filesystem::path dir, std::unique_ptr<backend> store);
+    disk(const disk&) = delete;
+    disk& operator=(const disk&) = delete;
+
+    const std::string& name() const noexcept { return meta_.name; }
+    const std::string& id() const noexcept { return meta_.id; }
+    std::int64_t created_at() const noexcept { return meta_.created_at; }
+    const std::filesystem::path& dir() const noexcept { return dir_; }
+    std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
+    bool removed() const noexcept { return removed_.load(std::memory_order_acquire); }
+
+    backend& store() noexcept { return *store_; }
+
+    // Frontends register each client socket serving this disk so that a
+    // forced delete can cut them off (shutdown(2) wakes their workers).
+    void attach_client(int sockfd);
+    void detach_client(int sockfd);
+    unsigned clients() const;
+    void disconnect_clients();
+
+private:
+    friend class disk_registry;
+    void set_size(std::uint64_t s) noexcept { size_.store(s, std::memory_order_release); }
+    void mark_removed() noexcept { removed_.store(true, std::memory_order_release); }
+
+    const disk_meta meta_;
+    const std::filesystem::path dir_;
+    std::unique_ptr<backend> store_;
+    std::atomic<std::uint64_t> size_;
+    std::atomic<bool> removed_{false};
+
+    mutable std::mutex clients_mutex_;
+    std::set<int> clients_;  // guarded by clients_mutex_
+};
+
+}  // namespace rct

@@ -1,0 +1,55 @@
+// disk_registry: the set of disks in a state directory, and their lifecycle.
+//
+// Layout of the state directory (see docs/format/disk.md):
+//   STATE/disks/NAME/disk.json   metadata, committed by temp+fsync+rename
+//   STATE/disks/NAME/data.raw    the disk's bytes (sparse raw image)
+//
+// All methods are thread-safe (one internal mutex; management operations are
+// rare and never on the data path). Failures throw rct::error.
+#pragma once
+
+#include <rct/disk.hh>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rct {
+
+class disk_registry {
+public:
+    // Creates STATE/disks if needed and loads every disk in it. A disk whose
+    // metadata is unreadable is skipped with an error in the log, never
+    // served. Throws if the state directory itself is unusable.
+    explicit disk_registry(std::filesystem::path state_dir);
+
+    const std::filesystem::path& state_dir() const noexcept { return state_dir_; }
+
+    std::shared_ptr<disk> find(std::string_view name) const;
+    std::vector<std::shared_ptr<disk>> list() const;  // sorted by name
+
+    // Names: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'.
+    static bool valid_name(std::string_view name) noexcept;
+
+    std::shared_ptr<disk> create(const std::string& name, std::uint64_t size);
+    // Copies FILE (sparsely) into the state dir; with move, renames it in.
+    std::shared_ptr<disk> import(const std::string& name, const std::filesystem::path& from, bool move);
+    // Refused (errc::busy) while clients are connected, unless force, which
+    // disconnects them.
+    void remove(const std::string& name, bool force);
+    // Growing is always allowed; shrinking needs force.
+    void resize(const std::string& name, std::uint64_t new_size, bool force);
+
+private:
+    std::shared_ptr<disk> open_disk(const std::filesystem::path& dir);
+
+    const std::filesystem::path state_dir_;
+    mutable std::mutex mutex_;
+    std::map<std::string, std::shared_ptr<disk>, std::less<>> disks_;  // guarded by mutex_
+};
+
+}  // namespace rct

@@ -1,0 +1,817 @@
+// The registry's on-disk protocol (docs/format/disk.md has the full story):
+//
+// - A disk comes into being in a staging directory STATE/disks/.create-...tmp
+//   (or .import-/.move-), fully written and synced, and is then renamed to
+//   STATE/disks/NAME. A crash leaves either no disk or a complete one, never
+//   a half-built NAME directory that would block the name.
+// - disk.json is replaced by writing disk.json.tmp, fsync, rename, fsync of
+//   the directory.
+// - A resize first records its target ("resize_to") in disk.json, then
+//   changes the data file, then commits the new size. At load, a data file
+//   whose size matches either end of a recorded resize is accepted and the
+//   resize is finished or rolled back accordingly.
+// - Removal renames NAME to .deleted-NAME-ID (one atomic step that takes the
+//   disk away) and deletes the contents afterwards; leftovers are deleted at
+//   the next load.
+//
+// Slow work (copying an import) runs without the mutex so that lookups by
+// the frontends are never held up; the mutex covers the map and the final
+// rename into place.
+#include <rct/disk_registry.hh>
+
+#include <rct/error.hh>
+#include <rct/file_backend.hh>
+#include <rct/log.hh>
+#include <rct/unique_fd.hh>
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace rct {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* meta_file = "disk.json";
+constexpr const char* meta_tmp_file = "disk.json.tmp";
+constexpr const char* data_file = "data.raw";
+constexpr const char* format_name = "rct-disk";
+constexpr int format_version = 1;
+constexpr std::uint64_t sector = 512;
+
+// disk.json as stored: the metadata plus a resize in progress, if any.
+struct stored_meta {
+    disk_meta meta;
+    std::optional<std::uint64_t> resize_to;
+};
+
+bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
+
+bool ends_with(const std::string& s, std::string_view suffix)
+{
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+[[noreturn]] void throw_errno_at(const char* call, const fs::path& p, int err)
+{
+    throw_errno(fmt::format("{} {}", call, p.string()), err);
+}
+
+unique_fd open_at(const fs::path& p, int flags, mode_t mode = 0)
+{
+    unique_fd fd(::open(p.c_str(), flags | O_CLOEXEC, mode));
+    if (!fd) {
+        throw_errno_at("open", p, errno);
+    }
+    return fd;
+}
+
+void sync_fd(int fd, const fs::path& p)
+{
+    if (::fsync(fd) != 0) {
+        throw_errno_at("fsync", p, errno);
+    }
+}
+
+void sync_dir(const fs::path& dir)
+{
+    unique_fd fd = open_at(dir, O_RDONLY | O_DIRECTORY);
+    sync_fd(fd.get(), dir);
+}
+
+void write_all(int fd, std::string_view data, const fs::path& p)
+{
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno_at("write", p, errno);
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+// Best effort: the caller is already failing, or the tree is garbage that a
+// later load deletes again.
+void remove_tree(const fs::path& p) noexcept
+{
+    std::error_code ec;
+    fs::remove_all(p, ec);
+    if (ec) {
+        log::error("cannot delete {}: {}", p.string(), ec.message());
+    }
+}
+
+// Deletes a staging directory unless the disk made it into place.
+class staging_guard {
+public:
+    explicit staging_guard(fs::path p) : path_(std::move(p)) {}
+    ~staging_guard()
+    {
+        if (!path_.empty()) {
+            remove_tree(path_);
+        }
+    }
+    staging_guard(const staging_guard&) = delete;
+    staging_guard& operator=(const staging_guard&) = delete;
+    void release() noexcept { path_.clear(); }
+
+private:
+    fs::path path_;
+};
+
+std::string new_uuid()
+{
+    unsigned char b[16];
+    std::size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = ::getrandom(b + got, sizeof b - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno("getrandom", errno);
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
+    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
+    return fmt::format("{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-"
+                       "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                       b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+                       b[13], b[14], b[15]);
+}
+
+std::int64_t now_unix()
+{
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+void check_name(const std::string& name)
+{
+    if (!disk_registry::valid_name(name)) {
+        throw error(errc::invalid_argument,
+                    fmt::format("invalid disk name '{}': use 1-64 characters of A-Z a-z 0-9 . _ -, "
+                                "not starting with '.' or '-'",
+                                name));
+    }
+}
+
+void check_size(std::uint64_t size)
+{
+    if (size == 0) {
+        throw error(errc::invalid_argument, "disk size must be greater than zero");
+    }
+    if (size % sector != 0) {
+        throw error(errc::invalid_argument,
+                    fmt::format("disk size {} is not a multiple of {} bytes", size, sector));
+    }
+    if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max())) {
+        throw error(errc::invalid_argument, fmt::format("disk size {} is too large", size));
+    }
+}
+
+// Replaces dir/disk.json atomically and durably.
+void commit_meta(const fs::path& dir, const disk_meta& meta, std::optional<std::uint64_t> resize_to = {})
+{
+    nlohmann::ordered_json j;
+    j["format"] = format_name;
+    j["version"] = format_version;
+    j["name"] = meta.name;
+    j["id"] = meta.id;
+    j["size"] = meta.size;
+    j["created_at"] = meta.created_at;
+    if (resize_to) {
+        j["resize_to"] = *resize_to;
+    }
+    const std::string text = j.dump(4) + "\n";
+
+    const fs::path tmp = dir / meta_tmp_file;
+    const fs::path final_path = dir / meta_file;
+    {
+        unique_fd fd = open_at(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        write_all(fd.get(), text, tmp);
+        sync_fd(fd.get(), tmp);
+    }
+    if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+        throw_errno_at("rename", tmp, errno);
+    }
+    sync_dir(dir);
+}
+
+stored_meta read_meta(const fs::path& dir)
+{
+    const fs::path p = dir / meta_file;
+    unique_fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOENT) {
+            throw error(errc::corrupt, fmt::format("{} is missing", p.string()));
+        }
+        throw_errno_at("open", p, errno);
+    }
+    std::string text;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno_at("read", p, errno);
+        }
+        if (n == 0) {
+            break;
+        }
+        text.append(buf, static_cast<std::size_t>(n));
+        if (text.size() > (1u << 20)) {
+            throw error(errc::corrupt, fmt::format("{} is implausibly large", p.string()));
+        }
+    }
+
+    const auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+        throw error(errc::corrupt, fmt::format("{} is not a JSON object", p.string()));
+    }
+    auto bad = [&](const std::string& why) { return error(errc::corrupt, fmt::format("{}: {}", p.string(), why)); };
+    auto field = [&](const char* key) -> const nlohmann::json& {
+        auto it = j.find(key);
+        if (it == j.end()) {
+            throw bad(fmt::format("field '{}' is missing", key));
+        }
+        return *it;
+    };
+
+    const auto& format = field("format");
+    if (!format.is_string() || format.get<std::string>() != format_name) {
+        throw bad(fmt::format("not an rct disk (format is {}, expected \"{}\")", format.dump(), format_name));
+    }
+    const auto& version = field("version");
+    if (!version.is_number_unsigned() || version.get<std::uint64_t>() != format_version) {
+        throw bad(fmt::format("unsupported version {} (this rctd reads version {})", version.dump(),
+                              format_version));
+    }
+
+    stored_meta out;
+    const auto& name = field("name");
+    const auto& id = field("id");
+    const auto& size = field("size");
+    const auto& created = field("created_at");
+    if (!name.is_string()) {
+        throw bad("'name' is not a string");
+    }
+    if (!id.is_string() || id.get<std::string>().empty()) {
+        throw bad("'id' is not a non-empty string");
+    }
+    if (!size.is_number_unsigned() || size.get<std::uint64_t>() == 0 || size.get<std::uint64_t>() % sector != 0) {
+        throw bad(fmt::format("'size' {} is not a positive multiple of {}", size.dump(), sector));
+    }
+    if (!created.is_number_integer()) {
+        throw bad("'created_at' is not an integer");
+    }
+    out.meta.name = name.get<std::string>();
+    out.meta.id = id.get<std::string>();
+    out.meta.size = size.get<std::uint64_t>();
+    out.meta.created_at = created.get<std::int64_t>();
+    if (auto it = j.find("resize_to"); it != j.end()) {
+        if (!it->is_number_unsigned()) {
+            throw bad("'resize_to' is not an unsigned integer");
+        }
+        out.resize_to = it->get<std::uint64_t>();
+    }
+    return out;
+}
+
+// copy_file_range when the kernel and filesystems allow it (it may share
+// extents instead of copying), read/write otherwise; the fallback skips
+// all-zero blocks, which the destination (freshly truncated) already reads
+// as zeroes.
+class range_copier {
+public:
+    range_copier(int src, int dst, const fs::path& from) : src_(src), dst_(dst), from_(from) {}
+
+    void copy(off_t offset, off_t length)
+    {
+        while (length > 0 && !fallback_) {
+            loff_t in = offset;
+            loff_t out = offset;
+            ssize_t n = ::copy_file_range(src_, &in, dst_, &out, static_cast<std::size_t>(length), 0);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL) {
+                    fallback_ = true;
+                    break;
+                }
+                throw_errno_at("copy_file_range from", from_, errno);
+            }
+            if (n == 0) {
+                throw error(errc::io_error, fmt::format("{} shrank during the copy", from_.string()));
+            }
+            offset += n;
+            length -= n;
+        }
+        while (length > 0) {
+            if (buf_.empty()) {
+                buf_.resize(1u << 20);
+            }
+            const auto chunk = static_cast<std::size_t>(std::min<off_t>(length, static_cast<off_t>(buf_.size())));
+            ssize_t n = ::pread(src_, buf_.data(), chunk, offset);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw_errno_at("read", from_, errno);
+            }
+            if (n == 0) {
+                throw error(errc::io_error, fmt::format("{} shrank during the copy", from_.string()));
+            }
+            if (!all_zero(buf_.data(), static_cast<std::size_t>(n))) {
+                write_at(buf_.data(), static_cast<std::size_t>(n), offset);
+            }
+            offset += n;
+            length -= n;
+        }
+    }
+
+private:
+    static bool all_zero(const char* p, std::size_t n) noexcept
+    {
+        for (std::size_t i = 0; i < n; ++i) {
+            if (p[i] != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    void write_at(const char* p, std::size_t n, off_t offset)
+    {
+        while (n > 0) {
+            ssize_t w = ::pwrite(dst_, p, n, offset);
+            if (w < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw_errno("write to the imported disk", errno);
+            }
+            p += w;
+            n -= static_cast<std::size_t>(w);
+            offset += w;
+        }
+    }
+
+    const int src_;
+    const int dst_;
+    const fs::path& from_;
+    bool fallback_ = false;
+    std::vector<char> buf_;
+};
+
+// Copies the first size bytes of src into dst (already truncated to size),
+// visiting only the source's data extents so holes stay holes.
+void sparse_copy(int src, int dst, off_t size, const fs::path& from)
+{
+    range_copier copier(src, dst, from);
+    off_t pos = 0;
+    while (pos < size) {
+        off_t data = ::lseek(src, pos, SEEK_DATA);
+        off_t hole = size;
+        if (data < 0) {
+            if (errno == ENXIO) {
+                break;  // only a hole remains
+            }
+            if (errno != EINVAL && errno != EOPNOTSUPP) {
+                throw_errno_at("lseek(SEEK_DATA) in", from, errno);
+            }
+            data = pos;  // no hole support: treat the rest as data
+        } else {
+            hole = ::lseek(src, data, SEEK_HOLE);
+            if (hole < 0) {
+                throw_errno_at("lseek(SEEK_HOLE) in", from, errno);
+            }
+        }
+        if (data >= size) {
+            break;
+        }
+        hole = std::min(hole, size);
+        copier.copy(data, hole - data);
+        pos = hole;
+    }
+}
+
+// rename(2) that refuses to replace an existing target (an empty directory
+// would otherwise be replaced silently).
+int rename_noreplace(const fs::path& from, const fs::path& to)
+{
+    int r = ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE);
+    if (r != 0 && errno == EINVAL) {
+        r = ::rename(from.c_str(), to.c_str());  // filesystem without RENAME_NOREPLACE
+    }
+    return r;
+}
+
+}  // namespace
+
+disk_registry::disk_registry(std::filesystem::path state_dir) : state_dir_(std::move(state_dir))
+{
+    const fs::path disks_dir = state_dir_ / "disks";
+    std::error_code ec;
+    fs::create_directories(disks_dir, ec);
+    if (ec) {
+        throw error(errc::io_error, fmt::format("cannot create {}: {}", disks_dir.string(), ec.message()));
+    }
+
+    fs::directory_iterator it(disks_dir, ec);
+    if (ec) {
+        throw error(errc::io_error, fmt::format("cannot read {}: {}", disks_dir.string(), ec.message()));
+    }
+    for (const auto& entry : it) {
+        const fs::path& p = entry.path();
+        const std::string name = p.filename().string();
+        if (starts_with(name, ".deleted-")) {
+            log::notice("finishing the removal of {}", p.string());
+            remove_tree(p);
+        } else if (starts_with(name, ".move-") && ends_with(name, ".tmp")) {
+            // Holds the user's own file (import --move interrupted by a
+            // crash): never delete it on our own.
+            log::warn("{} is left over from an interrupted import --move; its {} is the original file, "
+                      "recover or delete it by hand",
+                      p.string(), data_file);
+        } else if (name.front() == '.' && ends_with(name, ".tmp")) {
+            log::notice("deleting {}, left over from an interrupted create or import", p.string());
+            remove_tree(p);
+        } else if (!entry.is_directory(ec) || !valid_name(name)) {
+            log::warn("ignoring {}: not a disk directory", p.string());
+        } else {
+            try {
+                disks_.emplace(name, open_disk(p));
+            } catch (const std::exception& e) {
+                log::error("disk {} is not served: {}", name, e.what());
+            }
+        }
+    }
+    log::info("{} disk{} in {}", disks_.size(), disks_.size() == 1 ? "" : "s", disks_dir.string());
+}
+
+std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir)
+{
+    stored_meta stored = read_meta(dir);
+    disk_meta& meta = stored.meta;
+    const std::string dir_name = dir.filename().string();
+    if (meta.name != dir_name) {
+        throw error(errc::corrupt, fmt::format("{}/{} names disk '{}', but it lives in directory '{}'",
+                                               dir.string(), meta_file, meta.name, dir_name));
+    }
+
+    const fs::path data = dir / data_file;
+    unique_fd fd(::open(data.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOENT) {
+            throw error(errc::corrupt, fmt::format("{} is missing", data.string()));
+        }
+        throw_errno_at("open", data, errno);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        throw_errno_at("fstat", data, errno);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw error(errc::corrupt, fmt::format("{} is not a regular file", data.string()));
+    }
+    const auto actual = static_cast<std::uint64_t>(st.st_size);
+
+    if (stored.resize_to) {
+        // A resize was interrupted: the data file tells how far it got.
+        if (actual == *stored.resize_to) {
+            log::notice("disk {}: completing an interrupted resize from {} to {} bytes", meta.name, meta.size,
+                        actual);
+            meta.size = actual;
+        } else if (actual == meta.size) {
+            log::notice("disk {}: rolling back an interrupted resize to {} bytes; it stays at {} bytes", meta.name,
+                        *stored.resize_to, meta.size);
+        } else {
+            throw error(errc::corrupt,
+                        fmt::format("{} is {} bytes, but an interrupted resize was from {} to {} bytes",
+                                    data.string(), actual, meta.size, *stored.resize_to));
+        }
+        sync_fd(fd.get(), data);
+        commit_meta(dir, meta);
+    }
+    if (actual != meta.size) {
+        throw error(errc::corrupt, fmt::format("{} is {} bytes, but {} says {}", data.string(), actual, meta_file,
+                                               meta.size));
+    }
+    return std::make_shared<disk>(std::move(meta), dir, make_file_backend(std::move(fd)));
+}
+
+std::shared_ptr<disk> disk_registry::find(std::string_view name) const
+{
+    std::lock_guard lock(mutex_);
+    auto it = disks_.find(name);
+    return it == disks_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<disk>> disk_registry::list() const
+{
+    std::lock_guard lock(mutex_);
+    std::vector<std::shared_ptr<disk>> out;
+    out.reserve(disks_.size());
+    for (const auto& [name, d] : disks_) {
+        out.push_back(d);
+    }
+    return out;
+}
+
+bool disk_registry::valid_name(std::string_view name) noexcept
+{
+    if (name.empty() || name.size() > 64 || name.front() == '.' || name.front() == '-') {
+        return false;
+    }
+    for (char c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                        c == '_' || c == '-';
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+namespace {
+
+// The last step of create and import: the staged directory becomes
+// STATE/disks/NAME and the disk joins the map, atomically with respect to
+// other registry calls.
+std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shared_ptr<disk>, std::less<>>& disks,
+                              const fs::path& disks_dir, const fs::path& staging, disk_meta meta, unique_fd fd)
+{
+    auto store = make_file_backend(std::move(fd));
+    const fs::path target = disks_dir / meta.name;
+
+    std::lock_guard lock(mutex);
+    if (disks.count(meta.name) != 0) {
+        throw error(errc::exists, fmt::format("disk {} already exists", meta.name));
+    }
+    if (rename_noreplace(staging, target) != 0) {
+        if (errno == EEXIST || errno == ENOTEMPTY) {
+            throw error(errc::exists, fmt::format("{} already exists (a disk that failed to load? see the log)",
+                                                  target.string()));
+        }
+        throw_errno_at("rename into place", target, errno);
+    }
+    // From here on the disk exists: report no failure that would make the
+    // caller undo it.
+    try {
+        sync_dir(disks_dir);
+    } catch (const error& e) {
+        log::warn("disk {}: {}", meta.name, e.what());
+    }
+    auto d = std::make_shared<disk>(std::move(meta), target, std::move(store));
+    disks.emplace(d->name(), d);
+    return d;
+}
+
+void check_not_taken(std::mutex& mutex, const std::map<std::string, std::shared_ptr<disk>, std::less<>>& disks,
+                     const std::string& name)
+{
+    std::lock_guard lock(mutex);
+    if (disks.count(name) != 0) {
+        throw error(errc::exists, fmt::format("disk {} already exists", name));
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64_t size)
+{
+    check_name(name);
+    check_size(size);
+    check_not_taken(mutex_, disks_, name);
+
+    disk_meta meta{name, new_uuid(), size, now_unix()};
+    const fs::path disks_dir = state_dir_ / "disks";
+    const fs::path staging = disks_dir / fmt::format(".create-{}-{}.tmp", name, meta.id);
+    if (::mkdir(staging.c_str(), 0755) != 0) {
+        throw_errno_at("mkdir", staging, errno);
+    }
+    staging_guard guard(staging);
+
+    const fs::path data = staging / data_file;
+    unique_fd fd = open_at(data, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+        throw_errno_at("ftruncate", data, errno);
+    }
+    sync_fd(fd.get(), data);
+    commit_meta(staging, meta);
+
+    auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd));
+    guard.release();
+    return d;
+}
+
+std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::filesystem::path& from, bool move)
+{
+    check_name(name);
+
+    // With move the file itself is taken, so a symbolic link is refused
+    // rather than moved; a copy reads through it.
+    struct stat st {};
+    if ((move ? ::lstat(from.c_str(), &st) : ::stat(from.c_str(), &st)) != 0) {
+        if (errno == ENOENT) {
+            throw error(errc::not_found, fmt::format("{} does not exist", from.string()));
+        }
+        throw_errno_at("stat", from, errno);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw error(errc::invalid_argument, fmt::format("{} is not a regular file", from.string()));
+    }
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size == 0 || size % sector != 0) {
+        throw error(errc::invalid_argument,
+                    fmt::format("{} is {} bytes; a disk image must be a non-zero multiple of {} bytes",
+                                from.string(), size, sector));
+    }
+    const fs::path disks_dir = state_dir_ / "disks";
+    if (move) {
+        std::error_code ec_from;
+        std::error_code ec_disks;
+        const fs::path canon_from = fs::weakly_canonical(from, ec_from);
+        const fs::path canon_disks = fs::weakly_canonical(disks_dir, ec_disks);
+        const auto rel = canon_from.lexically_relative(canon_disks);
+        if (!ec_from && !ec_disks && !rel.empty() && *rel.begin() != "..") {
+            throw error(errc::invalid_argument,
+                        fmt::format("{} is inside the state directory; it cannot be moved", from.string()));
+        }
+    }
+    check_not_taken(mutex_, disks_, name);
+
+    disk_meta meta{name, new_uuid(), size, now_unix()};
+    const fs::path staging = disks_dir / fmt::format(".{}-{}-{}.tmp", move ? "move" : "import", name, meta.id);
+    if (::mkdir(staging.c_str(), 0755) != 0) {
+        throw_errno_at("mkdir", staging, errno);
+    }
+    staging_guard guard(staging);
+    const fs::path data = staging / data_file;
+
+    if (!move) {
+        unique_fd src(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!src) {
+            if (errno == ENOENT) {
+                throw error(errc::not_found, fmt::format("{} does not exist", from.string()));
+            }
+            throw_errno_at("open", from, errno);
+        }
+        unique_fd fd = open_at(data, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+            throw_errno_at("ftruncate", data, errno);
+        }
+        sparse_copy(src.get(), fd.get(), static_cast<off_t>(size), from);
+        sync_fd(fd.get(), data);
+        commit_meta(staging, meta);
+        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd));
+        guard.release();
+        return d;
+    }
+
+    if (::rename(from.c_str(), data.c_str()) != 0) {
+        const int err = errno;
+        if (err == EXDEV) {
+            throw error(errc::invalid_argument,
+                        fmt::format("{} is on a different filesystem than {}; it cannot be moved, "
+                                    "import it without --move to copy it",
+                                    from.string(), state_dir_.string()));
+        }
+        if (err == ENOENT) {
+            throw error(errc::not_found, fmt::format("{} does not exist", from.string()));
+        }
+        throw_errno_at("rename", from, err);
+    }
+    try {
+        unique_fd fd = open_at(data, O_RDWR);
+        // The file is ours now; its size may have changed since the stat.
+        struct stat now {};
+        if (::fstat(fd.get(), &now) != 0) {
+            throw_errno_at("fstat", data, errno);
+        }
+        meta.size = static_cast<std::uint64_t>(now.st_size);
+        check_size(meta.size);
+        sync_fd(fd.get(), data);
+        commit_meta(staging, meta);
+        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd));
+        guard.release();
+        return d;
+    } catch (...) {
+        // Give the user's file back before the staging directory goes.
+        if (::rename(data.c_str(), from.c_str()) != 0) {
+            log::error("could not move {} back to {} after a failed import: {}; it stays in {}", data.string(),
+                       from.string(), std::strerror(errno), staging.string());
+            guard.release();
+        }
+        throw;
+    }
+}
+
+void disk_registry::remove(const std::string& name, bool force)
+{
+    const fs::path disks_dir = state_dir_ / "disks";
+    fs::path doomed;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = disks_.find(name);
+        if (it == disks_.end()) {
+            throw error(errc::not_found, fmt::format("no disk named {}", name));
+        }
+        std::shared_ptr<disk> d = it->second;
+        const unsigned n = d->clients();
+        if (n > 0 && !force) {
+            throw error(errc::busy, fmt::format("disk {} has {} connected client{}; use --force", name, n,
+                                                n == 1 ? "" : "s"));
+        }
+        doomed = disks_dir / fmt::format(".deleted-{}-{}", name, d->id());
+        if (::rename(d->dir().c_str(), doomed.c_str()) != 0) {
+            throw_errno_at("rename", d->dir(), errno);
+        }
+        try {
+            sync_dir(disks_dir);
+        } catch (const error& e) {
+            // The disk is gone from the namespace either way; should the
+            // rename be lost in a crash, the disk merely comes back.
+            log::warn("disk {}: {}", name, e.what());
+        }
+        d->mark_removed();
+        if (force) {
+            d->disconnect_clients();
+        }
+        disks_.erase(it);
+    }
+    // Clients still connected keep the data file open; its blocks are freed
+    // when the last of them lets go.
+    remove_tree(doomed);
+}
+
+void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool force)
+{
+    check_size(new_size);
+    std::lock_guard lock(mutex_);
+    auto it = disks_.find(name);
+    if (it == disks_.end()) {
+        throw error(errc::not_found, fmt::format("no disk named {}", name));
+    }
+    disk& d = *it->second;
+    const std::uint64_t old_size = d.size();
+    if (new_size == old_size) {
+        return;
+    }
+    const bool shrink = new_size < old_size;
+    if (shrink && !force) {
+        throw error(errc::invalid_argument,
+                    fmt::format("shrinking disk {} from {} to {} bytes loses data; use --force", name, old_size,
+                                new_size));
+    }
+
+    disk_meta meta{d.name(), d.id(), old_size, d.created_at()};
+    const fs::path data = d.dir() / data_file;
+    unique_fd fd = open_at(data, O_RDWR);
+    commit_meta(d.dir(), meta, new_size);
+    if (shrink) {
+        // Refuse I/O beyond the new end before the blocks go away.
+        d.set_size(new_size);
+    }
+    if (::ftruncate(fd.get(), static_cast<off_t>(new_size)) != 0) {
+        const int err = errno;
+        d.set_size(old_size);
+        try {
+            commit_meta(d.dir(), meta);
+        } catch (const error& e) {
+            log::warn("disk {}: {} (the next start settles the resize)", name, e.what());
+        }
+        throw_errno_at("ftruncate", data, err);
+    }
+    // If the size cannot be made durable, the recorded resize_to stays and
+    // the next start settles the disk at whichever size the file has.
+    sync_fd(fd.get(), data);
+    d.set_size(new_size);
+    meta.size = new_size;
+    commit_meta(d.dir(), meta);
+}
+
+}  // namespace rct

@@ -1,0 +1,397 @@
+// rctctl: manages rctd's disks through its control API (docs/control-api.md).
+//
+// One HTTP request per invocation, over the daemon's Unix socket. The exit
+// status tells scripts what happened without parsing text: 0 ok, 1 other
+// failure, 2 usage error, 3 no such disk, 4 conflict (exists or busy),
+// 5 daemon unreachable.
+#include <rct/size.hh>
+
+#include <CLI/CLI.hpp>
+#include <curl/curl.h>
+#include <nlohmann/json.hpp>
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+enum exit_status : int {
+    exit_ok = 0,
+    exit_failure = 1,
+    exit_usage = 2,
+    exit_not_found = 3,
+    exit_conflict = 4,
+    exit_unreachable = 5,
+};
+
+// Ends the command: message to stderr, and with --json the server's error
+// document (if any) to stdout.
+struct failure {
+    int status;
+    std::string message;
+    std::string body;
+};
+
+struct options {
+    std::string socket;
+    std::string state_dir = "/var/lib/rctd";
+    bool json_output = false;
+};
+
+struct response {
+    long status = 0;
+    std::string body;
+};
+
+std::size_t collect(char* data, std::size_t size, std::size_t n, void* out)
+{
+    static_cast<std::string*>(out)->append(data, size * n);
+    return size * n;
+}
+
+// Why a connection failed, in the words of someone deciding what to do next.
+std::string unreachable_message(const std::string& socket, long os_errno, const char* curl_message)
+{
+    struct stat st {};
+    if (::stat(socket.c_str(), &st) != 0 && errno == ENOENT) {
+        return "cannot reach rctd: control socket " + socket +
+               " does not exist; rctd is not running (or uses another --state-dir or --socket)";
+    }
+    if (os_errno == ECONNREFUSED) {
+        return "cannot reach rctd: nobody is listening on " + socket + "; rctd is not running (stale socket)";
+    }
+    if (os_errno == EACCES || os_errno == EPERM) {
+        return "cannot reach rctd at " + socket +
+               ": permission denied; rctd may be running, but only root and the socket's group may use it";
+    }
+    return "cannot reach rctd at " + socket + ": " + curl_message + "; is rctd running?";
+}
+
+class client {
+public:
+    explicit client(std::string socket) : socket_(std::move(socket)), curl_(curl_easy_init())
+    {
+        if (curl_ == nullptr) {
+            throw failure{exit_failure, "cannot initialise libcurl", {}};
+        }
+    }
+    ~client() { curl_easy_cleanup(curl_); }
+    client(const client&) = delete;
+    client& operator=(const client&) = delete;
+
+    // Performs one request; HTTP errors come back as failures carrying the
+    // server's message.
+    response call(const char* method, const std::string& path, const std::optional<json>& body = {})
+    {
+        response r;
+        std::string payload;
+        curl_slist* headers = nullptr;
+        headers = curl_slist_append(headers, "Accept: application/json");
+        if (body) {
+            payload = body->dump();
+            headers = curl_slist_append(headers, "Content-Type: application/json");
+        }
+        const std::string url = "http://localhost/v1" + path;
+        char error[CURL_ERROR_SIZE] = "";
+
+        curl_easy_reset(curl_);
+        curl_easy_setopt(curl_, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
+        curl_easy_setopt(curl_, CURLOPT_URL, url.c_str());
+        curl_easy_setopt(curl_, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &collect);
+        curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &r.body);
+        curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, error);
+        curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT, 10L);
+        curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
+        if (body) {
+            curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, payload.c_str());
+            curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE, static_cast<long>(payload.size()));
+        }
+        const CURLcode rc = curl_easy_perform(curl_);
+        curl_slist_free_all(headers);
+
+        if (rc != CURLE_OK) {
+            const char* text = error[0] != '\0' ? error : curl_easy_strerror(rc);
+            long os_errno = 0;
+            curl_easy_getinfo(curl_, CURLINFO_OS_ERRNO, &os_errno);
+            if (rc == CURLE_COULDNT_CONNECT) {
+                throw failure{exit_unreachable, unreachable_message(socket_, os_errno, text), {}};
+            }
+            throw failure{exit_failure, std::string("request to rctd failed: ") + text, {}};
+        }
+        curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
+        if (r.status < 200 || r.status > 299) {
+            throw server_failure(r);
+        }
+        return r;
+    }
+
+private:
+    static failure server_failure(const response& r)
+    {
+        const json j = json::parse(r.body, nullptr, false);
+        if (j.is_discarded() || !j.contains("error") || !j["error"].is_object()) {
+            return {exit_failure, "rctd answered HTTP " + std::to_string(r.status), r.body};
+        }
+        const json& e = j["error"];
+        const std::string code = e.value("code", "");
+        const std::string message = e.value("message", "HTTP " + std::to_string(r.status));
+        int status = exit_failure;
+        if (code == "not_found") {
+            status = exit_not_found;
+        } else if (code == "exists" || code == "busy") {
+            status = exit_conflict;
+        } else if (code == "invalid_argument") {
+            status = exit_usage;
+        }
+        return {status, message, r.body};
+    }
+
+    const std::string socket_;
+    CURL* const curl_;
+};
+
+// A disk name as a URL path segment. Escaping '.' too keeps curl from
+// folding names like ".." into the path.
+std::string segment(const std::string& name)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char ch : name) {
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+            ch == '-') {
+            out += static_cast<char>(ch);
+        } else {
+            out += '%';
+            out += hex[ch >> 4];
+            out += hex[ch & 15];
+        }
+    }
+    return out;
+}
+
+std::uint64_t size_arg(const std::string& text)
+{
+    if (auto v = rct::parse_size(text)) {
+        return *v;
+    }
+    throw failure{exit_usage, "invalid size '" + text + "' (examples: 4096, 512M, 10G, 1.5T)", {}};
+}
+
+json parse_reply(const response& r)
+{
+    json j = json::parse(r.body, nullptr, false);
+    if (j.is_discarded()) {
+        throw failure{exit_failure, "rctd sent a reply that is not JSON", r.body};
+    }
+    return j;
+}
+
+// The server's JSON as it is, pretty-printed; false when not asked for.
+bool print_json(const options& opt, const response& r)
+{
+    if (!opt.json_output) {
+        return false;
+    }
+    if (!r.body.empty()) {
+        std::cout << parse_reply(r).dump(2) << '\n';
+    }
+    return true;
+}
+
+std::string str(const json& j, const char* key)
+{
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : "-";
+}
+
+std::uint64_t bytes(const json& j)
+{
+    auto it = j.find("size");
+    return it != j.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
+}
+
+void print_table(const std::vector<std::vector<std::string>>& rows)
+{
+    std::vector<std::size_t> width;
+    for (const auto& row : rows) {
+        width.resize(std::max(width.size(), row.size()));
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            width[i] = std::max(width[i], row[i].size());
+        }
+    }
+    for (const auto& row : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            line += row[i];
+            if (i + 1 < row.size()) {
+                line.append(width[i] - row[i].size() + 2, ' ');
+            }
+        }
+        std::cout << line << '\n';
+    }
+}
+
+void cmd_list(client& c, const options& opt)
+{
+    const response r = c.call("GET", "/disks");
+    if (print_json(opt, r)) {
+        return;
+    }
+    std::vector<std::vector<std::string>> rows{{"NAME", "SIZE", "CLIENTS", "CREATED", "URI"}};
+    for (const auto& d : parse_reply(r).value("disks", json::array())) {
+        rows.push_back({str(d, "name"), rct::format_size(bytes(d)), std::to_string(d.value("clients", 0u)),
+                        str(d, "created_at"), str(d, "export_uri")});
+    }
+    print_table(rows);
+}
+
+void cmd_info(client& c, const options& opt, const std::string& name)
+{
+    const response r = c.call("GET", "/disks/" + segment(name));
+    if (print_json(opt, r)) {
+        return;
+    }
+    const json d = parse_reply(r);
+    std::vector<std::vector<std::string>> rows{
+        {"name:", str(d, "name")},
+        {"id:", str(d, "id")},
+        {"size:", std::to_string(bytes(d)) + " bytes (" + rct::format_size(bytes(d)) + ")"},
+        {"created:", str(d, "created_at")},
+        {"clients:", std::to_string(d.value("clients", 0u))},
+        {"export URI:", str(d, "export_uri")},
+    };
+    for (const auto& uri : d.value("uris", json::array())) {
+        if (uri.is_string() && uri != d.value("export_uri", json())) {
+            rows.push_back({"other URI:", uri.get<std::string>()});
+        }
+    }
+    print_table(rows);
+}
+
+void report_disk(const options& opt, const response& r, const char* verb)
+{
+    if (print_json(opt, r)) {
+        return;
+    }
+    const json d = parse_reply(r);
+    std::cout << verb << " disk " << str(d, "name") << " (" << rct::format_size(bytes(d)) << "): "
+              << str(d, "export_uri") << '\n';
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    options opt;
+    std::string name;
+    std::string size_text;
+    std::string from;
+    bool force = false;
+    bool move = false;
+
+    CLI::App app{"rctctl: manage the disks of a running rctd"};
+    app.require_subcommand(1);
+    app.fallthrough();
+    app.add_option("--socket", opt.socket,
+                   "control socket (default: STATE-DIR/control.sock if --state-dir is given, else "
+                   "$RCTD_CONTROL_SOCKET, else /var/lib/rctd/control.sock)");
+    auto* state_dir = app.add_option("--state-dir", opt.state_dir, "rctd's state directory")->capture_default_str();
+    app.add_flag("--json", opt.json_output, "print the server's JSON replies");
+
+    auto* create = app.add_subcommand("create", "create an empty (sparse) disk");
+    create->add_option("NAME", name, "disk name")->required();
+    create->add_option("--size", size_text, "size, e.g. 10G, 512M, 1073741824")->required();
+
+    auto* list = app.add_subcommand("list", "list the disks");
+
+    auto* info = app.add_subcommand("info", "show one disk");
+    info->add_option("NAME", name, "disk name")->required();
+
+    auto* del = app.add_subcommand("delete", "delete a disk and its data");
+    del->add_option("NAME", name, "disk name")->required();
+    del->add_flag("--force", force, "disconnect connected clients");
+
+    auto* resize = app.add_subcommand("resize", "grow (or with --force shrink) a disk");
+    resize->add_option("NAME", name, "disk name")->required();
+    resize->add_option("--size", size_text, "new size, e.g. 20G")->required();
+    resize->add_flag("--force", force, "allow shrinking, which loses the data past the new end");
+
+    auto* import = app.add_subcommand("import", "make a disk of an existing raw image");
+    import->add_option("NAME", name, "disk name")->required();
+    import->add_option("--from", from, "raw image file (copied sparsely)")->required();
+    import->add_flag("--move", move, "move the file in instead of copying (same filesystem only)");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) {
+            return app.exit(e);  // --help
+        }
+        std::cerr << "rctctl: " << e.what() << "\nRun with --help for more information.\n";
+        return exit_usage;
+    }
+
+    // Command line over environment: an explicit --state-dir beats
+    // $RCTD_CONTROL_SOCKET.
+    if (opt.socket.empty()) {
+        const char* env = std::getenv("RCTD_CONTROL_SOCKET");
+        if (env != nullptr && *env != '\0' && state_dir->count() == 0) {
+            opt.socket = env;
+        } else {
+            opt.socket = (std::filesystem::path(opt.state_dir) / "control.sock").string();
+        }
+    }
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int status = exit_ok;
+    try {
+        client c(opt.socket);
+        if (*create) {
+            const response r = c.call("POST", "/disks", json{{"name", name}, {"size", size_arg(size_text)}});
+            report_disk(opt, r, "created");
+        } else if (*list) {
+            cmd_list(c, opt);
+        } else if (*info) {
+            cmd_info(c, opt, name);
+        } else if (*del) {
+            c.call("DELETE", "/disks/" + segment(name) + (force ? "?force=true" : ""));
+            if (!opt.json_output) {
+                std::cout << "deleted disk " << name << '\n';
+            }
+        } else if (*resize) {
+            const json body{{"size", size_arg(size_text)}, {"force", force}};
+            const response r = c.call("POST", "/disks/" + segment(name) + "/resize", body);
+            report_disk(opt, r, "resized");
+        } else if (*import) {
+            // The daemon resolves paths from its own working directory.
+            const std::string path = std::filesystem::absolute(from).lexically_normal().string();
+            const response r =
+                c.call("POST", "/disks", json{{"name", name}, {"import_from", path}, {"move", move}});
+            report_disk(opt, r, "imported");
+        }
+    } catch (const failure& f) {
+        if (opt.json_output && !f.body.empty()) {
+            const json j = json::parse(f.body, nullptr, false);
+            std::cout << (j.is_discarded() ? f.body : j.dump(2)) << '\n';
+        }
+        std::cerr << "rctctl: " << f.message << '\n';
+        status = f.status;
+    } catch (const std::exception& e) {
+        std::cerr << "rctctl: " << e.what() << '\n';
+        status = exit_failure;
+    }
+    curl_global_cleanup();
+    return status;
+}
