@@ -31,10 +31,6 @@
 #include <string_view>
 #include <vector>
 
-#ifndef RCT_VERSION
-#define RCT_VERSION "0.1.0"
-#endif
-
 namespace rct::daemon {
 namespace {
 
