@@ -80,6 +80,10 @@ done
 command -v fio >/dev/null || { echo "nbd-peers: fio is not installed (scripts/deps)" >&2; exit 1; }
 fio --enghelp=nbd >/dev/null 2>&1 || { echo "nbd-peers: this fio has no nbd engine" >&2; exit 1; }
 size_bytes=$(numfmt --from=iec "$size")
+# Absolute paths: the benchmark runs inside its temp dir.
+[[ -z "$out" ]] || out=$(realpath -m "$out")
+[[ "$RCTD" != */* ]] || RCTD=$(realpath -m "$RCTD")
+[[ "$RCTCTL" != */* ]] || RCTCTL=$(realpath -m "$RCTCTL")
 
 # A temp dir on a real disk: /tmp may be tmpfs, which would make the file
 # live in RAM for one server and not another.
@@ -95,6 +99,7 @@ if ((avail < size_bytes * 2 + (1 << 30))); then
     exit 1
 fi
 W=$(mktemp -d "$base/rct-bench.XXXXXX")
+cd "$W"
 FILE=$W/disk.raw
 SERVER_PID=
 cleanup() {

@@ -16,6 +16,9 @@
 #include <CLI/CLI.hpp>
 #include <systemd/sd-daemon.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <memory>
@@ -26,8 +29,32 @@ namespace {
 
 using rct::daemon::daemon_config;
 
+// One daemon per state directory: a second one would race the first over
+// staging directories and sockets. The lock dies with the process.
+rct::unique_fd lock_state_dir(const std::filesystem::path& dir)
+{
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+        throw rct::error(rct::errc::io_error, "cannot create state dir " + dir.string() + ": " + ec.message());
+    }
+    const auto path = dir / "rctd.lock";
+    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd) {
+        rct::throw_errno("cannot open " + path.string(), errno);
+    }
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw rct::error(rct::errc::busy, "another rctd is already using state dir " + dir.string());
+        }
+        rct::throw_errno("cannot lock " + path.string(), errno);
+    }
+    return fd;
+}
+
 int run(const daemon_config& cfg)
 {
+    const rct::unique_fd lock = lock_state_dir(cfg.state_dir);
     rct::disk_registry registry(cfg.state_dir);
 
     std::vector<std::unique_ptr<rct::daemon::worker>> workers;

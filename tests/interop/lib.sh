@@ -13,6 +13,9 @@ _lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$_lib_dir/../.." && pwd)
 : "${RCTD:=$REPO_ROOT/build/daemon/rctd}"
 : "${RCTCTL:=$REPO_ROOT/build/tools/rctctl}"
+# Absolute paths: the tests cd into their temp dir.
+[[ "$RCTD" != */* ]] || RCTD=$(realpath -m "$RCTD")
+[[ "$RCTCTL" != */* ]] || RCTCTL=$(realpath -m "$RCTCTL")
 export RCTD RCTCTL
 TEST_NAME=$(basename "${BASH_SOURCE[1]:-$0}" .sh)
 
@@ -53,6 +56,9 @@ expect_rc() {
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/rct-${TEST_NAME}.XXXXXX")
 STATE=$T/state
+# Tools that drop files in the working directory (fio's verify state, core
+# dumps) drop them here, not in the source tree.
+cd "$T"
 declare -A _DAEMON_PIDS=()  # state dir -> pid
 _MOUNTS=()                  # mount points, unmounted in reverse order
 _PIDS=()                    # background helpers (nbdfuse, nbdsh, ...)
