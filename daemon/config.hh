@@ -19,6 +19,9 @@ struct daemon_config {
     unsigned max_inflight = 256;           // per connection
     std::uint32_t max_payload = 32u << 20;
     bool verbose = false;
+    bool tracking = true;
+    std::uint64_t intent_region = std::uint64_t{64} << 20;
+    unsigned persist_interval_ms = 5000;
 };
 
 }  // namespace rct::daemon

@@ -12,6 +12,7 @@
 #include <rct/disk_registry.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
+#include <rct/size.hh>
 
 #include <CLI/CLI.hpp>
 #include <systemd/sd-daemon.h>
@@ -19,7 +20,9 @@
 #include <fcntl.h>
 #include <sys/file.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <thread>
@@ -55,7 +58,11 @@ rct::unique_fd lock_state_dir(const std::filesystem::path& dir)
 int run(const daemon_config& cfg)
 {
     const rct::unique_fd lock = lock_state_dir(cfg.state_dir);
-    rct::disk_registry registry(cfg.state_dir);
+    rct::disk_options opts;
+    opts.tracking = cfg.tracking;
+    opts.tracker.region_size = cfg.intent_region;
+    opts.tracker.persist_interval = std::chrono::milliseconds(cfg.persist_interval_ms);
+    rct::disk_registry registry(cfg.state_dir, opts);
 
     std::vector<std::unique_ptr<rct::daemon::worker>> workers;
     for (unsigned i = 0; i < cfg.workers; ++i) {
@@ -114,6 +121,7 @@ int run(const daemon_config& cfg)
     for (auto& w : workers) {
         w->join();
     }
+    registry.close_all();
     rct::log::notice("rctd stopped cleanly");
     return 0;
 }
@@ -151,6 +159,15 @@ int main(int argc, char** argv)
     app.add_option("--log-level", log_level, "error, warning, notice, info or debug")
         ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
         ->capture_default_str();
+    std::string intent_region = "64M";
+    app.add_flag("!--no-tracking", cfg.tracking, "serve disks without change tracking (for comparison benchmarks)");
+    app.add_option("--intent-region", intent_region,
+                   "write-intent region size: after a crash, at most the regions written during the last "
+                   "persist interval are over-reported")
+        ->capture_default_str();
+    app.add_option("--persist-interval", cfg.persist_interval_ms, "milliseconds between change-map persists")
+        ->capture_default_str()
+        ->check(CLI::Range(10u, 3600000u));
     app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
     CLI11_PARSE(app, argc, argv);
 
@@ -162,6 +179,12 @@ int main(int argc, char** argv)
                                        : level::info;
     rct::log::set_level(cfg.verbose ? level::debug : l);
 
+    const auto region = rct::parse_size(intent_region);
+    if (!region || *region < (1u << 20) || (*region & (*region - 1)) != 0) {
+        std::fprintf(stderr, "rctd: --intent-region must be a power of two of at least 1M\n");
+        return 2;
+    }
+    cfg.intent_region = *region;
     cfg.state_dir = state_dir;
     cfg.nbd_socket = nbd_socket.empty() ? cfg.state_dir / "nbd.sock" : std::filesystem::path(nbd_socket);
     cfg.control_socket =

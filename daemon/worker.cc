@@ -19,6 +19,7 @@ worker::worker(unsigned index, const daemon_config& config, disk_registry& regis
     if (!event_fd_) {
         throw_errno("eventfd", errno);
     }
+    ring_.set_executor(this);
 }
 
 worker::~worker()

@@ -29,7 +29,7 @@ namespace rct::daemon {
 
 class connection;
 
-class worker {
+class worker final : public executor {
 public:
     // Creates the ring; throws rct::error when io_uring is unusable.
     worker(unsigned index, const daemon_config& config, disk_registry& registry);
@@ -39,7 +39,7 @@ public:
 
     void start();
     // Any thread. Tasks run on the worker thread in FIFO order.
-    void post(std::function<void()> task);
+    void post(std::function<void()> task) override;
     // Any thread: stop reading new requests, finish in-flight ones, close
     // every connection, then leave the loop.
     void request_stop();

@@ -1,9 +1,10 @@
 // rctctl: manages rctd's disks through its control API (docs/control-api.md).
 //
-// One HTTP request per invocation, over the daemon's Unix socket. The exit
-// status tells scripts what happened without parsing text: 0 ok, 1 other
-// failure, 2 usage error, 3 no such disk, 4 conflict (exists or busy),
-// 5 daemon unreachable.
+// One HTTP request per invocation (a page at a time for `changes`), over the
+// daemon's Unix socket. The exit status tells scripts what happened without
+// parsing text: 0 ok, 1 other failure, 2 usage error, 3 no such disk or
+// checkpoint, 4 conflict (exists, busy, tracking disabled), 5 daemon
+// unreachable, 6 the change token cannot be honoured: take a full backup.
 #include <rct/size.hh>
 
 #include <CLI/CLI.hpp>
@@ -14,11 +15,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -32,7 +35,12 @@ enum exit_status : int {
     exit_not_found = 3,
     exit_conflict = 4,
     exit_unreachable = 5,
+    exit_full_backup = 6,
 };
+
+// The server's default page size for `changes`, and its ceiling.
+constexpr std::uint64_t default_changes_limit = 100000;
+constexpr std::uint64_t max_changes_limit = 1000000;
 
 // Ends the command: message to stderr, and with --json the server's error
 // document (if any) to stdout.
@@ -150,8 +158,10 @@ private:
         int status = exit_failure;
         if (code == "not_found") {
             status = exit_not_found;
-        } else if (code == "exists" || code == "busy") {
+        } else if (code == "exists" || code == "busy" || code == "tracking_disabled") {
             status = exit_conflict;
+        } else if (code == "full_backup_required") {
+            status = exit_full_backup;
         } else if (code == "invalid_argument") {
             status = exit_usage;
         }
@@ -162,8 +172,8 @@ private:
     CURL* const curl_;
 };
 
-// A disk name as a URL path segment. Escaping '.' too keeps curl from
-// folding names like ".." into the path.
+// A disk or checkpoint name as a URL path segment or query value. Escaping
+// '.' too keeps curl from folding names like ".." into the path.
 std::string segment(const std::string& name)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -181,12 +191,13 @@ std::string segment(const std::string& name)
     return out;
 }
 
-std::uint64_t size_arg(const std::string& text)
+std::uint64_t size_arg(const std::string& text, const std::string& what = "size",
+                       const std::string& examples = "4096, 512M, 10G, 1.5T")
 {
     if (auto v = rct::parse_size(text)) {
         return *v;
     }
-    throw failure{exit_usage, "invalid size '" + text + "' (examples: 4096, 512M, 10G, 1.5T)", {}};
+    throw failure{exit_usage, "invalid " + what + " '" + text + "' (examples: " + examples + ")", {}};
 }
 
 json parse_reply(const response& r)
@@ -216,11 +227,13 @@ std::string str(const json& j, const char* key)
     return it != j.end() && it->is_string() ? it->get<std::string>() : "-";
 }
 
-std::uint64_t bytes(const json& j)
+std::uint64_t number(const json& j, const char* key)
 {
-    auto it = j.find("size");
+    auto it = j.find(key);
     return it != j.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
 }
+
+std::uint64_t bytes(const json& j) { return number(j, "size"); }
 
 void print_table(const std::vector<std::vector<std::string>>& rows)
 {
@@ -277,7 +290,138 @@ void cmd_info(client& c, const options& opt, const std::string& name)
             rows.push_back({"other URI:", uri.get<std::string>()});
         }
     }
+    const json t = d.value("tracking", json());
+    if (!t.is_object()) {
+        rows.push_back({"tracking:", "off"});
+        print_table(rows);
+        return;
+    }
+    const std::string reason = str(t, "reason") == "-" ? "" : str(t, "reason");
+    if (!t.value("active", false)) {
+        rows.push_back({"tracking:", "invalidated" + (reason.empty() ? "" : ": " + reason)});
+    } else {
+        rows.push_back({"tracking:", "active" + (reason.empty() ? "" : " (reset: " + reason + ")")});
+    }
+    const std::uint64_t granularity = number(t, "granularity");
+    const std::uint64_t excess = number(t, "recovery_excess_bytes");
+    rows.push_back({"granularity:", std::to_string(granularity) + " bytes (" + rct::format_size(granularity) + ")"});
+    rows.push_back({"generation:", std::to_string(number(t, "generation"))});
+    rows.push_back({"current epoch:", std::to_string(number(t, "current_epoch"))});
+    rows.push_back({"checkpoints:", std::to_string(number(t, "checkpoints"))});
+    rows.push_back({"after a crash:", t.value("recovered_after_crash", false)
+                                          ? "recovered; " + std::to_string(excess) + " bytes (" +
+                                                rct::format_size(excess) +
+                                                ") of intent regions counted as changed"
+                                          : "no (clean start)"});
     print_table(rows);
+}
+
+void cmd_checkpoint(client& c, const options& opt, const std::string& name, const std::optional<std::string>& cp)
+{
+    json body = json::object();
+    if (cp) {
+        body["name"] = *cp;
+    }
+    const response r = c.call("POST", "/disks/" + segment(name) + "/checkpoints", body);
+    if (print_json(opt, r)) {
+        return;
+    }
+    // The token alone on stdout, so that TOKEN=$(rctctl checkpoint d) works.
+    const json j = parse_reply(r);
+    std::cout << str(j, "token") << '\n';
+    std::cerr << "checkpoint " << str(j, "name") << " (epoch " << number(j, "epoch") << ") of disk " << name
+              << '\n';
+}
+
+void cmd_checkpoints(client& c, const options& opt, const std::string& name)
+{
+    const response r = c.call("GET", "/disks/" + segment(name) + "/checkpoints");
+    if (print_json(opt, r)) {
+        return;
+    }
+    std::vector<std::vector<std::string>> rows{{"NAME", "EPOCH", "CREATED", "SIZE", "TOKEN"}};
+    for (const auto& cp : parse_reply(r).value("checkpoints", json::array())) {
+        rows.push_back({str(cp, "name"), std::to_string(number(cp, "epoch")), str(cp, "created_at"),
+                        rct::format_size(bytes(cp)), str(cp, "token")});
+    }
+    print_table(rows);
+}
+
+// Follows next_cursor to the end. Extents that touch across a page boundary
+// are joined, so the output does not depend on the page size. Text mode
+// prints as it goes; --json has to hold every extent for its one document,
+// as plain pairs rather than a JSON tree.
+void cmd_changes(client& c, const options& opt, const std::string& name, const std::string& since,
+                 const std::optional<std::string>& until, std::uint64_t limit)
+{
+    std::string path = "/disks/" + segment(name) + "/changes?since=" + segment(since);
+    if (until) {
+        path += "&until=" + segment(*until);
+    }
+    path += "&limit=" + std::to_string(limit);
+
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> all;
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> pending;  // text mode: not yet printed
+    const auto emit = [&](std::uint64_t offset, std::uint64_t length) {
+        if (opt.json_output) {
+            if (!all.empty() && all.back().first + all.back().second == offset) {
+                all.back().second += length;
+            } else {
+                all.emplace_back(offset, length);
+            }
+            return;
+        }
+        if (pending && pending->first + pending->second == offset) {
+            pending->second += length;
+            return;
+        }
+        if (pending) {
+            std::cout << pending->first << ' ' << pending->second << '\n';
+        }
+        pending.emplace(offset, length);
+    };
+
+    json head;
+    std::uint64_t cursor = 0;
+    for (bool first = true;; first = false) {
+        const json page = parse_reply(c.call("GET", path + "&cursor=" + std::to_string(cursor)));
+        if (first) {
+            head["since_epoch"] = page.value("since_epoch", json());
+            head["until_epoch"] = page.value("until_epoch", json());
+            head["granularity"] = page.value("granularity", json());
+        }
+        for (const auto& e : page.value("extents", json::array())) {
+            emit(number(e, "offset"), number(e, "length"));
+        }
+        const json next = page.value("next_cursor", json());
+        if (!next.is_number_unsigned()) {
+            break;
+        }
+        if (next.get<std::uint64_t>() <= cursor) {
+            throw failure{exit_failure, "rctd's change listing did not advance (cursor " + std::to_string(cursor) + ")",
+                          {}};
+        }
+        cursor = next.get<std::uint64_t>();
+    }
+
+    if (!opt.json_output) {
+        if (pending) {
+            std::cout << pending->first << ' ' << pending->second << '\n';
+        }
+        return;
+    }
+    // The head's dump ends in "\n}"; the extents go before that brace.
+    std::string doc = head.dump(2);
+    doc.resize(doc.size() - 2);
+    doc += ",\n  \"extents\": [";
+    const char* separator = "\n    ";
+    for (const auto& [offset, length] : all) {
+        doc += separator;
+        doc += "{\"offset\": " + std::to_string(offset) + ", \"length\": " + std::to_string(length) + "}";
+        separator = ",\n    ";
+    }
+    doc += all.empty() ? "]\n}" : "\n  ]\n}";
+    std::cout << doc << '\n';
 }
 
 void report_disk(const options& opt, const response& r, const char* verb)
@@ -298,6 +442,11 @@ int main(int argc, char** argv)
     std::string name;
     std::string size_text;
     std::string from;
+    std::string granularity_text;
+    std::string checkpoint;
+    std::string since;
+    std::string until;
+    std::uint64_t limit = default_changes_limit;
     bool force = false;
     bool move = false;
 
@@ -313,6 +462,8 @@ int main(int argc, char** argv)
     auto* create = app.add_subcommand("create", "create an empty (sparse) disk");
     create->add_option("NAME", name, "disk name")->required();
     create->add_option("--size", size_text, "size, e.g. 10G, 512M, 1073741824")->required();
+    auto* granularity = create->add_option("--granularity", granularity_text,
+                                           "change-tracking chunk size, a power of two from 4K to 1M (default 64K)");
 
     auto* list = app.add_subcommand("list", "list the disks");
 
@@ -332,6 +483,25 @@ int main(int argc, char** argv)
     import->add_option("NAME", name, "disk name")->required();
     import->add_option("--from", from, "raw image file (copied sparsely)")->required();
     import->add_flag("--move", move, "move the file in instead of copying (same filesystem only)");
+
+    auto* cp_create = app.add_subcommand("checkpoint", "mark a point to back up from; prints its change token");
+    cp_create->add_option("NAME", name, "disk name")->required();
+    auto* cp_name = cp_create->add_option("--name", checkpoint, "checkpoint name (default: chosen by rctd)");
+
+    auto* cp_list = app.add_subcommand("checkpoints", "list a disk's checkpoints");
+    cp_list->add_option("NAME", name, "disk name")->required();
+
+    auto* cp_delete = app.add_subcommand("checkpoint-delete", "delete a checkpoint");
+    cp_delete->add_option("NAME", name, "disk name")->required();
+    cp_delete->add_option("CHECKPOINT", checkpoint, "checkpoint name")->required();
+
+    auto* changes = app.add_subcommand("changes", "list the byte ranges changed since a checkpoint");
+    changes->add_option("NAME", name, "disk name")->required();
+    changes->add_option("--since", since, "checkpoint name or change token")->required();
+    auto* until_opt = changes->add_option("--until", until, "checkpoint name or token (default: now)");
+    changes->add_option("--limit", limit, "extents per request")
+        ->check(CLI::Range(std::uint64_t{1}, max_changes_limit))
+        ->capture_default_str();
 
     try {
         app.parse(argc, argv);
@@ -359,7 +529,11 @@ int main(int argc, char** argv)
     try {
         client c(opt.socket);
         if (*create) {
-            const response r = c.call("POST", "/disks", json{{"name", name}, {"size", size_arg(size_text)}});
+            json body{{"name", name}, {"size", size_arg(size_text)}};
+            if (granularity->count() != 0) {
+                body["granularity"] = size_arg(granularity_text, "granularity", "4K, 64K, 1M");
+            }
+            const response r = c.call("POST", "/disks", body);
             report_disk(opt, r, "created");
         } else if (*list) {
             cmd_list(c, opt);
@@ -380,6 +554,17 @@ int main(int argc, char** argv)
             const response r =
                 c.call("POST", "/disks", json{{"name", name}, {"import_from", path}, {"move", move}});
             report_disk(opt, r, "imported");
+        } else if (*cp_create) {
+            cmd_checkpoint(c, opt, name, cp_name->count() != 0 ? std::optional(checkpoint) : std::nullopt);
+        } else if (*cp_list) {
+            cmd_checkpoints(c, opt, name);
+        } else if (*cp_delete) {
+            c.call("DELETE", "/disks/" + segment(name) + "/checkpoints/" + segment(checkpoint));
+            if (!opt.json_output) {
+                std::cout << "deleted checkpoint " << checkpoint << " of disk " << name << '\n';
+            }
+        } else if (*changes) {
+            cmd_changes(c, opt, name, since, until_opt->count() != 0 ? std::optional(until) : std::nullopt, limit);
         }
     } catch (const failure& f) {
         if (opt.json_output && !f.body.empty()) {

@@ -10,6 +10,7 @@
 #include <rct/error.hh>
 #include <rct/log.hh>
 #include <rct/size.hh>
+#include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
 
 #include <microhttpd.h>
@@ -22,12 +23,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <initializer_list>
+#include <iterator>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -39,6 +44,8 @@ using json = nlohmann::ordered_json;
 constexpr std::size_t max_body = std::size_t{1} << 20;
 constexpr unsigned idle_timeout_seconds = 30;
 constexpr unsigned max_connections = 64;
+constexpr std::uint64_t default_changes_limit = 100000;
+constexpr std::uint64_t max_changes_limit = 1000000;
 
 // A failure to report to the client; rct::error is translated into one.
 struct api_error {
@@ -63,6 +70,7 @@ api_error from_error(const rct::error& e)
     case errc::busy: return {MHD_HTTP_CONFLICT, "busy", e.what()};
     case errc::io_error: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
     case errc::corrupt: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "corrupt", e.what()};
+    case errc::full_backup_required: return {MHD_HTTP_CONFLICT, "full_backup_required", e.what()};
     }
     return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
 }
@@ -80,6 +88,40 @@ std::string rfc3339(std::int64_t unix_seconds)
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+json checkpoint_json(const checkpoint_info& c)
+{
+    json j;
+    j["name"] = c.name;
+    j["epoch"] = c.epoch;
+    j["created_at"] = rfc3339(c.created_at);
+    j["created_at_unix"] = c.created_at;
+    j["size"] = c.size;
+    j["token"] = c.token;
+    return j;
+}
+
+// A page of changes may hold a million extents: it is written out directly,
+// one extent per line, since a JSON tree would cost a heap node per value.
+std::string changes_body(const changes_page& p, std::uint32_t granularity)
+{
+    const auto number_or_null = [](const std::optional<std::uint64_t>& v) {
+        return v ? std::to_string(*v) : std::string("null");
+    };
+    std::string out;
+    out.reserve(128 + p.extents.size() * 48);
+    auto it = std::back_inserter(out);
+    fmt::format_to(it, "{{\n  \"since_epoch\": {},\n  \"until_epoch\": {},\n  \"granularity\": {},\n  \"extents\": [",
+                   p.since_epoch, number_or_null(p.until_epoch), granularity);
+    const char* separator = "\n    ";
+    for (const byte_extent& e : p.extents) {
+        fmt::format_to(it, "{}{{\"offset\": {}, \"length\": {}}}", separator, e.offset, e.length);
+        separator = ",\n    ";
+    }
+    fmt::format_to(it, "{}],\n  \"next_cursor\": {}\n}}\n", p.extents.empty() ? "" : "\n  ",
+                   number_or_null(p.next_cursor));
+    return out;
 }
 
 // NBD URIs carry the socket path as a query value: escape what a URI
@@ -337,6 +379,19 @@ private:
             if (n == 4 && parts[3] == "resize") {
                 return only(method_ == "POST", "POST", [&] { return resize_disk(name); });
             }
+            if (n == 4 && parts[3] == "checkpoints") {
+                if (is_get()) {
+                    return list_checkpoints(name);
+                }
+                return only(method_ == "POST", "GET, HEAD, POST", [&] { return create_checkpoint(name); });
+            }
+            if (n == 5 && parts[3] == "checkpoints") {
+                const std::string checkpoint(parts[4]);
+                return only(method_ == "DELETE", "DELETE", [&] { return delete_checkpoint(name, checkpoint); });
+            }
+            if (n == 4 && parts[3] == "changes") {
+                return only(is_get(), "GET, HEAD", [&] { return changes(name); });
+            }
         }
         throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
     }
@@ -356,10 +411,11 @@ private:
 
     // The body as a JSON object whose keys are all among `known`: a field
     // this server does not know is refused rather than silently ignored,
-    // since a client relying on it would be misled.
+    // since a client relying on it would be misled. An empty body is an
+    // empty object, so that requests without parameters need none.
     json parse_body(std::initializer_list<std::string_view> known) const
     {
-        json j = json::parse(body_, nullptr, false);
+        json j = body_.empty() ? json::object() : json::parse(body_, nullptr, false);
         if (j.is_discarded()) {
             throw bad_request("request body is not valid JSON");
         }
@@ -399,11 +455,12 @@ private:
     }
 
     // Bytes as an integer, or a string such as "10G" (see rct/size.hh).
-    static std::uint64_t size_field(const json& j)
+    // `example` is a typical value, for the message when the type is wrong.
+    static std::uint64_t bytes_field(const json& j, const char* key, const char* example)
     {
-        auto it = j.find("size");
+        auto it = j.find(key);
         if (it == j.end()) {
-            throw bad_request("field 'size' is required");
+            throw bad_request(fmt::format("field '{}' is required", key));
         }
         if (it->is_number_unsigned()) {
             return it->get<std::uint64_t>();
@@ -413,32 +470,92 @@ private:
             if (auto v = parse_size(s)) {
                 return *v;
             }
-            throw invalid_argument(fmt::format("invalid size '{}'", s));
+            throw invalid_argument(fmt::format("invalid {} '{}'", key, s));
         }
         if (it->is_number()) {
-            throw invalid_argument(fmt::format("invalid size {}: must be a whole, non-negative number of bytes",
+            throw invalid_argument(fmt::format("invalid {} {}: must be a whole, non-negative number of bytes", key,
                                                it->dump()));
         }
-        throw bad_request("field 'size' must be an integer or a string like \"10G\"");
+        throw bad_request(fmt::format("field '{}' must be an integer or a string like \"{}\"", key, example));
     }
 
-    // ?force, ?force=true, ?force=1 mean yes; absent, false or 0 mean no.
-    bool query_flag(const char* key) const
+    static std::uint64_t size_field(const json& j) { return bytes_field(j, "size", "10G"); }
+
+    // A query parameter, URL-decoded; an empty string for a bare "?key".
+    std::optional<std::string> query_value(const char* key) const
     {
         const char* value = nullptr;
         std::size_t len = 0;
         if (MHD_lookup_connection_value_n(conn_, MHD_GET_ARGUMENT_KIND, key, std::strlen(key), &value, &len) !=
             MHD_YES) {
+            return std::nullopt;
+        }
+        return value == nullptr ? std::string() : std::string(value, len);
+    }
+
+    // ?force, ?force=true, ?force=1 mean yes; absent, false or 0 mean no.
+    bool query_flag(const char* key) const
+    {
+        const auto v = query_value(key);
+        if (!v) {
             return false;
         }
-        const std::string_view v = value == nullptr ? std::string_view{} : std::string_view(value, len);
-        if (v.empty() || v == "true" || v == "1") {
+        if (v->empty() || *v == "true" || *v == "1") {
             return true;
         }
-        if (v == "false" || v == "0") {
+        if (*v == "false" || *v == "0") {
             return false;
         }
         throw bad_request(fmt::format("query parameter '{}' must be true or false", key));
+    }
+
+    // A decimal query parameter in [min, max]; fallback when absent.
+    std::uint64_t query_number(const char* key, std::uint64_t fallback, std::uint64_t min, std::uint64_t max) const
+    {
+        const auto v = query_value(key);
+        if (!v) {
+            return fallback;
+        }
+        std::uint64_t n = 0;
+        const char* end = v->data() + v->size();
+        const auto [ptr, ec] = std::from_chars(v->data(), end, n);
+        if (v->empty() || ec != std::errc{} || ptr != end || n < min || n > max) {
+            throw bad_request(fmt::format("query parameter '{}' must be an integer from {} to {}, not '{}'", key,
+                                          min, max, *v));
+        }
+        return n;
+    }
+
+    // A checkpoint reference (name or token) given as a query parameter.
+    std::optional<std::string> query_checkpoint(const char* key) const
+    {
+        auto v = query_value(key);
+        if (v && v->empty()) {
+            throw bad_request(fmt::format("query parameter '{}' must name a checkpoint or hold a token", key));
+        }
+        return v;
+    }
+
+    // null when the disk is not tracked, so that clients can tell "off"
+    // from "on but reset".
+    static json tracking_json(const disk& d)
+    {
+        const tracker* t = d.tracking();
+        if (t == nullptr) {
+            return nullptr;
+        }
+        const tracking_status s = t->status();
+        json j;
+        j["active"] = s.active;
+        j["reason"] = s.reason;
+        j["generation"] = s.generation;
+        j["granularity"] = s.granularity;
+        j["region_size"] = s.region_size;
+        j["current_epoch"] = s.current_epoch;
+        j["checkpoints"] = s.checkpoints;
+        j["recovered_after_crash"] = s.recovered_after_crash;
+        j["recovery_excess_bytes"] = s.recovery_excess_bytes;
+        return j;
     }
 
     json disk_json(const disk& d) const
@@ -462,6 +579,7 @@ private:
         j["clients"] = d.clients();
         j["export_uri"] = uris.empty() ? json(nullptr) : uris.front();
         j["uris"] = std::move(uris);
+        j["tracking"] = tracking_json(d);
         return j;
     }
 
@@ -472,6 +590,17 @@ private:
             throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no disk named {}", name)};
         }
         return d;
+    }
+
+    // The disk's tracker; callers keep the disk itself alive while using it.
+    static tracker& tracking_of(disk& d)
+    {
+        tracker* t = d.tracking();
+        if (t == nullptr) {
+            throw api_error{MHD_HTTP_CONFLICT, "tracking_disabled",
+                            fmt::format("change tracking is off for disk {}", d.name())};
+        }
+        return *t;
     }
 
     reply version() const { return ok(MHD_HTTP_OK, json{{"api", 1}, {"version", RCT_VERSION}}); }
@@ -487,7 +616,7 @@ private:
 
     reply create_disk() const
     {
-        const json j = parse_body({"name", "size", "import_from", "move"});
+        const json j = parse_body({"name", "size", "granularity", "import_from", "move"});
         const std::string name = string_field(j, "name");
         const bool has_size = j.contains("size");
         const bool has_import = j.contains("import_from");
@@ -499,9 +628,21 @@ private:
             if (j.contains("move")) {
                 throw bad_request("'move' only goes with 'import_from'");
             }
-            d = server_.registry_.create(name, size_field(j));
+            // 0 is the registry's "default", not a granularity of its own.
+            std::uint64_t granularity = 0;
+            if (j.contains("granularity")) {
+                granularity = bytes_field(j, "granularity", "64K");
+                if (granularity == 0 || granularity > std::numeric_limits<std::uint32_t>::max()) {
+                    throw invalid_argument(fmt::format(
+                        "invalid granularity {}: must be a power of two from 4K to 1M", granularity));
+                }
+            }
+            d = server_.registry_.create(name, size_field(j), static_cast<std::uint32_t>(granularity));
             log::info("{}: created disk {} ({} bytes, id {})", peer_of(conn_), d->name(), d->size(), d->id());
         } else {
+            if (j.contains("granularity")) {
+                throw bad_request("'granularity' only goes with 'size'");
+            }
             const std::filesystem::path from = string_field(j, "import_from");
             if (!from.is_absolute()) {
                 throw invalid_argument(fmt::format("'import_from' must be an absolute path, not '{}'", from.string()));
@@ -540,6 +681,52 @@ private:
         server_.registry_.resize(name, size, force);
         log::info("{}: resized disk {} from {} to {} bytes", peer_of(conn_), name, old_size, size);
         return ok(MHD_HTTP_OK, disk_json(*d));
+    }
+
+    reply create_checkpoint(const std::string& name) const
+    {
+        const json j = parse_body({"name"});
+        std::optional<std::string> checkpoint;
+        if (j.contains("name")) {
+            checkpoint = string_field(j, "name");
+        }
+        const auto d = lookup(name);
+        const checkpoint_info c = tracking_of(*d).checkpoint(std::move(checkpoint));
+        log::info("{}: checkpoint {} (epoch {}) of disk {}", peer_of(conn_), c.name, c.epoch, name);
+        return ok(MHD_HTTP_CREATED, checkpoint_json(c));
+    }
+
+    reply list_checkpoints(const std::string& name) const
+    {
+        const auto d = lookup(name);
+        json list = json::array();
+        for (const checkpoint_info& c : tracking_of(*d).checkpoints()) {
+            list.push_back(checkpoint_json(c));
+        }
+        return ok(MHD_HTTP_OK, json{{"checkpoints", std::move(list)}});
+    }
+
+    reply delete_checkpoint(const std::string& name, const std::string& checkpoint) const
+    {
+        const auto d = lookup(name);
+        tracking_of(*d).delete_checkpoint(checkpoint);
+        log::info("{}: deleted checkpoint {} of disk {}", peer_of(conn_), checkpoint, name);
+        return {MHD_HTTP_NO_CONTENT, {}};
+    }
+
+    reply changes(const std::string& name) const
+    {
+        const auto since = query_checkpoint("since");
+        if (!since) {
+            throw bad_request("query parameter 'since' is required (a checkpoint name or token)");
+        }
+        const auto until = query_checkpoint("until");
+        const std::uint64_t cursor = query_number("cursor", 0, 0, std::numeric_limits<std::uint64_t>::max());
+        const std::uint64_t limit = query_number("limit", default_changes_limit, 1, max_changes_limit);
+        const auto d = lookup(name);
+        const tracker& t = tracking_of(*d);
+        const changes_page page = t.changes(*since, until, cursor, static_cast<std::size_t>(limit));
+        return {MHD_HTTP_OK, changes_body(page, t.status().granularity)};
     }
 
     api_server& server_;

@@ -286,23 +286,40 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
         return;
     }
     const bool one = (rq.cmd_flags & nbd::cmd_flag_req_one) != 0;
+    const std::size_t max = one ? 1 : max_descriptors;
+    // One chunk per selected context, each with its own extent list; the
+    // lists sit back to back in extents_.
     extents_.clear();
+    extent_counts_.clear();
     int r = 0;
     try {
-        r = disk_->store().allocation(offset, length, one ? 1 : max_descriptors, extents_);
+        for (const meta_selection& m : meta_) {
+            const std::size_t before = extents_.size();
+            if (m.kind == meta_kind::base_allocation) {
+                r = disk_->store().allocation(offset, length, max, extents_);
+            } else if (const tracker* t = disk_->tracking()) {
+                t->dirty_map(m.epoch, offset, length, max, extents_);
+            } else {
+                r = -EINVAL;
+            }
+            if (r < 0 || extents_.size() == before) {
+                r = r < 0 ? r : -EIO;
+                break;
+            }
+            if (one) {
+                extents_.resize(before + 1);
+                extents_[before].length = std::min<std::uint64_t>(extents_[before].length, length);
+            }
+            extent_counts_.push_back(extents_.size() - before);
+        }
     } catch (const std::bad_alloc&) {
         r = -ENOMEM;
     }
-    if (r < 0 || extents_.empty()) {
-        reply_error(rq, r < 0 ? nbd::error_from_errno(r) : nbd::err_io);
+    if (r < 0) {
+        reply_error(rq, nbd::error_from_errno(r));
         return;
     }
-    if (one) {
-        extents_.resize(1);
-        extents_[0].length = std::min<std::uint64_t>(extents_[0].length, length);
-    }
-    const std::size_t per_chunk = nbd::chunk_header_size + 4 + 8 * extents_.size();
-    const std::size_t total = per_chunk * meta_.size();
+    const std::size_t total = meta_.size() * (nbd::chunk_header_size + 4) + 8 * extents_.size();
     rq.buf = worker_.buffers().get(total);
     if (rq.buf == nullptr) {
         reply_error(rq, nbd::err_nomem);
@@ -310,16 +327,18 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
     }
     rq.buf_size = total;
     std::byte* p = rq.buf;
+    std::size_t next = 0;
     for (std::size_t i = 0; i < meta_.size(); ++i) {
+        const std::size_t n = extent_counts_[i];
         p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
         p = nbd::store_be<std::uint16_t>(p, i + 1 == meta_.size() ? nbd::reply_flag_done : 0);
         p = nbd::store_be<std::uint16_t>(p, nbd::chunk_block_status);
         p = nbd::store_be<std::uint64_t>(p, rq.cookie);
-        p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(per_chunk - nbd::chunk_header_size));
+        p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(4 + 8 * n));
         p = nbd::store_be<std::uint32_t>(p, meta_[i].id);
-        for (const extent& e : extents_) {
-            p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(e.length));
-            p = nbd::store_be<std::uint32_t>(p, e.flags);
+        for (std::size_t k = 0; k < n; ++k, ++next) {
+            p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(extents_[next].length));
+            p = nbd::store_be<std::uint32_t>(p, extents_[next].flags);
         }
     }
     rq.data_len = total;

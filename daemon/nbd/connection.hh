@@ -63,18 +63,21 @@ private:
         std::array<std::byte, 32> hdr{};
     };
 
-    // Metadata contexts a client may select, by id (the index here + 1).
-    enum class meta_kind : std::uint8_t { base_allocation };
+    // Metadata contexts: base:allocation, and qemu:dirty-bitmap:CP for each
+    // checkpoint CP of a tracked disk (bit 0 = changed since CP).
+    enum class meta_kind : std::uint8_t { base_allocation, dirty_bitmap };
     struct meta_selection {
         std::uint32_t id;
         meta_kind kind;
+        std::uint64_t epoch;  // dirty_bitmap: the checkpoint's epoch
+        std::string name;
     };
 
     // handshake.cc
     detached handshake();
     std::shared_ptr<disk> lookup_export(std::string_view name) const;
-    std::vector<std::pair<std::uint32_t, std::string>> match_contexts(const std::vector<std::string>& queries,
-                                                                      bool list) const;
+    std::vector<meta_selection> match_contexts(const disk& d, const std::vector<std::string>& queries,
+                                               bool list) const;
 
     // connection.cc
     detached reader();
@@ -140,6 +143,7 @@ private:
     bool stopping_ = false;
     bool retired_ = false;
     std::vector<extent> extents_;  // scratch for BLOCK_STATUS
+    std::vector<std::size_t> extent_counts_;
 };
 
 }  // namespace rct::daemon

@@ -65,26 +65,51 @@ std::uint16_t connection::session_transmission_flags(const disk&) const noexcept
     return f;
 }
 
-std::vector<std::pair<std::uint32_t, std::string>>
-connection::match_contexts(const std::vector<std::string>& queries, bool list) const
+std::vector<connection::meta_selection> connection::match_contexts(const disk& d,
+                                                                   const std::vector<std::string>& queries,
+                                                                   bool list) const
 {
-    // Context ids: 1 = base:allocation. Change-tracking contexts will take
-    // the ids after it.
-    std::vector<std::pair<std::uint32_t, std::string>> out;
-    auto add = [&](std::uint32_t id, const char* name) {
-        if (std::none_of(out.begin(), out.end(), [&](auto& p) { return p.first == id; })) {
-            out.emplace_back(id, name);
+    // Context ids are per connection: 1 is base:allocation; a checkpoint's
+    // bitmap gets 2 + its position in the checkpoint list.
+    constexpr std::string_view bitmap_prefix = "qemu:dirty-bitmap:";
+    std::vector<meta_selection> out;
+    std::vector<checkpoint_info> cps;
+    if (const tracker* t = d.tracking()) {
+        cps = t->checkpoints();
+    }
+    auto add_base = [&] {
+        if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
+            out.push_back({1, meta_kind::base_allocation, 0, "base:allocation"});
+        }
+    };
+    auto add_bitmap = [&](std::size_t i) {
+        const auto id = static_cast<std::uint32_t>(2 + i);
+        if (std::none_of(out.begin(), out.end(), [&](auto& m) { return m.id == id; })) {
+            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, std::string(bitmap_prefix) + cps[i].name});
         }
     };
     if (queries.empty()) {
         if (list) {
-            add(1, "base:allocation");
+            add_base();
+            for (std::size_t i = 0; i < cps.size(); ++i) {
+                add_bitmap(i);
+            }
         }
         return out;
     }
     for (const auto& q : queries) {
         if (q == "base:allocation" || (list && q == "base:")) {
-            add(1, "base:allocation");
+            add_base();
+        } else if (list && (q == "qemu:" || q == bitmap_prefix)) {
+            for (std::size_t i = 0; i < cps.size(); ++i) {
+                add_bitmap(i);
+            }
+        } else if (q.size() > bitmap_prefix.size() && q.compare(0, bitmap_prefix.size(), bitmap_prefix) == 0) {
+            for (std::size_t i = 0; i < cps.size(); ++i) {
+                if (q.compare(bitmap_prefix.size(), std::string::npos, cps[i].name) == 0) {
+                    add_bitmap(i);
+                }
+            }
         }
         // Unknown namespaces and names are ignored, per the spec.
     }
@@ -335,24 +360,25 @@ detached connection::handshake()
                 }
                 break;
             }
-            if (!lookup_export(name)) {
+            auto target = lookup_export(name);
+            if (!target) {
                 if (co_await error_reply(nbd::rep_err_unknown, "no such export: " + name) < 0) {
                     co_return end_handshake();
                 }
                 break;
             }
             bool ok = true;
-            for (auto& [id, ctx] : match_contexts(queries, list)) {
-                std::vector<std::byte> item(4 + ctx.size());
-                nbd::store_be<std::uint32_t>(item.data(), id);
-                std::memcpy(item.data() + 4, ctx.data(), ctx.size());
+            for (auto& m : match_contexts(*target, queries, list)) {
+                std::vector<std::byte> item(4 + m.name.size());
+                nbd::store_be<std::uint32_t>(item.data(), m.id);
+                std::memcpy(item.data() + 4, m.name.data(), m.name.size());
                 if (co_await reply(opt, nbd::rep_meta_context, item.data(),
                                    static_cast<std::uint32_t>(item.size())) < 0) {
                     ok = false;
                     break;
                 }
                 if (!list) {
-                    meta_.push_back({id, meta_kind::base_allocation});
+                    meta_.push_back(std::move(m));
                 }
             }
             if (!list) {

@@ -1,14 +1,54 @@
 #include <rct/disk.hh>
 
+#include <rct/error.hh>
+#include <rct/file_backend.hh>
+#include <rct/tracked_backend.hh>
+
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <utility>
 
 namespace rct {
 
-disk::disk(disk_meta meta, std::filesystem::path dir, std::unique_ptr<backend> store)
-    : meta_(std::move(meta)), dir_(std::move(dir)), store_(std::move(store)), size_(meta_.size)
+disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts)
+    : meta_(std::move(meta)), dir_(std::move(dir)), data_(::dup(data.get())), size_(meta_.size)
 {
+    if (!data_) {
+        throw_errno("dup", errno);
+    }
+    auto file = make_file_backend(std::move(data));
+    if (opts.tracking) {
+        tracker_ = tracker::open(dir_ / "tracking", meta_.id, meta_.size, identity(), opts.tracker);
+        store_ = make_tracked_backend(std::move(file), *tracker_);
+    } else {
+        store_ = std::move(file);
+    }
+}
+
+file_identity disk::identity() const
+{
+    struct stat st {};
+    if (::fstat(data_.get(), &st) != 0) {
+        throw_errno("fstat " + (dir_ / "data.raw").string(), errno);
+    }
+    return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+            static_cast<std::uint64_t>(st.st_size),
+            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+            static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec};
+}
+
+void disk::close_clean()
+{
+    if (::fdatasync(data_.get()) != 0) {
+        throw_errno("fdatasync " + (dir_ / "data.raw").string(), errno);
+    }
+    if (tracker_ && !removed()) {
+        tracker_->close_clean(identity());
+    }
 }
 
 void disk::attach_client(int sockfd)

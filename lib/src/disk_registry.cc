@@ -431,7 +431,8 @@ int rename_noreplace(const fs::path& from, const fs::path& to)
 
 }  // namespace
 
-disk_registry::disk_registry(std::filesystem::path state_dir) : state_dir_(std::move(state_dir))
+disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
+    : state_dir_(std::move(state_dir)), opts_(std::move(opts))
 {
     const fs::path disks_dir = state_dir_ / "disks";
     std::error_code ec;
@@ -520,7 +521,7 @@ std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir)
         throw error(errc::corrupt, fmt::format("{} is {} bytes, but {} says {}", data.string(), actual, meta_file,
                                                meta.size));
     }
-    return std::make_shared<disk>(std::move(meta), dir, make_file_backend(std::move(fd)));
+    return std::make_shared<disk>(std::move(meta), dir, std::move(fd), opts_);
 }
 
 std::shared_ptr<disk> disk_registry::find(std::string_view name) const
@@ -562,9 +563,9 @@ namespace {
 // STATE/disks/NAME and the disk joins the map, atomically with respect to
 // other registry calls.
 std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shared_ptr<disk>, std::less<>>& disks,
-                              const fs::path& disks_dir, const fs::path& staging, disk_meta meta, unique_fd fd)
+                              const fs::path& disks_dir, const fs::path& staging, disk_meta meta, unique_fd fd,
+                              const disk_options& opts)
 {
-    auto store = make_file_backend(std::move(fd));
     const fs::path target = disks_dir / meta.name;
 
     std::lock_guard lock(mutex);
@@ -585,7 +586,14 @@ std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shar
     } catch (const error& e) {
         log::warn("disk {}: {}", meta.name, e.what());
     }
-    auto d = std::make_shared<disk>(std::move(meta), target, std::move(store));
+    std::shared_ptr<disk> d;
+    try {
+        d = std::make_shared<disk>(std::move(meta), target, std::move(fd), opts);
+    } catch (const error& e) {
+        // The directory is in place and will load (and retry tracking) at
+        // the next start; say so rather than pretend nothing happened.
+        throw error(e.code(), fmt::format("disk created but cannot be opened: {}", e.what()));
+    }
     disks.emplace(d->name(), d);
     return d;
 }
@@ -601,10 +609,18 @@ void check_not_taken(std::mutex& mutex, const std::map<std::string, std::shared_
 
 }  // namespace
 
-std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64_t size)
+std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64_t size, std::uint32_t granularity)
 {
     check_name(name);
     check_size(size);
+    disk_options opts = opts_;
+    if (granularity != 0) {
+        if (granularity < 4096 || granularity > (1u << 20) || (granularity & (granularity - 1)) != 0) {
+            throw error(errc::invalid_argument,
+                        fmt::format("granularity {} is not a power of two between 4K and 1M", granularity));
+        }
+        opts.tracker.granularity = granularity;
+    }
     check_not_taken(mutex_, disks_, name);
 
     disk_meta meta{name, new_uuid(), size, now_unix()};
@@ -623,7 +639,7 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
     sync_fd(fd.get(), data);
     commit_meta(staging, meta);
 
-    auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd));
+    auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd), opts);
     guard.release();
     return d;
 }
@@ -687,7 +703,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
         sparse_copy(src.get(), fd.get(), static_cast<off_t>(size), from);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
-        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd));
+        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd), opts_);
         guard.release();
         return d;
     }
@@ -716,7 +732,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
         check_size(meta.size);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
-        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd));
+        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd), opts_);
         guard.release();
         return d;
     } catch (...) {
@@ -809,9 +825,24 @@ void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool
     // If the size cannot be made durable, the recorded resize_to stays and
     // the next start settles the disk at whichever size the file has.
     sync_fd(fd.get(), data);
+    if (tracker* t = d.tracking()) {
+        // Before I/O may reach the new space: its map must cover it.
+        t->resize(new_size);
+    }
     d.set_size(new_size);
     meta.size = new_size;
     commit_meta(d.dir(), meta);
+}
+
+void disk_registry::close_all()
+{
+    for (const auto& d : list()) {
+        try {
+            d->close_clean();
+        } catch (const std::exception& e) {
+            log::error("disk {}: clean shutdown failed: {}", d->name(), e.what());
+        }
+    }
 }
 
 }  // namespace rct

@@ -152,7 +152,7 @@ private:
             r.stage = st_sync;
             io_uring_prep_fsync(r.ring->sqe(&r), fd_.get(), IORING_FSYNC_DATASYNC);
         } else {
-            r.done(0);
+            r.finish(0);
         }
     }
 
@@ -166,37 +166,37 @@ private:
         switch (r.stage) {
         case st_transfer:
             if (res < 0) {
-                r.done(res);
+                r.finish(res);
             } else if (res == 0) {
                 // The file shrank under us (or a device went away).
-                r.done(-EIO);
+                r.finish(-EIO);
             } else if ((r.progress += static_cast<unsigned>(res)) < r.length) {
                 issue_transfer(r);
             } else {
-                r.done(0);
+                r.finish(0);
             }
             return;
         case st_fallocate:
             if (res == -EOPNOTSUPP || res == -EINVAL) {
                 if (r.op == io_op::trim) {
-                    r.done(0);  // TRIM is advisory
+                    r.finish(0);  // TRIM is advisory
                 } else if (r.flags & io_fast_zero) {
-                    r.done(-ENOTSUP);
+                    r.finish(-ENOTSUP);
                 } else {
                     r.stage = st_zero_write;
                     issue_zero_write(r);
                 }
             } else if (res < 0) {
-                r.done(res);
+                r.finish(res);
             } else {
                 issue_sync_or_finish(r);
             }
             return;
         case st_zero_write:
             if (res < 0) {
-                r.done(res);
+                r.finish(res);
             } else if (res == 0) {
-                r.done(-EIO);
+                r.finish(-EIO);
             } else if ((r.progress += static_cast<unsigned>(res)) < r.length) {
                 issue_zero_write(r);
             } else {
@@ -205,7 +205,7 @@ private:
             return;
         case st_sync:
         case st_single:
-            r.done(res < 0 ? res : 0);
+            r.finish(res < 0 ? res : 0);
             return;
         }
     }

@@ -4,7 +4,8 @@
 #                              build/daemon/rctd and build/tools/rctctl)
 # Provides:     $T             a private temp dir, removed on exit
 #               $STATE         $T/state, the state dir start_rctd uses
-#               say/ok/fail/skip/requires, start_rctd/stop_rctd, rctctl,
+#               say/ok/fail/skip/requires, start_rctd/stop_rctd (and the
+#               _at DIR forms, crash_rctd_at), rctctl,
 #               uri, nbdsh, py, expect_rc, track_mount, track_pid
 # Exit codes follow meson: 0 pass, 77 skip, anything else fail.
 set -euo pipefail
@@ -179,6 +180,16 @@ stop_rctd_at() {
     [[ -n "$pid" ]] || fail "stop_rctd_at: no daemon running on $dir"
     _stop_pid "$pid"
     RCTD_EXIT=$_STOP_RC
+    unset "_DAEMON_PIDS[$dir]"
+}
+
+# crash_rctd_at DIR: SIGKILL the daemon started on DIR (no clean shutdown).
+crash_rctd_at() {
+    local dir=$1
+    local pid=${_DAEMON_PIDS[$dir]:-}
+    [[ -n "$pid" ]] || fail "crash_rctd_at: no daemon running on $dir"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
     unset "_DAEMON_PIDS[$dir]"
 }
 

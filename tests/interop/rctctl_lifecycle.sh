@@ -4,7 +4,7 @@
 # 4 conflict/busy, 5 daemon unreachable), resize (shrink needs --force),
 # import (copy and --move), delete (refused while a client is connected,
 # forced delete cuts the client off), the HTTP API with curl, and state
-# surviving a daemon restart.
+# surviving a clean restart and a kill -9.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 requires nbdinfo nbdcopy nbdsh curl cmp
 
@@ -196,6 +196,17 @@ nbdsh -u "$(uri a)" -c 'assert h.pread(4096, 0) == b"\x42" * 4096, "a lost data 
     fail "a lost data across restart"
 expect_rc 3 rctctl info b
 ok "disks, sizes and data survived the restart; the deleted disk stayed deleted"
+
+say "kill -9: rctctl says unreachable (5) on the stale socket; a new rctd starts and has the flushed data"
+expect_rc 0 rctctl create late --size 8M
+nbdsh -u "$(uri late)" -c 'h.pwrite(b"\x61" * 65536, 1 << 20); h.flush()'
+crash_rctd_at "$STATE"
+expect_rc 5 rctctl list
+start_rctd
+nbdsh -u "$(uri late)" -c 'assert h.pread(65536, 1 << 20) == b"\x61" * 65536, "flushed data lost"' ||
+    fail "data flushed before kill -9 is gone"
+[[ $(json_disk <(rctctl --json info a) a) == $((32 * M)) ]] || fail "a has the wrong size after kill -9"
+ok "restarted over stale sockets; flushed data and disks intact"
 
 daemon_alive
 say "PASS"

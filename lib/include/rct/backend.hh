@@ -24,6 +24,17 @@ inline constexpr std::uint16_t io_fua = 1;        // durable before completion
 inline constexpr std::uint16_t io_may_trim = 2;   // write_zeroes may leave a hole
 inline constexpr std::uint16_t io_fast_zero = 4;  // write_zeroes: fail with -ENOTSUP rather than be slow
 
+// A layer that wants to see a request's outcome before the frontend does
+// (change tracking re-marks writes that straddled a checkpoint).
+class io_request;
+class io_layer {
+public:
+    virtual void finished(io_request& r, int res) noexcept = 0;
+
+protected:
+    ~io_layer() = default;
+};
+
 // One block operation. The frontend owns it (pooled, never allocated per
 // request) and learns the outcome through done(), called exactly once on the
 // submitting thread.
@@ -35,8 +46,21 @@ public:
     std::uint64_t length = 0;
     std::byte* buf = nullptr;  // read/write only; length bytes
 
-    // res: 0 on success, -errno on failure.
+    // res: 0 on success, -errno on failure. Backends call finish(), which
+    // passes through the layer above (if any) on the way to done().
     virtual void done(int res) noexcept = 0;
+    void finish(int res) noexcept
+    {
+        if (io_layer* u = upper) {
+            upper = nullptr;
+            u->finished(*this, res);
+        } else {
+            done(res);
+        }
+    }
+
+    io_layer* upper = nullptr;
+    std::uint64_t layer_tag = 0;  // scratch of the layer in `upper`
 
     // Scratch owned by whichever backend layer is driving the request: each
     // CQE for it is routed to on_cqe on the submitting thread.

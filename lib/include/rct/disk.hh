@@ -12,6 +12,8 @@
 #pragma once
 
 #include <rct/backend.hh>
+#include <rct/tracker.hh>
+#include <rct/unique_fd.hh>
 
 #include <atomic>
 #include <cstdint>
@@ -30,9 +32,16 @@ struct disk_meta {
     std::int64_t created_at = 0;  // unix seconds
 };
 
+struct disk_options {
+    bool tracking = true;
+    tracker_options tracker;
+};
+
 class disk {
 public:
-    disk(disk_meta meta, std::filesystem::path dir, std::unique_ptr<backend> store);
+    // Takes the open data file; opens (or creates) the tracking state in
+    // DIR/tracking unless tracking is off. Throws rct::error.
+    disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts);
     disk(const disk&) = delete;
     disk& operator=(const disk&) = delete;
 
@@ -43,7 +52,15 @@ public:
     std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
     bool removed() const noexcept { return removed_.load(std::memory_order_acquire); }
 
+    // The disk's data path: the tracking layer over the file, or the file.
     backend& store() noexcept { return *store_; }
+    // nullptr when tracking is off.
+    tracker* tracking() noexcept { return tracker_.get(); }
+    const tracker* tracking() const noexcept { return tracker_.get(); }
+
+    // Clean shutdown: makes the data durable, persists tracking and writes
+    // its clean-shutdown seal. Call once no I/O is in flight.
+    void close_clean();
 
     // Frontends register each client socket serving this disk so that a
     // forced delete can cut them off (shutdown(2) wakes their workers).
@@ -55,10 +72,13 @@ public:
 private:
     friend class disk_registry;
     void set_size(std::uint64_t s) noexcept { size_.store(s, std::memory_order_release); }
+    file_identity identity() const;
     void mark_removed() noexcept { removed_.store(true, std::memory_order_release); }
 
     const disk_meta meta_;
     const std::filesystem::path dir_;
+    unique_fd data_;  // a second handle, for identity and the final sync
+    std::unique_ptr<tracker> tracker_;
     std::unique_ptr<backend> store_;
     std::atomic<std::uint64_t> size_;
     std::atomic<bool> removed_{false};

@@ -25,7 +25,7 @@ public:
     // Creates STATE/disks if needed and loads every disk in it. A disk whose
     // metadata is unreadable is skipped with an error in the log, never
     // served. Throws if the state directory itself is unusable.
-    explicit disk_registry(std::filesystem::path state_dir);
+    explicit disk_registry(std::filesystem::path state_dir, disk_options opts = {});
 
     const std::filesystem::path& state_dir() const noexcept { return state_dir_; }
 
@@ -35,7 +35,9 @@ public:
     // Names: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'.
     static bool valid_name(std::string_view name) noexcept;
 
-    std::shared_ptr<disk> create(const std::string& name, std::uint64_t size);
+    // granularity: change-tracking chunk size in bytes, a power of two from
+    // 4 KiB to 1 MiB; 0 means the default (64 KiB).
+    std::shared_ptr<disk> create(const std::string& name, std::uint64_t size, std::uint32_t granularity = 0);
     // Copies FILE (sparsely) into the state dir; with move, renames it in.
     std::shared_ptr<disk> import(const std::string& name, const std::filesystem::path& from, bool move);
     // Refused (errc::busy) while clients are connected, unless force, which
@@ -43,11 +45,15 @@ public:
     void remove(const std::string& name, bool force);
     // Growing is always allowed; shrinking needs force.
     void resize(const std::string& name, std::uint64_t new_size, bool force);
+    // Clean shutdown of every disk (see disk::close_clean); failures are
+    // logged, and the next start recovers those disks as after a crash.
+    void close_all();
 
 private:
     std::shared_ptr<disk> open_disk(const std::filesystem::path& dir);
 
     const std::filesystem::path state_dir_;
+    const disk_options opts_;
     mutable std::mutex mutex_;
     std::map<std::string, std::shared_ptr<disk>, std::less<>> disks_;  // guarded by mutex_
 };

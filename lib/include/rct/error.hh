@@ -18,6 +18,7 @@ enum class errc {
     busy,              // refused while in use (connected clients)
     io_error,          // the operating system failed us
     corrupt,           // metadata failed validation
+    full_backup_required,  // a change token that cannot be honoured
 };
 
 class error : public std::runtime_error {

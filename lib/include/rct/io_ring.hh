@@ -13,6 +13,7 @@
 #include <liburing.h>
 
 #include <cstdint>
+#include <functional>
 
 namespace rct {
 
@@ -23,6 +24,16 @@ public:
 
 protected:
     ~completion() = default;
+};
+
+// Runs tasks on the thread that owns a ring; how engine layers that wait
+// off-thread (e.g. for an intent commit) get back to the right worker.
+class executor {
+public:
+    virtual void post(std::function<void()> task) = 0;
+
+protected:
+    ~executor() = default;
 };
 
 class io_ring {
@@ -46,6 +57,9 @@ public:
     // -errno of a failed io_uring_enter (other than EINTR/EAGAIN/EBUSY).
     int run(bool wait);
 
+    void set_executor(executor* e) noexcept { executor_ = e; }
+    executor* owner() const noexcept { return executor_; }
+
     io_uring* raw() noexcept { return &ring_; }
     int fd() const noexcept { return ring_.ring_fd; }
     unsigned setup_flags() const noexcept { return flags_; }
@@ -53,6 +67,7 @@ public:
 private:
     io_uring ring_{};
     unsigned flags_ = 0;
+    executor* executor_ = nullptr;
 };
 
 }  // namespace rct

@@ -1,0 +1,127 @@
+// tracker: resilient change tracking for one disk.
+//
+// Every write, write-zeroes and trim marks the chunks it touches (chunk =
+// the granularity, 4 KiB..1 MiB, default 64 KiB) in the current epoch's
+// bitmap before it is issued. A checkpoint seals the current epoch in O(1)
+// (a pointer swap to a pre-zeroed bitmap) and returns a change token; the
+// sealed bitmap is turned into a compact run list and appended to a
+// checksummed log in the background. "Changes since checkpoint k" is the
+// union of the epochs after k, plus the live bitmap when asked up to now.
+//
+// Crash resilience follows md's write-intent bitmap: the disk is also cut
+// into coarse regions (default 64 MiB); before the first write into a region
+// whose intent bit is not durable, the bit is committed (writers that need
+// it at the same moment share one fdatasync) and only then is the write
+// issued. Intent bits are cleared lazily, after the fine map covering them
+// has been persisted. After a crash the current epoch is the last persisted
+// fine map plus every chunk of every region with its intent bit set: a
+// superset of the truth, never a miss, the excess bounded by the regions
+// written during the last persist interval. See docs/format/tracking.md.
+//
+// Threading: mark()/remark() are lock-free and called by worker threads on
+// the data path. Management calls (checkpoint, queries, resize) may come from
+// any thread; they take an internal mutex and never block I/O. One
+// background thread per tracker commits intent bits, seals epochs and
+// persists the fine map periodically.
+#pragma once
+
+#include <rct/backend.hh>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rct {
+
+struct tracker_options {
+    std::uint32_t granularity = 64 * 1024;               // bytes per chunk, power of two
+    std::uint64_t region_size = std::uint64_t{64} << 20;  // bytes per intent region
+    std::chrono::milliseconds persist_interval{5000};
+};
+
+struct checkpoint_info {
+    std::string name;
+    std::uint64_t epoch = 0;     // checkpoint number, increasing, never reused within a generation
+    std::int64_t created_at = 0;  // unix seconds
+    std::uint64_t size = 0;       // disk size at the cut
+    std::string token;
+};
+
+struct tracking_status {
+    bool active = true;
+    std::string reason;  // why tracking was reset or invalidated, if it was
+    std::uint32_t generation = 0;
+    std::uint32_t granularity = 0;
+    std::uint64_t region_size = 0;
+    std::uint64_t current_epoch = 0;
+    std::size_t checkpoints = 0;
+    bool recovered_after_crash = false;
+    std::uint64_t recovery_excess_bytes = 0;  // chunks added from intent regions at the last open
+};
+
+struct byte_extent {
+    std::uint64_t offset;
+    std::uint64_t length;
+};
+
+// A page of a change query. next_cursor is empty when the query is complete.
+struct changes_page {
+    std::vector<byte_extent> extents;
+    std::optional<std::uint64_t> next_cursor;
+    std::uint64_t since_epoch = 0;
+    std::optional<std::uint64_t> until_epoch;  // empty = live
+};
+
+// Identity of the data file, to notice changes made behind our back.
+struct file_identity {
+    std::uint64_t dev = 0, ino = 0, size = 0;
+    std::int64_t mtime_ns = 0, ctime_ns = 0;
+};
+
+class tracker {
+public:
+    // Opens (or creates) the tracking state in dir. disk_id and size come
+    // from the disk's metadata; data is the data file's current identity.
+    // Throws rct::error when the state cannot be created; corrupt state is
+    // reported and tracking is reset (with a reason), never trusted.
+    static std::unique_ptr<tracker> open(const std::filesystem::path& dir, const std::string& disk_id,
+                                         std::uint64_t size, const file_identity& data,
+                                         const tracker_options& opts);
+    virtual ~tracker() = default;
+
+    // Data path. begin_write returns true when the write may be issued now;
+    // otherwise the tracker takes the request and later calls resume(r, 0) on
+    // r's worker thread (via r.ring's executor) once the region's intent is
+    // durable (or resume(r, -errno) if that failed). end_write is called
+    // when the write completed.
+    virtual bool begin_write(io_request& r, std::function<void(io_request&, int err)> resume) noexcept = 0;
+    virtual void end_write(io_request& r) noexcept = 0;
+
+    // Management. Errors throw rct::error: invalid_argument for a malformed
+    // token or name, not_found for an unknown checkpoint, and
+    // full_backup_required (see error.hh) for a token that cannot be honoured.
+    virtual checkpoint_info checkpoint(std::optional<std::string> name) = 0;
+    virtual std::vector<checkpoint_info> checkpoints() const = 0;
+    virtual void delete_checkpoint(const std::string& name) = 0;
+    // since/until: a checkpoint name or a token; until empty = live.
+    virtual changes_page changes(const std::string& since, const std::optional<std::string>& until,
+                                 std::uint64_t cursor, std::size_t limit) const = 0;
+    // Changed extents since checkpoint `since_epoch` (sealed epochs after it
+    // plus live) within [offset, offset+length), for NBD block status: each
+    // extent is (length, dirty?). Coalesced, covering the range exactly.
+    virtual void dirty_map(std::uint64_t since_epoch, std::uint64_t offset, std::uint64_t length,
+                           std::size_t max_extents, std::vector<extent>& out) const = 0;
+    virtual std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const = 0;
+
+    virtual void resize(std::uint64_t new_size) = 0;
+    virtual tracking_status status() const = 0;
+    // Persists everything and writes the clean-shutdown seal.
+    virtual void close_clean(const file_identity& data) = 0;
+};
+
+}  // namespace rct

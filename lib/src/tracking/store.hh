@@ -1,0 +1,103 @@
+// Persistence of tracking state: the epoch log, the live map, the intent
+// bitmap and the clean-shutdown seal (docs/format/tracking.md). Every
+// reader validates magic, version and checksum and reports what it found
+// wrong; nothing here trusts a file.
+#pragma once
+
+#include "bitmap.hh"
+#include "format.hh"
+
+#include <rct/tracker.hh>
+#include <rct/unique_fd.hh>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rct::tracking {
+
+struct sealed_epoch {
+    std::uint64_t epoch = 0;
+    std::int64_t created_at = 0;
+    std::uint64_t size = 0;
+    std::string name;
+    std::vector<run> runs;
+};
+
+// What replaying epochs.log yields.
+struct log_state {
+    bool initialized = false;
+    std::uint32_t generation = 0;
+    std::uint32_t granularity = 0;
+    std::uint64_t region_size = 0;
+    std::string disk_id;
+    std::uint64_t next_epoch = 1;  // the live epoch's number
+    std::vector<sealed_epoch> sealed;  // ascending epoch
+    std::string reset_reason;
+    std::uint64_t valid_bytes = 0;  // prefix of the file that parsed
+    bool torn_tail = false;
+};
+
+class epoch_log {
+public:
+    explicit epoch_log(const std::filesystem::path& path);
+    // Replays the log; a torn or corrupt tail is cut off (and reported in
+    // the result), a corrupt record in the middle throws errc::corrupt.
+    log_state replay();
+    void append_init(std::uint32_t generation, std::uint32_t granularity, std::uint64_t region_size,
+                     const std::string& disk_id);
+    void append_seal(const sealed_epoch& s);
+    void append_delete(std::uint64_t epoch);
+    void append_reset(std::uint32_t generation, std::uint64_t next_epoch, const std::string& reason);
+
+private:
+    void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);
+    unique_fd fd_;
+    std::filesystem::path path_;
+};
+
+// current.map
+void write_current(const std::filesystem::path& dir, std::uint32_t generation, std::uint64_t epoch,
+                   std::uint64_t chunks, const std::vector<run>& runs);
+struct current_state {
+    std::uint32_t generation;
+    std::uint64_t epoch;
+    std::uint64_t chunks;
+    std::vector<run> runs;
+};
+// nullopt if absent; throws errc::corrupt if present but invalid.
+std::optional<current_state> read_current(const std::filesystem::path& dir);
+
+// intent.map
+class intent_file {
+public:
+    intent_file(const std::filesystem::path& path, std::uint64_t region_size, std::uint64_t regions);
+    // Valid slot with the highest sequence, or nullopt if none is valid.
+    std::optional<std::vector<std::uint64_t>> load();
+    // Durable when it returns (pwrite + fdatasync of the other slot).
+    void store(const std::vector<std::uint64_t>& words);
+
+private:
+    unique_fd fd_;
+    std::uint64_t region_size_;
+    std::uint64_t regions_;
+    std::uint64_t slot_size_;
+    std::uint64_t sequence_ = 0;
+};
+
+// clean seal
+void write_clean(const std::filesystem::path& dir, std::uint32_t generation, std::uint64_t epoch,
+                 const file_identity& id);
+struct clean_state {
+    std::uint32_t generation;
+    std::uint64_t epoch;
+    file_identity id;
+};
+std::optional<clean_state> read_clean(const std::filesystem::path& dir, std::string& problem);
+void remove_clean(const std::filesystem::path& dir);
+
+void fsync_dir(const std::filesystem::path& dir);
+
+}  // namespace rct::tracking

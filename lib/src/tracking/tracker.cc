@@ -1,0 +1,890 @@
+// The tracker: live bitmap, sealed epochs, write-intent regions, and the
+// background thread that makes them durable. The protocol is described in
+// rct/tracker.hh and docs/format/tracking.md; the comments here cover the
+// orderings that make it correct.
+//
+// Write path ordering (begin_write), all seq_cst:
+//   1. mark the chunks in the live map, re-check the live-map pointer and
+//      mark the new map too if a cut or resize swapped it meanwhile;
+//   2. set the region activity bits;
+//   3. test the regions' durable bits; if any is clear, queue for commit.
+// The persister clears a durable bit only after (a) exchanging the activity
+// bits to zero, (b) persisting the live map, (c) storing durable=0 and
+// re-testing activity. (2)/(3) against (c) is Dekker's pattern: either the
+// writer sees durable=0 and waits for a fresh commit, or the persister sees
+// the activity and keeps the bit. Because (1) precedes (2), a write that
+// passed (3) had its mark in the map persisted in (b) or its region kept.
+//
+// A write in flight across a cut is marked again at completion in the new
+// epoch (end_write), so a change can never be attributed only to an epoch
+// whose backup might have been read before the data landed.
+#include "bitmap.hh"
+#include "store.hh"
+#include "token.hh"
+
+#include <rct/error.hh>
+#include <rct/log.hh>
+#include <rct/tracker.hh>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+
+namespace rct::tracking {
+namespace {
+
+namespace fs = std::filesystem;
+using clock = std::chrono::steady_clock;
+
+struct live_map {
+    live_map(std::uint64_t e, std::uint64_t chunks) : epoch(e), bits(chunks) {}
+    std::uint64_t epoch;
+    atomic_bitmap bits;
+};
+
+// Late writers may still hold a pointer to a replaced map for the few
+// microseconds between loading it and re-checking; maps are freed this
+// long after being replaced.
+constexpr auto retire_delay = std::chrono::seconds(10);
+
+bool valid_checkpoint_name(std::string_view n)
+{
+    if (n.empty() || n.size() > 128 || n.substr(0, token_prefix.size()) == token_prefix) {
+        return false;
+    }
+    return std::all_of(n.begin(), n.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+               c == '_' || c == '-' || c == ':';
+    });
+}
+
+void normalize(std::vector<run>& runs)
+{
+    std::sort(runs.begin(), runs.end(), [](const run& a, const run& b) { return a.start < b.start; });
+    std::vector<run> out;
+    for (const run& r : runs) {
+        if (!out.empty() && r.start <= out.back().start + out.back().count) {
+            const std::uint64_t end = std::max(out.back().start + out.back().count, r.start + r.count);
+            out.back().count = end - out.back().start;
+        } else {
+            out.push_back(r);
+        }
+    }
+    runs.swap(out);
+}
+
+// Sets bits [a, b) of a plain word vector whose bit 0 is chunk `base`.
+void set_bits(std::vector<std::uint64_t>& w, std::uint64_t base, std::uint64_t a, std::uint64_t b)
+{
+    for (std::uint64_t i = a - base; i < b - base;) {
+        if (i % 64 == 0 && b - base - i >= 64) {
+            w[i / 64] = ~std::uint64_t{0};
+            i += 64;
+        } else {
+            w[i / 64] |= std::uint64_t{1} << (i % 64);
+            ++i;
+        }
+    }
+}
+
+class tracker_impl final : public tracker {
+public:
+    tracker_impl(const fs::path& dir, std::string disk_id, std::uint64_t size, const tracker_options& opts)
+        : dir_(dir), disk_id_(std::move(disk_id)), opts_(opts), size_(size), log_(dir / "epochs.log")
+    {
+    }
+
+    ~tracker_impl() override { stop_thread(); }
+
+    void open(const file_identity& data);
+
+    bool begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept override;
+    void end_write(io_request& r) noexcept override;
+
+    checkpoint_info checkpoint(std::optional<std::string> name) override;
+    std::vector<checkpoint_info> checkpoints() const override;
+    void delete_checkpoint(const std::string& name) override;
+    changes_page changes(const std::string& since, const std::optional<std::string>& until, std::uint64_t cursor,
+                         std::size_t limit) const override;
+    void dirty_map(std::uint64_t since_epoch, std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
+                   std::vector<extent>& out) const override;
+    std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const override;
+    void resize(std::uint64_t new_size) override;
+    tracking_status status() const override;
+    void close_clean(const file_identity& data) override;
+
+private:
+    struct waiter {
+        io_request* r;
+        std::function<void(io_request&, int)> resume;
+    };
+    struct seal_request {
+        live_map* map;
+        sealed_epoch meta;
+        std::promise<void> done;
+    };
+
+    std::uint64_t chunks_for(std::uint64_t size) const { return (size + granularity_ - 1) / granularity_; }
+    std::uint64_t regions_for(std::uint64_t size) const { return (size + region_size_ - 1) / region_size_; }
+    void chunk_range(const io_request& r, std::uint64_t& c0, std::uint64_t& c1) const
+    {
+        c0 = r.offset / granularity_;
+        c1 = (r.offset + std::max<std::uint64_t>(r.length, 1) - 1) / granularity_;
+    }
+
+    void start_thread();
+    void stop_thread();
+    void background() noexcept;
+    void commit_intents(std::vector<waiter>& ws) noexcept;
+    bool persist() noexcept;
+    void reset_generation(const std::string& reason);
+    std::string token_for(const sealed_epoch& s) const;
+    std::uint64_t resolve(const std::string& ref, const char* what) const;  // needs state_mu_ held
+    std::vector<std::uint64_t> union_words(std::uint64_t since, std::optional<std::uint64_t> until,
+                                           std::uint64_t w0, std::uint64_t w1) const;  // state_mu_ held
+    std::unique_ptr<live_map> take_spare(std::uint64_t epoch);
+    void retire(live_map* m);
+    checkpoint_info info_of(const sealed_epoch& s) const;
+
+    const fs::path dir_;
+    const std::string disk_id_;
+    const tracker_options opts_;
+    std::uint32_t granularity_ = 0;
+    std::uint64_t region_size_ = 0;
+    std::uint64_t region_capacity_ = 0;
+
+    std::atomic<std::uint64_t> size_;
+    std::atomic<live_map*> current_{nullptr};
+    std::unique_ptr<atomic_bitmap> durable_;   // region intent bits known durable
+    std::unique_ptr<atomic_bitmap> activity_;  // regions written since the last persist began
+
+    // Lock order: mgmt_mu_, then state_mu_, then queue_mu_.
+    std::mutex mgmt_mu_;                // serialises management operations
+    mutable std::shared_mutex state_mu_;  // sealed_, generation_, status fields, owned_maps_
+    std::vector<sealed_epoch> sealed_;  // ascending epoch
+    std::uint32_t generation_ = 1;
+    std::string reset_reason_;
+    bool recovered_ = false;
+    std::uint64_t recovery_excess_ = 0;
+    std::vector<std::unique_ptr<live_map>> owned_maps_;  // every map not yet freed
+
+    epoch_log log_;
+    std::unique_ptr<intent_file> intent_;
+    std::vector<std::uint64_t> intent_image_;  // background thread only
+
+    std::mutex queue_mu_;
+    std::condition_variable queue_cv_;
+    std::vector<waiter> waiters_;           // guarded by queue_mu_
+    std::deque<seal_request*> seals_;       // guarded by queue_mu_
+    std::unique_ptr<live_map> spare_;       // guarded by queue_mu_
+    std::vector<std::pair<live_map*, clock::time_point>> retired_;  // guarded by queue_mu_
+    bool persist_now_ = false;              // guarded by queue_mu_
+    bool stop_ = false;                     // guarded by queue_mu_
+    std::thread thread_;
+};
+
+void tracker_impl::open(const file_identity& data)
+{
+    log_state st = log_.replay();
+    if (st.torn_tail) {
+        log::warn("tracking {}: cut a torn record off the end of epochs.log", dir_.string());
+    }
+    if (!st.initialized) {
+        granularity_ = opts_.granularity;
+        region_size_ = opts_.region_size;
+        log_.append_init(1, granularity_, region_size_, disk_id_);
+        st.generation = 1;
+    } else {
+        granularity_ = st.granularity;
+        region_size_ = st.region_size;
+        if (granularity_ < 4096 || granularity_ > (1u << 20) || (granularity_ & (granularity_ - 1)) != 0 ||
+            region_size_ < granularity_) {
+            throw error(errc::corrupt, dir_.string() + ": impossible granularity or region size in epochs.log");
+        }
+    }
+    generation_ = st.generation;
+    reset_reason_ = st.reset_reason;
+    const std::uint64_t size = size_.load();
+    const std::uint64_t chunks = chunks_for(size);
+    region_capacity_ = std::max<std::uint64_t>(regions_for(size) * 4, 65536);
+    durable_ = std::make_unique<atomic_bitmap>(region_capacity_);
+    activity_ = std::make_unique<atomic_bitmap>(region_capacity_);
+    intent_ = std::make_unique<intent_file>(dir_ / "intent.map", region_size_, region_capacity_);
+    intent_image_.assign((region_capacity_ + 63) / 64, 0);
+    waiters_.reserve(4096);
+
+    auto live = std::make_unique<live_map>(st.next_epoch, chunks);
+    auto mark_runs = [&](const std::vector<run>& runs) {
+        for (const run& r : runs) {
+            if (r.count != 0 && r.start < chunks) {
+                live->bits.set_range(r.start, std::min(r.start + r.count, chunks) - 1);
+            }
+        }
+    };
+    if (!st.sealed.empty() && st.sealed.back().name.empty()) {
+        mark_runs(st.sealed.back().runs);  // deleted newest checkpoint, merged into live
+        st.sealed.pop_back();
+    }
+
+    std::string problem;
+    const auto clean = read_clean(dir_, problem);
+    std::optional<current_state> cur;
+    try {
+        cur = read_current(dir_);
+    } catch (const error& e) {
+        problem = e.what();
+    }
+    const bool cur_fits = cur && cur->generation == generation_ && cur->epoch == st.next_epoch;
+    if (st.initialized && st.disk_id != disk_id_) {
+        sealed_ = std::move(st.sealed);
+        reset_generation("the tracking state belongs to another disk (id " + st.disk_id + ")");
+        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+        st.sealed.clear();
+    } else if (clean && (clean->id.dev != data.dev || clean->id.ino != data.ino || clean->id.size != data.size ||
+                  clean->id.mtime_ns != data.mtime_ns || clean->id.ctime_ns != data.ctime_ns)) {
+        sealed_ = std::move(st.sealed);
+        reset_generation("the data file was modified while rctd was not running (its size, inode or "
+                         "timestamps differ from the clean-shutdown record)");
+        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+        st.sealed.clear();
+    } else if (clean && cur_fits) {
+        mark_runs(cur->runs);
+    } else {
+        // No (valid) clean seal: the daemon crashed or lost power. The live
+        // epoch is the last persisted map plus every intent region.
+        recovered_ = true;
+        if (cur_fits) {
+            mark_runs(cur->runs);
+        }
+        auto words = intent_->load();
+        if (!words) {
+            if (st.initialized) {
+                log::warn("tracking {}: no valid intent bitmap{}{}; marking the whole disk changed", dir_.string(),
+                          problem.empty() ? "" : ": ", problem);
+                live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+                recovery_excess_ = size;
+            }
+        } else {
+            const std::uint64_t per = region_size_ / granularity_;
+            for (std::uint64_t reg = 0; reg < regions_for(size); ++reg) {
+                if (((*words)[reg / 64] >> (reg % 64)) & 1) {
+                    const std::uint64_t a = reg * per;
+                    const std::uint64_t b = std::min(chunks, a + per);
+                    if (a < b) {
+                        live->bits.set_range(a, b - 1);
+                        recovery_excess_ += (b - a) * granularity_;
+                    }
+                }
+            }
+            if (st.initialized) {
+                log::notice("tracking {}: recovered after an unclean shutdown; {} MiB of intent regions "
+                            "counted as changed",
+                            dir_.string(), recovery_excess_ >> 20);
+            }
+        }
+    }
+    if (sealed_.empty()) {
+        sealed_ = std::move(st.sealed);
+    }
+    // From here on a crash must be detected as unclean.
+    remove_clean(dir_);
+    // Persist the recovered live map before clearing every intent bit.
+    write_current(dir_, generation_, live->epoch, chunks, live->bits.runs());
+    intent_->store(intent_image_);
+    current_.store(live.get());
+    owned_maps_.push_back(std::move(live));
+    start_thread();
+}
+
+void tracker_impl::reset_generation(const std::string& reason)
+{
+    ++generation_;
+    reset_reason_ = reason;
+    const std::uint64_t next = sealed_.empty() ? (current_.load() ? current_.load()->epoch : 1)
+                                               : sealed_.back().epoch + 1;
+    log_.append_reset(generation_, next, reason);
+    sealed_.clear();
+    log::warn("tracking {}: reset to generation {}: {}; older change tokens now require a full backup",
+              dir_.string(), generation_, reason);
+}
+
+bool tracker_impl::begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept
+{
+    std::uint64_t c0, c1;
+    chunk_range(r, c0, c1);
+    live_map* m = current_.load();
+    m->bits.set_range(c0, std::min(c1, m->bits.bits() - 1));
+    live_map* now = current_.load();
+    if (now != m) {
+        now->bits.set_range(c0, std::min(c1, now->bits.bits() - 1));
+    }
+    r.layer_tag = reinterpret_cast<std::uintptr_t>(now);
+
+    const std::uint64_t r0 = r.offset / region_size_;
+    const std::uint64_t r1 = (r.offset + std::max<std::uint64_t>(r.length, 1) - 1) / region_size_;
+    bool ready = true;
+    for (std::uint64_t g = r0; g <= r1 && g < region_capacity_; ++g) {
+        if (!activity_->test(g)) {
+            activity_->set_range(g, g);
+        }
+        ready = ready && durable_->test(g);
+    }
+    if (ready) {
+        return true;
+    }
+    {
+        std::lock_guard lock(queue_mu_);
+        // Capacity is reserved for the common case; beyond it push_back may
+        // throw bad_alloc, which terminates: better than an untracked write.
+        waiters_.push_back({&r, std::move(resume)});
+    }
+    queue_cv_.notify_one();
+    return false;
+}
+
+void tracker_impl::end_write(io_request& r) noexcept
+{
+    live_map* now = current_.load();
+    if (reinterpret_cast<std::uintptr_t>(now) != r.layer_tag) {
+        std::uint64_t c0, c1;
+        chunk_range(r, c0, c1);
+        now->bits.set_range(c0, std::min(c1, now->bits.bits() - 1));
+    }
+}
+
+void tracker_impl::start_thread()
+{
+    thread_ = std::thread([this] { background(); });
+}
+
+void tracker_impl::stop_thread()
+{
+    {
+        std::lock_guard lock(queue_mu_);
+        stop_ = true;
+    }
+    queue_cv_.notify_one();
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+void tracker_impl::background() noexcept
+{
+    auto next_persist = clock::now() + opts_.persist_interval;
+    std::unique_lock lock(queue_mu_);
+    for (;;) {
+        queue_cv_.wait_until(lock, next_persist, [&] {
+            return stop_ || !waiters_.empty() || !seals_.empty() || persist_now_ || !spare_;
+        });
+        if (stop_ && waiters_.empty() && seals_.empty()) {
+            return;
+        }
+        // Intent commits first: writers are waiting on them.
+        if (!waiters_.empty()) {
+            std::vector<waiter> ws;
+            ws.swap(waiters_);
+            lock.unlock();
+            commit_intents(ws);
+            lock.lock();
+            continue;
+        }
+        if (!seals_.empty()) {
+            seal_request* req = seals_.front();
+            seals_.pop_front();
+            lock.unlock();
+            try {
+                req->meta.runs = req->map->bits.runs();
+                log_.append_seal(req->meta);
+                {
+                    std::unique_lock st(state_mu_);
+                    sealed_.push_back(req->meta);
+                }
+                req->done.set_value();
+            } catch (...) {
+                req->done.set_exception(std::current_exception());
+            }
+            lock.lock();
+            continue;
+        }
+        if (!spare_) {
+            lock.unlock();
+            auto m = std::make_unique<live_map>(0, chunks_for(size_.load()));
+            lock.lock();
+            spare_ = std::move(m);
+        }
+        if (persist_now_ || clock::now() >= next_persist) {
+            persist_now_ = false;
+            lock.unlock();
+            persist();
+            lock.lock();
+            next_persist = clock::now() + opts_.persist_interval;
+            // Free maps replaced long enough ago.
+            const auto cutoff = clock::now() - retire_delay;
+            std::vector<live_map*> dead;
+            std::erase_if(retired_, [&](auto& p) {
+                if (p.second < cutoff) {
+                    dead.push_back(p.first);
+                    return true;
+                }
+                return false;
+            });
+            if (!dead.empty()) {
+                std::unique_lock st(state_mu_);
+                std::erase_if(owned_maps_, [&](auto& m) {
+                    return std::find(dead.begin(), dead.end(), m.get()) != dead.end();
+                });
+            }
+        }
+    }
+}
+
+void tracker_impl::commit_intents(std::vector<waiter>& ws) noexcept
+{
+    for (const waiter& w : ws) {
+        const std::uint64_t r0 = w.r->offset / region_size_;
+        const std::uint64_t r1 = (w.r->offset + std::max<std::uint64_t>(w.r->length, 1) - 1) / region_size_;
+        for (std::uint64_t g = r0; g <= r1 && g < region_capacity_; ++g) {
+            intent_image_[g / 64] |= std::uint64_t{1} << (g % 64);
+        }
+    }
+    int err = 0;
+    try {
+        intent_->store(intent_image_);
+        for (std::uint64_t i = 0; i < intent_image_.size(); ++i) {
+            durable_->or_word(i, intent_image_[i]);
+        }
+    } catch (const std::exception& e) {
+        log::error("tracking {}: cannot commit write intent: {}; failing the writes", dir_.string(), e.what());
+        err = -EIO;
+    }
+    for (waiter& w : ws) {
+        executor* ex = w.r->ring != nullptr ? w.r->ring->owner() : nullptr;
+        if (ex != nullptr) {
+            try {
+                ex->post([w = std::move(w), err]() mutable { w.resume(*w.r, err); });
+                continue;
+            } catch (...) {
+            }
+        }
+        w.resume(*w.r, err);
+    }
+}
+
+bool tracker_impl::persist() noexcept
+{
+    try {
+        const std::uint64_t words = (region_capacity_ + 63) / 64;
+        std::vector<std::uint64_t> active(words);
+        for (std::uint64_t i = 0; i < words; ++i) {
+            active[i] = activity_->exchange_word(i, 0);
+        }
+        live_map* m = current_.load();
+        std::uint32_t gen;
+        {
+            std::shared_lock st(state_mu_);
+            gen = generation_;
+        }
+        write_current(dir_, gen, m->epoch, m->bits.bits(), m->bits.runs());
+        bool changed = false;
+        for (std::uint64_t i = 0; i < words; ++i) {
+            std::uint64_t clear = intent_image_[i] & ~active[i];
+            while (clear != 0) {
+                const unsigned b = static_cast<unsigned>(__builtin_ctzll(clear));
+                clear &= clear - 1;
+                const std::uint64_t g = i * 64 + b;
+                durable_->clear_bit(g);
+                if (activity_->test(g)) {
+                    durable_->set_range(g, g);  // a writer got in: keep it
+                    continue;
+                }
+                intent_image_[i] &= ~(std::uint64_t{1} << b);
+                changed = true;
+            }
+        }
+        if (changed) {
+            intent_->store(intent_image_);
+        }
+        return true;
+    } catch (const std::exception& e) {
+        // Intent bits stay set, so nothing is lost; the excess just grows.
+        log::error("tracking {}: cannot persist the change map: {}", dir_.string(), e.what());
+        return false;
+    }
+}
+
+std::unique_ptr<live_map> tracker_impl::take_spare(std::uint64_t epoch)
+{
+    std::unique_ptr<live_map> m;
+    {
+        std::lock_guard lock(queue_mu_);
+        m = std::move(spare_);
+    }
+    queue_cv_.notify_one();  // the background thread prepares the next one
+    const std::uint64_t chunks = chunks_for(size_.load());
+    if (!m || m->bits.bits() != chunks) {
+        m = std::make_unique<live_map>(epoch, chunks);
+    }
+    m->epoch = epoch;
+    return m;
+}
+
+void tracker_impl::retire(live_map* m)
+{
+    std::lock_guard lock(queue_mu_);
+    retired_.emplace_back(m, clock::now());
+}
+
+std::string tracker_impl::token_for(const sealed_epoch& s) const
+{
+    token_fields t;
+    if (auto id = parse_uuid(disk_id_)) {
+        t.disk_id = *id;
+    }
+    t.generation = generation_;
+    t.epoch = s.epoch;
+    t.size = s.size;
+    t.granularity = granularity_;
+    return encode_token(t);
+}
+
+checkpoint_info tracker_impl::info_of(const sealed_epoch& s) const
+{
+    return {s.name, s.epoch, s.created_at, s.size, token_for(s)};
+}
+
+checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
+{
+    std::lock_guard mg(mgmt_mu_);
+    live_map* old = current_.load();
+    const std::uint64_t epoch = old->epoch;
+    std::string n = name.value_or("cp-" + std::to_string(epoch));
+    if (!valid_checkpoint_name(n)) {
+        throw error(errc::invalid_argument,
+                    "invalid checkpoint name '" + n + "': use 1-128 of A-Z a-z 0-9 . _ - :, not starting with rct1.");
+    }
+    {
+        std::shared_lock st(state_mu_);
+        for (const auto& s : sealed_) {
+            if (s.name == n) {
+                throw error(errc::exists, "checkpoint '" + n + "' already exists");
+            }
+        }
+    }
+    auto fresh = take_spare(epoch + 1);
+    live_map* fresh_raw = fresh.get();
+    {
+        std::unique_lock st(state_mu_);
+        owned_maps_.push_back(std::move(fresh));
+    }
+    // The cut: from this store on, new writes mark the new epoch.
+    current_.store(fresh_raw);
+
+    seal_request req{old, {epoch, static_cast<std::int64_t>(::time(nullptr)), size_.load(), n, {}}, {}};
+    auto done = req.done.get_future();
+    {
+        std::lock_guard lock(queue_mu_);
+        seals_.push_back(&req);
+    }
+    queue_cv_.notify_one();
+    try {
+        done.get();
+    } catch (...) {
+        // The seal is not durable: give its changes back to the live epoch
+        // so that nothing is lost, and report the failure.
+        for (const run& r : old->bits.runs()) {
+            fresh_raw->bits.set_range(r.start, std::min(r.start + r.count, fresh_raw->bits.bits()) - 1);
+        }
+        fresh_raw->epoch = epoch;
+        retire(old);
+        throw;
+    }
+    retire(old);
+    std::shared_lock st(state_mu_);
+    return info_of(sealed_.back());
+}
+
+std::vector<checkpoint_info> tracker_impl::checkpoints() const
+{
+    std::shared_lock st(state_mu_);
+    std::vector<checkpoint_info> out;
+    for (const auto& s : sealed_) {
+        out.push_back(info_of(s));
+    }
+    return out;
+}
+
+void tracker_impl::delete_checkpoint(const std::string& name)
+{
+    std::lock_guard mg(mgmt_mu_);
+    std::unique_lock st(state_mu_);
+    auto it = std::find_if(sealed_.begin(), sealed_.end(), [&](const auto& s) { return s.name == name; });
+    if (it == sealed_.end()) {
+        throw error(errc::not_found, "no checkpoint named '" + name + "'");
+    }
+    log_.append_delete(it->epoch);
+    if (std::next(it) != sealed_.end()) {
+        auto& next = std::next(it)->runs;
+        next.insert(next.end(), it->runs.begin(), it->runs.end());
+        normalize(next);
+    } else {
+        live_map* m = current_.load();
+        for (const run& r : it->runs) {
+            if (r.start < m->bits.bits()) {
+                m->bits.set_range(r.start, std::min(r.start + r.count, m->bits.bits()) - 1);
+            }
+        }
+    }
+    sealed_.erase(it);
+}
+
+std::uint64_t tracker_impl::resolve(const std::string& ref, const char* what) const
+{
+    if (ref.substr(0, token_prefix.size()) != token_prefix) {
+        for (const auto& s : sealed_) {
+            if (s.name == ref) {
+                return s.epoch;
+            }
+        }
+        throw error(errc::not_found, std::string("no checkpoint named '") + ref + "' (" + what + ")");
+    }
+    const auto t = decode_token(ref);
+    if (!t) {
+        throw error(errc::full_backup_required,
+                    std::string("the ") + what + " token is malformed (damaged or not an rct change token); "
+                    "a full backup is required");
+    }
+    const auto id = parse_uuid(disk_id_);
+    if (!id || *id != t->disk_id) {
+        throw error(errc::full_backup_required,
+                    std::string("the ") + what + " token was issued for another disk (or for an earlier disk "
+                    "of this name that was deleted and recreated); a full backup is required");
+    }
+    if (t->generation != generation_) {
+        throw error(errc::full_backup_required,
+                    std::string("change tracking of this disk was reset since the ") + what + " token was issued" +
+                        (reset_reason_.empty() ? "" : " (" + reset_reason_ + ")") + "; a full backup is required");
+    }
+    if (t->granularity != granularity_) {
+        throw error(errc::full_backup_required, std::string("the ") + what +
+                                                     " token does not match this disk's tracking granularity; "
+                                                     "a full backup is required");
+    }
+    for (const auto& s : sealed_) {
+        if (s.epoch == t->epoch) {
+            return s.epoch;
+        }
+    }
+    throw error(errc::full_backup_required,
+                std::string("the checkpoint of the ") + what +
+                    " token no longer exists (it was deleted); a full backup is required");
+}
+
+std::vector<std::uint64_t> tracker_impl::union_words(std::uint64_t since, std::optional<std::uint64_t> until,
+                                                     std::uint64_t w0, std::uint64_t w1) const
+{
+    std::vector<std::uint64_t> w(w1 - w0, 0);
+    const std::uint64_t base = w0 * 64;
+    const std::uint64_t end = w1 * 64;
+    for (const auto& s : sealed_) {
+        if (s.epoch <= since || (until && s.epoch > *until)) {
+            continue;
+        }
+        auto it = std::partition_point(s.runs.begin(), s.runs.end(),
+                                       [&](const run& r) { return r.start + r.count <= base; });
+        for (; it != s.runs.end() && it->start < end; ++it) {
+            set_bits(w, base, std::max(it->start, base), std::min(it->start + it->count, end));
+        }
+    }
+    if (!until) {
+        live_map* m = current_.load();
+        const std::uint64_t lim = std::min(w1, m->bits.words());
+        for (std::uint64_t i = w0; i < lim; ++i) {
+            w[i - w0] |= m->bits.word(i);
+        }
+    }
+    return w;
+}
+
+changes_page tracker_impl::changes(const std::string& since, const std::optional<std::string>& until,
+                                   std::uint64_t cursor, std::size_t limit) const
+{
+    std::shared_lock st(state_mu_);
+    changes_page page;
+    page.since_epoch = resolve(since, "--since");
+    if (until) {
+        page.until_epoch = resolve(*until, "--until");
+        if (*page.until_epoch <= page.since_epoch) {
+            throw error(errc::invalid_argument, "--until must name a checkpoint newer than --since");
+        }
+    }
+    const std::uint64_t size = size_.load();
+    const std::uint64_t chunks = chunks_for(size);
+    const std::uint64_t first = std::min(cursor / granularity_, chunks);
+    const std::uint64_t w0 = first / 64;
+    const std::uint64_t w1 = (chunks + 63) / 64;
+    const auto w = union_words(page.since_epoch, page.until_epoch, w0, w1);
+    std::uint64_t c = first;
+    while (c < chunks) {
+        // Find the next set bit at or after c.
+        std::uint64_t wi = c / 64 - w0;
+        std::uint64_t v = w[wi] & (~std::uint64_t{0} << (c % 64));
+        while (v == 0 && ++wi < w.size()) {
+            v = w[wi];
+        }
+        if (v == 0) {
+            break;
+        }
+        const std::uint64_t start = (wi + w0) * 64 + static_cast<std::uint64_t>(__builtin_ctzll(v));
+        if (start >= chunks) {
+            break;
+        }
+        if (page.extents.size() == limit) {
+            page.next_cursor = start * granularity_;
+            break;
+        }
+        // Find the end of the run.
+        std::uint64_t e = start;
+        wi = e / 64 - w0;
+        v = ~w[wi] & (~std::uint64_t{0} << (e % 64));
+        while (v == 0 && ++wi < w.size()) {
+            v = ~w[wi];
+        }
+        e = v == 0 ? chunks : std::min(chunks, (wi + w0) * 64 + static_cast<std::uint64_t>(__builtin_ctzll(v)));
+        const std::uint64_t off = start * granularity_;
+        page.extents.push_back({off, std::min(e * granularity_, size) - off});
+        c = e;
+    }
+    return page;
+}
+
+void tracker_impl::dirty_map(std::uint64_t since_epoch, std::uint64_t offset, std::uint64_t length,
+                             std::size_t max_extents, std::vector<extent>& out) const
+{
+    std::shared_lock st(state_mu_);
+    const std::uint64_t end = offset + length;
+    const std::uint64_t c0 = offset / granularity_;
+    const std::uint64_t c1 = (end + granularity_ - 1) / granularity_;
+    const auto w = union_words(since_epoch, std::nullopt, c0 / 64, (c1 + 63) / 64);
+    const std::uint64_t base = c0 / 64 * 64;
+    std::uint64_t pos = offset;
+    std::size_t added = 0;
+    for (std::uint64_t c = c0; c < c1 && added < max_extents; ++c) {
+        const bool dirty = (w[(c - base) / 64] >> ((c - base) % 64)) & 1;
+        const std::uint64_t stop = std::min(end, (c + 1) * granularity_);
+        const std::uint32_t flags = dirty ? 1 : 0;
+        if (!out.empty() && added > 0 && out.back().flags == flags) {
+            out.back().length += stop - pos;
+        } else {
+            out.push_back({stop - pos, flags});
+            ++added;
+        }
+        pos = stop;
+    }
+}
+
+std::optional<std::uint64_t> tracker_impl::checkpoint_epoch(const std::string& name) const
+{
+    std::shared_lock st(state_mu_);
+    for (const auto& s : sealed_) {
+        if (s.name == name) {
+            return s.epoch;
+        }
+    }
+    return std::nullopt;
+}
+
+void tracker_impl::resize(std::uint64_t new_size)
+{
+    std::lock_guard mg(mgmt_mu_);
+    const std::uint64_t old_size = size_.load();
+    if (new_size == old_size) {
+        return;
+    }
+    if (regions_for(new_size) > region_capacity_) {
+        throw error(errc::invalid_argument, "the disk cannot grow more than 4x while rctd runs; restart rctd first");
+    }
+    live_map* old = current_.load();
+    auto bigger = std::make_unique<live_map>(old->epoch, chunks_for(new_size));
+    live_map* raw = bigger.get();
+    {
+        std::unique_lock st(state_mu_);
+        owned_maps_.push_back(std::move(bigger));
+        if (new_size < old_size) {
+            reset_generation("the disk shrank from " + std::to_string(old_size) + " to " + std::to_string(new_size) +
+                             " bytes");
+        }
+    }
+    current_.store(raw);
+    size_.store(new_size);
+    // Copy after the swap: a late mark on the old map is re-made on the new
+    // one by its writer's re-check.
+    const std::uint64_t words = std::min(old->bits.words(), raw->bits.words());
+    for (std::uint64_t i = 0; i < words; ++i) {
+        raw->bits.or_word(i, old->bits.word(i));
+    }
+    if (new_size > old_size) {
+        // New space (and the old tail chunk) counts as changed.
+        raw->bits.set_range(old_size / granularity_, chunks_for(new_size) - 1);
+    }
+    retire(old);
+    {
+        std::lock_guard lock(queue_mu_);
+        spare_.reset();
+        persist_now_ = true;
+    }
+    queue_cv_.notify_one();
+}
+
+tracking_status tracker_impl::status() const
+{
+    std::shared_lock st(state_mu_);
+    tracking_status s;
+    s.active = true;
+    s.reason = reset_reason_;
+    s.generation = generation_;
+    s.granularity = granularity_;
+    s.region_size = region_size_;
+    s.current_epoch = current_.load()->epoch;
+    s.checkpoints = sealed_.size();
+    s.recovered_after_crash = recovered_;
+    s.recovery_excess_bytes = recovery_excess_;
+    return s;
+}
+
+void tracker_impl::close_clean(const file_identity& data)
+{
+    std::lock_guard mg(mgmt_mu_);
+    stop_thread();
+    if (!persist()) {
+        throw error(errc::io_error, "cannot persist change tracking of " + dir_.string() +
+                                        "; the next start will recover from the intent bitmap");
+    }
+    std::shared_lock st(state_mu_);
+    write_clean(dir_, generation_, current_.load()->epoch, data);
+}
+
+}  // namespace
+}  // namespace rct::tracking
+
+namespace rct {
+
+std::unique_ptr<tracker> tracker::open(const std::filesystem::path& dir, const std::string& disk_id,
+                                       std::uint64_t size, const file_identity& data, const tracker_options& opts)
+{
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+        throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
+    }
+    auto t = std::make_unique<tracking::tracker_impl>(dir, disk_id, size, opts);
+    t->open(data);
+    return t;
+}
+
+}  // namespace rct
