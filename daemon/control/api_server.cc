@@ -520,8 +520,10 @@ private:
         const char* end = v->data() + v->size();
         const auto [ptr, ec] = std::from_chars(v->data(), end, n);
         if (v->empty() || ec != std::errc{} || ptr != end || n < min || n > max) {
-            throw bad_request(fmt::format("query parameter '{}' must be an integer from {} to {}, not '{}'", key,
-                                          min, max, *v));
+            const std::string range = max == std::numeric_limits<std::uint64_t>::max()
+                                          ? fmt::format("an integer of at least {}", min)
+                                          : fmt::format("an integer from {} to {}", min, max);
+            throw bad_request(fmt::format("query parameter '{}' must be {}, not '{}'", key, range, *v));
         }
         return n;
     }
@@ -598,7 +600,8 @@ private:
         tracker* t = d.tracking();
         if (t == nullptr) {
             throw api_error{MHD_HTTP_CONFLICT, "tracking_disabled",
-                            fmt::format("change tracking is off for disk {}", d.name())};
+                            fmt::format("change tracking is off for disk {} (rctd runs with --no-tracking)",
+                                        d.name())};
         }
         return *t;
     }
@@ -633,8 +636,8 @@ private:
             if (j.contains("granularity")) {
                 granularity = bytes_field(j, "granularity", "64K");
                 if (granularity == 0 || granularity > std::numeric_limits<std::uint32_t>::max()) {
-                    throw invalid_argument(fmt::format(
-                        "invalid granularity {}: must be a power of two from 4K to 1M", granularity));
+                    throw invalid_argument(
+                        fmt::format("granularity {} is not a power of two between 4K and 1M", granularity));
                 }
             }
             d = server_.registry_.create(name, size_field(j), static_cast<std::uint32_t>(granularity));

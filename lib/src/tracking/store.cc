@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -188,6 +189,19 @@ void fsync_dir(const fs::path& dir)
     }
 }
 
+void epoch_log::set_aside(const std::string& suffix)
+{
+    const fs::path aside = path_.string() + suffix;
+    if (::rename(path_.c_str(), aside.c_str()) != 0) {
+        throw_errno("rename " + path_.string(), errno);
+    }
+    fd_.reset(::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd_) {
+        throw_errno("open " + path_.string(), errno);
+    }
+    fsync_dir(path_.parent_path());
+}
+
 epoch_log::epoch_log(const fs::path& path) : path_(path)
 {
     fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
@@ -212,8 +226,17 @@ log_state epoch_log::replay()
         const std::size_t body = pos + sizeof h;
         if (h.magic != format::record_magic || bytes.size() - body < h.length ||
             header_checksum(h, bytes.data() + body, h.length) != h.checksum) {
-            // Records are appended and synced one by one, so only the last
-            // can be torn. Anything after a bad record is untrustworthy.
+            // Records are appended and synced one at a time, so an append cut
+            // short by a crash leaves only a short or zero-filled tail (never
+            // acknowledged). Anything else is damage to acknowledged records:
+            // trusting what follows or precedes it could under-report.
+            const bool short_tail = bytes.size() - body < h.length || h.magic != format::record_magic;
+            const bool zero_tail = std::all_of(bytes.begin() + static_cast<long>(pos), bytes.end(),
+                                               [](std::uint8_t b) { return b == 0; });
+            if (!(zero_tail || (short_tail && h.magic == format::record_magic && bytes.size() - body < h.length))) {
+                throw error(errc::corrupt, path_.string() + ": record at byte " + std::to_string(pos) +
+                                               " fails its checksum");
+            }
             st.torn_tail = true;
             break;
         }

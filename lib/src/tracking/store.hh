@@ -51,6 +51,9 @@ public:
     void append_seal(const sealed_epoch& s);
     void append_delete(std::uint64_t epoch);
     void append_reset(std::uint32_t generation, std::uint64_t next_epoch, const std::string& reason);
+    // Renames a damaged log to path+suffix (kept for inspection) and starts
+    // an empty one.
+    void set_aside(const std::string& suffix);
 
 private:
     void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);

@@ -142,7 +142,7 @@ private:
     void background() noexcept;
     void commit_intents(std::vector<waiter>& ws) noexcept;
     bool persist() noexcept;
-    void reset_generation(const std::string& reason);
+    void reset_generation(const std::string& reason, std::uint64_t live_epoch);
     std::string token_for(const sealed_epoch& s) const;
     std::uint64_t resolve(const std::string& ref, const char* what) const;  // needs state_mu_ held
     std::vector<std::uint64_t> union_words(std::uint64_t since, std::optional<std::uint64_t> until,
@@ -190,15 +190,33 @@ private:
 
 void tracker_impl::open(const file_identity& data)
 {
-    log_state st = log_.replay();
+    log_state st;
+    std::string damage;
+    try {
+        st = log_.replay();
+    } catch (const error& e) {
+        damage = e.what();
+    }
     if (st.torn_tail) {
-        log::warn("tracking {}: cut a torn record off the end of epochs.log", dir_.string());
+        log::warn("tracking {}: cut an incomplete record off the end of epochs.log", dir_.string());
+    }
+    if (!damage.empty()) {
+        // Never trust a damaged log: start a new generation (every older
+        // token then asks for a full backup) with the whole disk changed.
+        log::error("tracking {}: {}; keeping it as epochs.log.damaged and restarting tracking", dir_.string(),
+                   damage);
+        log_.set_aside(".damaged");
+        st = {};
+        st.generation = static_cast<std::uint32_t>(::time(nullptr));
     }
     if (!st.initialized) {
         granularity_ = opts_.granularity;
         region_size_ = opts_.region_size;
-        log_.append_init(1, granularity_, region_size_, disk_id_);
-        st.generation = 1;
+        st.generation = std::max<std::uint32_t>(st.generation, 1);
+        log_.append_init(st.generation, granularity_, region_size_, disk_id_);
+        if (!damage.empty()) {
+            reset_reason_ = "the change log was damaged (" + damage + ")";
+        }
     } else {
         granularity_ = st.granularity;
         region_size_ = st.region_size;
@@ -208,7 +226,9 @@ void tracker_impl::open(const file_identity& data)
         }
     }
     generation_ = st.generation;
-    reset_reason_ = st.reset_reason;
+    if (damage.empty()) {
+        reset_reason_ = st.reset_reason;
+    }
     const std::uint64_t size = size_.load();
     const std::uint64_t chunks = chunks_for(size);
     region_capacity_ = std::max<std::uint64_t>(regions_for(size) * 4, 65536);
@@ -240,16 +260,26 @@ void tracker_impl::open(const file_identity& data)
         problem = e.what();
     }
     const bool cur_fits = cur && cur->generation == generation_ && cur->epoch == st.next_epoch;
-    if (st.initialized && st.disk_id != disk_id_) {
+    if (!damage.empty()) {
+        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+    } else if (cur && cur->generation == generation_ && cur->epoch > st.next_epoch) {
+        // The live map is newer than the log's last seal: acknowledged
+        // checkpoints are missing from the log.
         sealed_ = std::move(st.sealed);
-        reset_generation("the tracking state belongs to another disk (id " + st.disk_id + ")");
+        reset_generation("epochs.log lacks checkpoints that current.map proves existed", live->epoch);
+        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+        st.sealed.clear();
+    } else if (st.initialized && st.disk_id != disk_id_) {
+        sealed_ = std::move(st.sealed);
+        reset_generation("the tracking state belongs to another disk (id " + st.disk_id + ")", live->epoch);
         live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
         st.sealed.clear();
     } else if (clean && (clean->id.dev != data.dev || clean->id.ino != data.ino || clean->id.size != data.size ||
                   clean->id.mtime_ns != data.mtime_ns || clean->id.ctime_ns != data.ctime_ns)) {
         sealed_ = std::move(st.sealed);
         reset_generation("the data file was modified while rctd was not running (its size, inode or "
-                         "timestamps differ from the clean-shutdown record)");
+                         "timestamps differ from the clean-shutdown record)",
+                         live->epoch);
         live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
         st.sealed.clear();
     } else if (clean && cur_fits) {
@@ -301,13 +331,11 @@ void tracker_impl::open(const file_identity& data)
     start_thread();
 }
 
-void tracker_impl::reset_generation(const std::string& reason)
+void tracker_impl::reset_generation(const std::string& reason, std::uint64_t live_epoch)
 {
     ++generation_;
     reset_reason_ = reason;
-    const std::uint64_t next = sealed_.empty() ? (current_.load() ? current_.load()->epoch : 1)
-                                               : sealed_.back().epoch + 1;
-    log_.append_reset(generation_, next, reason);
+    log_.append_reset(generation_, live_epoch, reason);
     sealed_.clear();
     log::warn("tracking {}: reset to generation {}: {}; older change tokens now require a full backup",
               dir_.string(), generation_, reason);
@@ -817,7 +845,8 @@ void tracker_impl::resize(std::uint64_t new_size)
         owned_maps_.push_back(std::move(bigger));
         if (new_size < old_size) {
             reset_generation("the disk shrank from " + std::to_string(old_size) + " to " + std::to_string(new_size) +
-                             " bytes");
+                                 " bytes",
+                             old->epoch);
         }
     }
     current_.store(raw);
