@@ -297,7 +297,7 @@ header=$(
     echo "# NBD peers benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
-    echo "- file: $size of random data on $(stat -f -c %T "$base") ($base), page cache warm for every server"
+    echo "- file: $size of random data on $(findmnt -no FSTYPE -T "$base" 2>/dev/null || stat -f -c %T "$base") ($base), page cache warm for every server"
     echo "- fio $(fio --version | sed 's/^fio-//'), nbd engine over a Unix socket, iodepth 32 per connection," \
         "${runtime}s time-based after ${ramp}s ramp"
     echo "- nbdkit $(nbdkit --version 2>/dev/null | awk '{ print $2 }') file plugin;" \

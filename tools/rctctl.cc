@@ -296,7 +296,7 @@ void cmd_info(client& c, const options& opt, const std::string& name)
         print_table(rows);
         return;
     }
-    const std::string reason = str(t, "reason") == "-" ? "" : str(t, "reason");
+    const std::string reason = t.value("reason", "");
     if (!t.value("active", false)) {
         rows.push_back({"tracking:", "invalidated" + (reason.empty() ? "" : ": " + reason)});
     } else {
@@ -354,74 +354,69 @@ void cmd_checkpoints(client& c, const options& opt, const std::string& name)
 void cmd_changes(client& c, const options& opt, const std::string& name, const std::string& since,
                  const std::optional<std::string>& until, std::uint64_t limit)
 {
+    using byte_range = std::pair<std::uint64_t, std::uint64_t>;  // offset, length
     std::string path = "/disks/" + segment(name) + "/changes?since=" + segment(since);
     if (until) {
         path += "&until=" + segment(*until);
     }
     path += "&limit=" + std::to_string(limit);
 
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> all;
-    std::optional<std::pair<std::uint64_t, std::uint64_t>> pending;  // text mode: not yet printed
-    const auto emit = [&](std::uint64_t offset, std::uint64_t length) {
+    std::vector<byte_range> all;
+    std::optional<byte_range> last;  // may still grow with the next page
+    const auto flush = [&] {
+        if (!last) {
+            return;
+        }
         if (opt.json_output) {
-            if (!all.empty() && all.back().first + all.back().second == offset) {
-                all.back().second += length;
-            } else {
-                all.emplace_back(offset, length);
-            }
-            return;
+            all.push_back(*last);
+        } else {
+            std::cout << last->first << ' ' << last->second << '\n';
         }
-        if (pending && pending->first + pending->second == offset) {
-            pending->second += length;
-            return;
-        }
-        if (pending) {
-            std::cout << pending->first << ' ' << pending->second << '\n';
-        }
-        pending.emplace(offset, length);
     };
 
-    json head;
+    json since_epoch, until_epoch, granularity;
     std::uint64_t cursor = 0;
     for (bool first = true;; first = false) {
         const json page = parse_reply(c.call("GET", path + "&cursor=" + std::to_string(cursor)));
         if (first) {
-            head["since_epoch"] = page.value("since_epoch", json());
-            head["until_epoch"] = page.value("until_epoch", json());
-            head["granularity"] = page.value("granularity", json());
+            since_epoch = page.value("since_epoch", json());
+            until_epoch = page.value("until_epoch", json());
+            granularity = page.value("granularity", json());
         }
         for (const auto& e : page.value("extents", json::array())) {
-            emit(number(e, "offset"), number(e, "length"));
+            const std::uint64_t offset = number(e, "offset");
+            const std::uint64_t length = number(e, "length");
+            if (last && last->first + last->second == offset) {
+                last->second += length;
+            } else {
+                flush();
+                last.emplace(offset, length);
+            }
         }
         const json next = page.value("next_cursor", json());
         if (!next.is_number_unsigned()) {
             break;
         }
+        // A cursor is a position on the disk: one that does not move on
+        // would loop forever.
         if (next.get<std::uint64_t>() <= cursor) {
-            throw failure{exit_failure, "rctd's change listing did not advance (cursor " + std::to_string(cursor) + ")",
-                          {}};
+            throw failure{exit_failure,
+                          "rctd's change listing did not advance past cursor " + std::to_string(cursor), {}};
         }
         cursor = next.get<std::uint64_t>();
     }
-
+    flush();
     if (!opt.json_output) {
-        if (pending) {
-            std::cout << pending->first << ' ' << pending->second << '\n';
-        }
         return;
     }
-    // The head's dump ends in "\n}"; the extents go before that brace.
-    std::string doc = head.dump(2);
-    doc.resize(doc.size() - 2);
-    doc += ",\n  \"extents\": [";
+    std::cout << "{\n  \"since_epoch\": " << since_epoch.dump() << ",\n  \"until_epoch\": " << until_epoch.dump()
+              << ",\n  \"granularity\": " << granularity.dump() << ",\n  \"extents\": [";
     const char* separator = "\n    ";
     for (const auto& [offset, length] : all) {
-        doc += separator;
-        doc += "{\"offset\": " + std::to_string(offset) + ", \"length\": " + std::to_string(length) + "}";
+        std::cout << separator << "{\"offset\": " << offset << ", \"length\": " << length << '}';
         separator = ",\n    ";
     }
-    doc += all.empty() ? "]\n}" : "\n  ]\n}";
-    std::cout << doc << '\n';
+    std::cout << (all.empty() ? "]\n}\n" : "\n  ]\n}\n");
 }
 
 void report_disk(const options& opt, const response& r, const char* verb)

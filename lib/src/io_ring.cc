@@ -70,7 +70,9 @@ io_uring_sqe* io_ring::sqe(completion* c) noexcept
 
 int io_ring::run(bool wait)
 {
-    int r = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+    // Without waiting we still enter with GETEVENTS: under DEFER_TASKRUN that
+    // is what turns finished work into CQEs.
+    int r = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit_and_get_events(&ring_);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) {
         return r;
     }

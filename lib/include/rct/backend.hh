@@ -11,6 +11,8 @@
 
 #include <rct/io_ring.hh>
 
+#include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -51,16 +53,21 @@ public:
     virtual void done(int res) noexcept = 0;
     void finish(int res) noexcept
     {
-        if (io_layer* u = upper) {
-            upper = nullptr;
-            u->finished(*this, res);
+        if (depth_ > 0) {
+            layers_[--depth_]->finished(*this, res);
         } else {
             done(res);
         }
     }
+    // A layer that wants finished() called pushes itself before passing the
+    // request down; layers stack (tracking over fault injection over file).
+    void push_layer(io_layer* l) noexcept
+    {
+        assert(depth_ < layers_.size());
+        layers_[depth_++] = l;
+    }
 
-    io_layer* upper = nullptr;
-    std::uint64_t layer_tag = 0;  // scratch of the layer in `upper`
+    std::uint64_t layer_tag = 0;  // reserved for the change-tracking layer
 
     // Scratch owned by whichever backend layer is driving the request: each
     // CQE for it is routed to on_cqe on the submitting thread.
@@ -75,6 +82,9 @@ protected:
 
 private:
     void complete(int res, std::uint32_t) noexcept final { on_cqe(*this, res); }
+
+    std::array<io_layer*, 4> layers_{};
+    std::uint8_t depth_ = 0;
 };
 
 // base:allocation vocabulary of the NBD spec; backends without holes report 0.

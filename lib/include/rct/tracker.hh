@@ -102,9 +102,10 @@ public:
     virtual bool begin_write(io_request& r, std::function<void(io_request&, int err)> resume) noexcept = 0;
     virtual void end_write(io_request& r) noexcept = 0;
 
-    // Management. Errors throw rct::error: invalid_argument for a malformed
-    // token or name, not_found for an unknown checkpoint, and
-    // full_backup_required (see error.hh) for a token that cannot be honoured.
+    // Management. Errors throw rct::error: invalid_argument for a bad name,
+    // not_found for an unknown checkpoint name, and full_backup_required for
+    // a token that cannot be honoured (malformed, another disk, reset
+    // generation, deleted checkpoint), each with its own message.
     virtual checkpoint_info checkpoint(std::optional<std::string> name) = 0;
     virtual std::vector<checkpoint_info> checkpoints() const = 0;
     virtual void delete_checkpoint(const std::string& name) = 0;

@@ -249,6 +249,7 @@ log_state epoch_log::replay()
             st.initialized = true;
             st.generation = r.get<std::uint32_t>();
             st.granularity = r.get<std::uint32_t>();
+            init_granularity_ = st.granularity;
             st.region_size = r.get<std::uint64_t>();
             r.get<std::int64_t>();
             st.disk_id = r.get_string();

@@ -54,11 +54,15 @@ public:
     // Renames a damaged log to path+suffix (kept for inspection) and starts
     // an empty one.
     void set_aside(const std::string& suffix);
+    // Granularity of the INIT record seen by the last replay (0 if none),
+    // even when a later record was damaged.
+    std::uint32_t init_granularity() const noexcept { return init_granularity_; }
 
 private:
     void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);
     unique_fd fd_;
     std::filesystem::path path_;
+    std::uint32_t init_granularity_ = 0;
 };
 
 // current.map

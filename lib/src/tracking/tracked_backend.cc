@@ -14,7 +14,7 @@ public:
             return;
         }
         r.ring = &ring;
-        r.upper = this;
+        r.push_layer(this);
         if (tracker_.begin_write(r, [this](io_request& q, int err) { resume(q, err); })) {
             inner_->submit(ring, r);
         }

@@ -210,7 +210,9 @@ void tracker_impl::open(const file_identity& data)
         st.generation = static_cast<std::uint32_t>(::time(nullptr));
     }
     if (!st.initialized) {
-        granularity_ = opts_.granularity;
+        // A damaged log keeps the granularity its INIT record had, if that
+        // record itself was intact.
+        granularity_ = log_.init_granularity() != 0 ? log_.init_granularity() : opts_.granularity;
         region_size_ = opts_.region_size;
         st.generation = std::max<std::uint32_t>(st.generation, 1);
         log_.append_init(st.generation, granularity_, region_size_, disk_id_);
@@ -287,7 +289,7 @@ void tracker_impl::open(const file_identity& data)
     } else {
         // No (valid) clean seal: the daemon crashed or lost power. The live
         // epoch is the last persisted map plus every intent region.
-        recovered_ = true;
+        recovered_ = st.initialized;
         if (cur_fits) {
             mark_runs(cur->runs);
         }
@@ -321,6 +323,9 @@ void tracker_impl::open(const file_identity& data)
     if (sealed_.empty()) {
         sealed_ = std::move(st.sealed);
     }
+    // Also learns the newest slot's sequence, so the next commit goes to
+    // the other slot and supersedes it.
+    intent_->load();
     // From here on a crash must be detected as unclean.
     remove_clean(dir_);
     // Persist the recovered live map before clearing every intent bit.
@@ -744,11 +749,11 @@ changes_page tracker_impl::changes(const std::string& since, const std::optional
 {
     std::shared_lock st(state_mu_);
     changes_page page;
-    page.since_epoch = resolve(since, "--since");
+    page.since_epoch = resolve(since, "since");
     if (until) {
-        page.until_epoch = resolve(*until, "--until");
+        page.until_epoch = resolve(*until, "until");
         if (*page.until_epoch <= page.since_epoch) {
-            throw error(errc::invalid_argument, "--until must name a checkpoint newer than --since");
+            throw error(errc::invalid_argument, "until must name a checkpoint newer than since");
         }
     }
     const std::uint64_t size = size_.load();
