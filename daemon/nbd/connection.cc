@@ -446,7 +446,9 @@ void connection::send_more() noexcept
     msg_.msg_iov = iov_.data();
     msg_.msg_iovlen = n;
     sending_ = true;
-    io_uring_prep_sendmsg(worker_.ring().sqe(&sender_), sock_.get(), &msg_, MSG_NOSIGNAL);
+    // MSG_WAITALL: the kernel retries a short send itself rather than
+    // bouncing every partial transfer back through this loop.
+    io_uring_prep_sendmsg(worker_.ring().sqe(&sender_), sock_.get(), &msg_, MSG_NOSIGNAL | MSG_WAITALL);
 }
 
 void connection::on_sent(int res) noexcept
