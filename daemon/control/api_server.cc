@@ -696,7 +696,9 @@ private:
         const auto d = lookup(name);
         const checkpoint_info c = tracking_of(*d).checkpoint(std::move(checkpoint));
         log::info("{}: checkpoint {} (epoch {}) of disk {}", peer_of(conn_), c.name, c.epoch, name);
-        return ok(MHD_HTTP_CREATED, checkpoint_json(c));
+        json reply = checkpoint_json(c);
+        reply["cut_ns"] = c.cut_ns;  // how long the epoch switch itself took
+        return ok(MHD_HTTP_CREATED, reply);
     }
 
     reply list_checkpoints(const std::string& name) const

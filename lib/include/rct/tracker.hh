@@ -50,6 +50,7 @@ struct checkpoint_info {
     std::int64_t created_at = 0;  // unix seconds
     std::uint64_t size = 0;       // disk size at the cut
     std::string token;
+    std::uint64_t cut_ns = 0;  // duration of the cut (epoch switch); set by checkpoint() only
 };
 
 struct tracking_status {

@@ -609,6 +609,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
             }
         }
     }
+    const auto cut_start = clock::now();
     auto fresh = take_spare(epoch + 1);
     live_map* fresh_raw = fresh.get();
     {
@@ -617,6 +618,8 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
     }
     // The cut: from this store on, new writes mark the new epoch.
     current_.store(fresh_raw);
+    const auto cut_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - cut_start).count());
 
     seal_request req{old, {epoch, static_cast<std::int64_t>(::time(nullptr)), size_.load(), n, {}}, {}};
     auto done = req.done.get_future();
@@ -639,7 +642,9 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
     }
     retire(old);
     std::shared_lock st(state_mu_);
-    return info_of(sealed_.back());
+    auto info = info_of(sealed_.back());
+    info.cut_ns = cut_ns;
+    return info;
 }
 
 std::vector<checkpoint_info> tracker_impl::checkpoints() const
