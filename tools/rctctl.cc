@@ -5,6 +5,7 @@
 // parsing text: 0 ok, 1 other failure, 2 usage error, 3 no such disk or
 // checkpoint, 4 conflict (exists, busy, tracking disabled), 5 daemon
 // unreachable, 6 the change token cannot be honoured: take a full backup.
+#include <rct/control_api.hh>
 #include <rct/size.hh>
 
 #include <CLI/CLI.hpp>
@@ -38,9 +39,8 @@ enum exit_status : int {
     exit_full_backup = 6,
 };
 
-// The server's default page size for `changes`, and its ceiling.
-constexpr std::uint64_t default_changes_limit = 100000;
-constexpr std::uint64_t max_changes_limit = 1000000;
+using rct::control_api::default_changes_limit;
+using rct::control_api::max_changes_limit;
 
 // Ends the command: message to stderr, and with --json the server's error
 // document (if any) to stdout.

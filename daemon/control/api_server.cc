@@ -7,6 +7,7 @@
 #include "control/api_server.hh"
 
 #include <rct/disk.hh>
+#include <rct/control_api.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
 #include <rct/size.hh>
@@ -44,8 +45,8 @@ using json = nlohmann::ordered_json;
 constexpr std::size_t max_body = std::size_t{1} << 20;
 constexpr unsigned idle_timeout_seconds = 30;
 constexpr unsigned max_connections = 64;
-constexpr std::uint64_t default_changes_limit = 100000;
-constexpr std::uint64_t max_changes_limit = 1000000;
+using control_api::default_changes_limit;
+using control_api::max_changes_limit;
 
 // A failure to report to the client; rct::error is translated into one.
 struct api_error {
@@ -606,7 +607,7 @@ private:
         return *t;
     }
 
-    reply version() const { return ok(MHD_HTTP_OK, json{{"api", 1}, {"version", RCT_VERSION}}); }
+    reply version() const { return ok(MHD_HTTP_OK, json{{"api", control_api::version}, {"version", RCT_VERSION}}); }
 
     reply list_disks() const
     {
