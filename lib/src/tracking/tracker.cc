@@ -160,6 +160,11 @@ private:
 
     std::atomic<std::uint64_t> size_;
     std::atomic<live_map*> current_{nullptr};
+    // The live epoch as far as the durable log knows: a cut moves current_
+    // ahead of it until the seal is appended. current.map is only ever
+    // written for this epoch, or recovery would find a map newer than the
+    // log and have to discard every checkpoint.
+    std::atomic<std::uint64_t> log_live_epoch_{0};
     std::unique_ptr<atomic_bitmap> durable_;   // region intent bits known durable
     std::unique_ptr<atomic_bitmap> activity_;  // regions written since the last persist began
 
@@ -262,6 +267,7 @@ void tracker_impl::open(const file_identity& data)
         problem = e.what();
     }
     const bool cur_fits = cur && cur->generation == generation_ && cur->epoch == st.next_epoch;
+    recovered_ = st.initialized && !clean;
     if (!damage.empty()) {
         live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
     } else if (cur && cur->generation == generation_ && cur->epoch > st.next_epoch) {
@@ -331,6 +337,7 @@ void tracker_impl::open(const file_identity& data)
     // Persist the recovered live map before clearing every intent bit.
     write_current(dir_, generation_, live->epoch, chunks, live->bits.runs());
     intent_->store(intent_image_);
+    log_live_epoch_.store(live->epoch);
     current_.store(live.get());
     owned_maps_.push_back(std::move(live));
     start_thread();
@@ -434,6 +441,7 @@ void tracker_impl::background() noexcept
             try {
                 req->meta.runs = req->map->bits.runs();
                 log_.append_seal(req->meta);
+                log_live_epoch_.store(req->meta.epoch + 1);
                 {
                     std::unique_lock st(state_mu_);
                     sealed_.push_back(req->meta);
@@ -518,6 +526,14 @@ bool tracker_impl::persist() noexcept
             active[i] = activity_->exchange_word(i, 0);
         }
         live_map* m = current_.load();
+        if (m->epoch != log_live_epoch_.load()) {
+            // A cut whose seal is not yet in the log: persist next time.
+            // Put the activity back so no intent bit is cleared meanwhile.
+            for (std::uint64_t i = 0; i < words; ++i) {
+                activity_->or_word(i, active[i]);
+            }
+            return true;
+        }
         std::uint32_t gen;
         {
             std::shared_lock st(state_mu_);
@@ -638,7 +654,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
         }
         fresh_raw->epoch = epoch;
         retire(old);
-        throw;
+        throw;  // log_live_epoch_ still equals epoch: persisting resumes
     }
     retire(old);
     std::shared_lock st(state_mu_);
@@ -689,7 +705,11 @@ std::uint64_t tracker_impl::resolve(const std::string& ref, const char* what) co
                 return s.epoch;
             }
         }
-        throw error(errc::not_found, std::string("no checkpoint named '") + ref + "' (" + what + ")");
+        throw error(errc::not_found,
+                    std::string("no checkpoint named '") + ref + "' (" + what + ")" +
+                        (reset_reason_.empty() ? ""
+                                               : "; note that tracking was reset (" + reset_reason_ +
+                                                     "): if it existed before, a full backup is required"));
     }
     const auto t = decode_token(ref);
     if (!t) {
