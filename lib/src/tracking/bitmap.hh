@@ -6,6 +6,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstdlib>
+#include <new>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -21,10 +23,17 @@ struct run {
 
 class atomic_bitmap {
 public:
+    // calloc: a large map comes straight from fresh zero pages, so a new
+    // map costs no zeroing pass (the tracker allocates one at every cut).
     explicit atomic_bitmap(std::uint64_t bits)
-        : bits_(bits), nwords_((bits + 63) / 64), words_(new std::atomic<std::uint64_t>[nwords_])
+        : bits_(bits), nwords_((bits + 63) / 64),
+          words_(static_cast<std::atomic<std::uint64_t>*>(std::calloc(nwords_ ? nwords_ : 1, sizeof(std::uint64_t))))
     {
-        clear();
+        static_assert(sizeof(std::atomic<std::uint64_t>) == sizeof(std::uint64_t));
+        static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+        if (!words_) {
+            throw std::bad_alloc();
+        }
     }
 
     std::uint64_t bits() const noexcept { return bits_; }
@@ -33,13 +42,13 @@ public:
     void clear() noexcept
     {
         for (std::uint64_t i = 0; i < nwords_; ++i) {
-            words_[i].store(0, std::memory_order_relaxed);
+            words_.get()[i].store(0, std::memory_order_relaxed);
         }
     }
 
     bool test(std::uint64_t bit) const noexcept
     {
-        return (words_[bit / 64].load(std::memory_order_seq_cst) >> (bit % 64)) & 1;
+        return (words_.get()[bit / 64].load(std::memory_order_seq_cst) >> (bit % 64)) & 1;
     }
 
     // Sets [first, last]; seq_cst so that a later load of another variable
@@ -51,26 +60,26 @@ public:
             const std::uint64_t hi = w == last / 64 ? last % 64 : 63;
             const std::uint64_t mask = (hi == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (hi + 1)) - 1)) &
                                        ~((std::uint64_t{1} << lo) - 1);
-            if ((words_[w].load(std::memory_order_relaxed) & mask) != mask) {
-                words_[w].fetch_or(mask, std::memory_order_seq_cst);
+            if ((words_.get()[w].load(std::memory_order_relaxed) & mask) != mask) {
+                words_.get()[w].fetch_or(mask, std::memory_order_seq_cst);
             }
         }
     }
 
     void clear_bit(std::uint64_t bit) noexcept
     {
-        words_[bit / 64].fetch_and(~(std::uint64_t{1} << (bit % 64)), std::memory_order_seq_cst);
+        words_.get()[bit / 64].fetch_and(~(std::uint64_t{1} << (bit % 64)), std::memory_order_seq_cst);
     }
 
-    std::uint64_t word(std::uint64_t i) const noexcept { return words_[i].load(std::memory_order_seq_cst); }
+    std::uint64_t word(std::uint64_t i) const noexcept { return words_.get()[i].load(std::memory_order_seq_cst); }
     std::uint64_t exchange_word(std::uint64_t i, std::uint64_t v) noexcept
     {
-        return words_[i].exchange(v, std::memory_order_seq_cst);
+        return words_.get()[i].exchange(v, std::memory_order_seq_cst);
     }
     void or_word(std::uint64_t i, std::uint64_t v) noexcept
     {
         if (v != 0) {
-            words_[i].fetch_or(v, std::memory_order_seq_cst);
+            words_.get()[i].fetch_or(v, std::memory_order_seq_cst);
         }
     }
 
@@ -79,7 +88,7 @@ public:
     {
         std::vector<run> out;
         for (std::uint64_t w = 0; w < nwords_; ++w) {
-            std::uint64_t v = words_[w].load(std::memory_order_seq_cst);
+            std::uint64_t v = words_.get()[w].load(std::memory_order_seq_cst);
             while (v != 0) {
                 const unsigned b = static_cast<unsigned>(__builtin_ctzll(v));
                 const std::uint64_t bit = w * 64 + b;
@@ -100,7 +109,10 @@ public:
 private:
     std::uint64_t bits_;
     std::uint64_t nwords_;
-    std::unique_ptr<std::atomic<std::uint64_t>[]> words_;
+    struct free_deleter {
+        void operator()(std::atomic<std::uint64_t>* p) const noexcept { std::free(p); }
+    };
+    std::unique_ptr<std::atomic<std::uint64_t>, free_deleter> words_;
 };
 
 }  // namespace rct::tracking

@@ -625,14 +625,16 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
             }
         }
     }
-    const auto cut_start = clock::now();
     auto fresh = take_spare(epoch + 1);
     live_map* fresh_raw = fresh.get();
     {
         std::unique_lock st(state_mu_);
         owned_maps_.push_back(std::move(fresh));
     }
-    // The cut: from this store on, new writes mark the new epoch.
+    // The cut: from this store on, new writes mark the new epoch. Nothing
+    // before it affected I/O (writes went on into the old epoch), so the
+    // cut's duration is this store, timed to show it.
+    const auto cut_start = clock::now();
     current_.store(fresh_raw);
     const auto cut_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - cut_start).count());
