@@ -716,23 +716,23 @@ std::uint64_t tracker_impl::resolve(const std::string& ref, const char* what) co
     const auto t = decode_token(ref);
     if (!t) {
         throw error(errc::full_backup_required,
-                    std::string("the ") + what + " token is malformed (damaged or not an rct change token); "
+                    std::string("the '") + what + "' token is malformed (damaged or not an rct change token); "
                     "a full backup is required");
     }
     const auto id = parse_uuid(disk_id_);
     if (!id || *id != t->disk_id) {
         throw error(errc::full_backup_required,
-                    std::string("the ") + what + " token was issued for another disk (or for an earlier disk "
+                    std::string("the '") + what + "' token was issued for another disk (or for an earlier disk "
                     "of this name that was deleted and recreated); a full backup is required");
     }
     if (t->generation != generation_) {
         throw error(errc::full_backup_required,
-                    std::string("change tracking of this disk was reset since the ") + what + " token was issued" +
+                    std::string("change tracking of this disk was reset after the '") + what + "' token was issued" +
                         (reset_reason_.empty() ? "" : " (" + reset_reason_ + ")") + "; a full backup is required");
     }
     if (t->granularity != granularity_) {
-        throw error(errc::full_backup_required, std::string("the ") + what +
-                                                     " token does not match this disk's tracking granularity; "
+        throw error(errc::full_backup_required, std::string("the '") + what +
+                                                     "' token does not match this disk's tracking granularity; "
                                                      "a full backup is required");
     }
     for (const auto& s : sealed_) {
@@ -741,8 +741,8 @@ std::uint64_t tracker_impl::resolve(const std::string& ref, const char* what) co
         }
     }
     throw error(errc::full_backup_required,
-                std::string("the checkpoint of the ") + what +
-                    " token no longer exists (it was deleted); a full backup is required");
+                std::string("the checkpoint of the '") + what +
+                    "' token no longer exists (it was deleted); a full backup is required");
 }
 
 std::vector<std::uint64_t> tracker_impl::union_words(std::uint64_t since, std::optional<std::uint64_t> until,
