@@ -45,7 +45,6 @@ public:
     void request_stop();
     void join();
 
-    unsigned index() const noexcept { return index_; }
     unsigned connection_count() const noexcept { return live_count_.load(std::memory_order_relaxed); }
 
     // Worker thread only.

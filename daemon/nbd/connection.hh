@@ -81,7 +81,6 @@ private:
 
     // connection.cc
     detached reader();
-    bool fill(long& r);
     void dispatch(const nbd::request_header& h, request& rq) noexcept;
     void block_status(request& rq, std::uint64_t offset, std::uint32_t length) noexcept;
     void on_done(request& rq, int res) noexcept;
