@@ -1,0 +1,788 @@
+#!/bin/bash
+# What change tracking costs rctd, measured end to end over NBD in one run:
+#
+#  cost     4k randwrite and randread, QD32, 1 and 4 connections (fio nbd
+#           engine), against rctd with tracking (the default) and rctd
+#           --no-tracking, on the same preallocated file of random data.
+#           Bar: tracking on/off >= 0.98 (loses at most 2%).
+#  peer     the same jobs against the tracked peer: qemu-nbd serving a fully
+#           allocated qcow2 of the same data with an enabled persistent
+#           dirty bitmap (qemu-nbd -t --aio=io_uring --cache=writeback
+#           -f qcow2 -B bitmap0 -e 8). Bar: rctd/qemu-nbd >= 2x on randwrite.
+#  cut      4k randwrite QD32 on 4 connections against rctd while a client
+#           cuts a checkpoint every 200 ms through the control API, against
+#           an identical run without checkpoints: the daemon's own cut_ns
+#           (the epoch switch; bar < 1 ms), the API round trip (includes the
+#           seal's fdatasync; informational), and fio's clat percentiles,
+#           max and share of requests over 1 ms with and without cuts, plus
+#           the slowest request in the 10 ms windows around each cut against
+#           the other windows (bar: no request held > 1 ms by a cut). The
+#           same pair again at QD1 on 1 connection, where requests take tens
+#           of microseconds instead of milliseconds of queueing, so that a
+#           hold would stand out.
+#  changes  a 1 TiB sparse disk: checkpoint, write 4 KiB into 0.1% of its
+#           64 KiB chunks at random, time GET .../changes?since=CP (bar
+#           < 100 ms); then every 2nd chunk of the first 64 GiB for
+#           throughput (bar >= 1M extents/s).
+# rounds: the cost/peer servers run in turn, several rounds in a rotating
+# order, and the table shows each server's median; the cut runs alternate
+# without/with (ABBA). Servers run one at a time; fio shares the CPUs.
+# Prints markdown tables and writes them, with the machine and settings, to a
+# results file.
+#
+# Usage: bench/tracking.sh [--quick] [--parts cost,peer,cut,changes]
+#                          [--rounds N] [--out FILE]
+# Environment: RCT_BENCH_RUNTIME (seconds per cost/peer run, default 10; --quick: 2)
+#              RCT_BENCH_CUT_RUNTIME (seconds per cut run, default 20; --quick: 4)
+#              RCT_BENCH_SIZE    (file size, default 2G; --quick: 256M)
+#              RCT_BENCH_DIR     (where the temp dir goes, default /var/tmp)
+#              RCTD, RCTCTL      (default build/daemon/rctd, build/tools/rctctl)
+# A server that is missing or fails to start shows as n/a; so does a run
+# that fails.
+
+# The whole script is one block, read before it runs: editing the file
+# during a run cannot change the run.
+{
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RCTD=${RCTD:-$ROOT/build/daemon/rctd}
+RCTCTL=${RCTCTL:-$ROOT/build/tools/rctctl}
+
+ALL_PARTS=(cost peer cut changes)
+runtime=${RCT_BENCH_RUNTIME:-}
+cut_runtime=${RCT_BENCH_CUT_RUNTIME:-}
+size=${RCT_BENCH_SIZE:-}
+ramp=2
+parts_csv=$(IFS=,; echo "${ALL_PARTS[*]}")
+rounds=
+out=
+quick=0
+cut_interval_ms=200
+
+usage() { sed -n '/^# Usage:/,/^# that fails/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while (($#)); do
+    case $1 in
+        --quick) quick=1; shift ;;
+        --parts) parts_csv=$2; shift 2 ;;
+        --parts=*) parts_csv=${1#*=}; shift ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --rounds=*) rounds=${1#*=}; shift ;;
+        --out) out=$2; shift 2 ;;
+        --out=*) out=${1#*=}; shift ;;
+        -h | --help) usage 0 ;;
+        *) echo "tracking: unknown argument $1" >&2; usage 2 ;;
+    esac
+done
+if ((quick)); then
+    runtime=${runtime:-2}
+    cut_runtime=${cut_runtime:-4}
+    size=${size:-256M}
+    rounds=${rounds:-1}
+    ramp=1
+fi
+runtime=${runtime:-10}
+cut_runtime=${cut_runtime:-20}
+size=${size:-2G}
+rounds=${rounds:-3}
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "tracking: bad --rounds '$rounds'" >&2; exit 2; }
+IFS=, read -r -a PARTS <<<"$parts_csv"
+for p in "${PARTS[@]}"; do
+    [[ " ${ALL_PARTS[*]} " == *" $p "* ]] || { echo "tracking: unknown part '$p' (known: ${ALL_PARTS[*]})" >&2; exit 2; }
+done
+want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
+command -v fio >/dev/null || { echo "tracking: fio is not installed (scripts/deps)" >&2; exit 1; }
+fio --enghelp=nbd >/dev/null 2>&1 || { echo "tracking: this fio has no nbd engine" >&2; exit 1; }
+PY=/usr/bin/python3 # the system Python has the nbd module (environment.md)
+size_bytes=$(numfmt --from=iec "$size")
+[[ -z "$out" ]] || out=$(realpath -m "$out")
+[[ "$RCTD" != */* ]] || RCTD=$(realpath -m "$RCTD")
+[[ "$RCTCTL" != */* ]] || RCTCTL=$(realpath -m "$RCTCTL")
+
+# A temp dir on a real disk (/tmp may be tmpfs). Room for the raw file, its
+# qcow2 copy and the 1 TiB disk's written chunks (about 2 GiB in full mode).
+base=${RCT_BENCH_DIR:-/var/tmp}
+fstype=$(stat -f -c %T "$base")
+if [[ "$fstype" == tmpfs ]]; then
+    echo "tracking: $base is tmpfs; set RCT_BENCH_DIR to a directory on disk" >&2
+    exit 1
+fi
+need=$((size_bytes * 2 + (3 << 30)))
+avail=$(($(stat -f -c '%a * %S' "$base")))
+if ((avail < need)); then
+    echo "tracking: $base has $((avail >> 20)) MiB free; need about $((need >> 20)) MiB" >&2
+    exit 1
+fi
+W=$(mktemp -d "$base/rct-tracking.XXXXXX")
+cd "$W"
+FILE=$W/disk.raw
+QCOW=$W/img.qcow2
+STATE=$W/rctd-state
+SERVER_PID=
+SERVER_NAME=
+cleanup() {
+    local rc=$?
+    set +e
+    stop_server
+    rm -rf "$W"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '[tracking] %s\n' "$*" >&2; }
+
+# Private copies of the binaries, so that a rebuild during the run cannot
+# mix versions.
+mkdir -p "$W/bin"
+if [[ -x "$RCTD" && -x "$RCTCTL" ]]; then
+    cp "$RCTD" "$W/bin/rctd" && cp "$RCTCTL" "$W/bin/rctctl"
+    RCTD=$W/bin/rctd
+    RCTCTL=$W/bin/rctctl
+fi
+rctctl() { "$RCTCTL" --state-dir "$STATE" "$@"; }
+
+stop_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    local i
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    SERVER_NAME=
+}
+
+# wait_ready URI LOG: bounded wait until a client can open URI (and the
+# server process is still alive).
+wait_ready() {
+    local uri=$1 i
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        if nbdinfo --size "$uri" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_server NAME: rctd-on, rctd-off or qemu-nbd; sets URI. rctd keeps its
+# state dir between starts: the first start imports the file (--move, same
+# inode and warm page cache), later ones serve it again. Returns non-zero
+# (after logging why) when the server cannot be started.
+start_server() {
+    local name=$1
+    local logf=$W/$name.log
+    # Start every run with no dirty pages left by the one before.
+    sync
+    case $name in
+        qemu-nbd)
+            command -v qemu-nbd >/dev/null || { log "qemu-nbd is not installed"; return 1; }
+            [[ -f "$QCOW" ]] || { log "no qcow2 image (qemu-img failed earlier)"; return 1; }
+            local sock=$W/qemu-nbd.sock
+            rm -f "$sock"
+            qemu-nbd -t --aio=io_uring --cache=writeback -f qcow2 -B bitmap0 -e 8 -k "$sock" "$QCOW" >>"$logf" 2>&1 &
+            SERVER_PID=$!
+            URI="nbd+unix:///?socket=$sock"
+            ;;
+        rctd-on | rctd-off)
+            [[ -x "$RCTD" && -x "$RCTCTL" ]] || { log "rctd/rctctl not built ($RCTD)"; return 1; }
+            local flags=()
+            [[ $name == rctd-off ]] && flags=(--no-tracking)
+            mkdir -p "$STATE"
+            "$RCTD" --state-dir "$STATE" "${flags[@]}" >>"$logf" 2>&1 &
+            SERVER_PID=$!
+            local i
+            for ((i = 0; i < 150; i++)); do
+                kill -0 "$SERVER_PID" 2>/dev/null || break
+                rctctl list >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+            if ! rctctl list >/dev/null 2>&1; then
+                log "$name did not come up:"; tail -n 5 "$logf" >&2
+                stop_server
+                return 1
+            fi
+            if [[ -f "$FILE" ]]; then
+                if ! rctctl import bench --from "$FILE" --move >"$W/import.log" 2>&1; then
+                    log "rctctl import failed:"; cat "$W/import.log" >&2
+                    stop_server
+                    return 1
+                fi
+            fi
+            URI="nbd+unix:///bench?socket=$STATE/nbd.sock"
+            ;;
+    esac
+    SERVER_NAME=$name
+    if ! wait_ready "$URI"; then
+        log "$name did not start serving:"
+        tail -n 5 "$logf" >&2
+        stop_server
+        return 1
+    fi
+}
+
+# fio_run OUT JOB CONNS RUNTIME [extra fio args]: fio's nbd engine on $URI,
+# queue depth $QD (default 32) per connection; JSON to OUT. Returns non-zero
+# (after logging) on failure.
+QD=32
+fio_run() {
+    local outf=$1 job=$2 conns=$3 rt=$4
+    shift 4
+    local args=(--name="$job" --ioengine=nbd --uri="$URI" --iodepth="$QD" --bs=4k --rw="$job"
+        --time_based --runtime="$rt" --ramp_time="$ramp"
+        --numjobs="$conns" --group_reporting --output-format=json "$@")
+    if ! fio "${args[@]}" --output="$outf" >"$W/fio.err" 2>&1; then
+        log "fio $job x$conns against $SERVER_NAME failed:"; tail -n 5 "$W/fio.err" >&2
+        return 1
+    fi
+}
+
+# Helpers in Python: fio JSON, the checkpoint client, NBD writers, analysis.
+cat >"$W/helper.py" <<'PY'
+import http.client, json, os, random, signal, socket, statistics, sys, time
+
+
+def fio_job(path):
+    text = open(path).read()
+    doc = json.loads(text[text.index("{"):])  # fio may print warnings first
+    j = doc["jobs"][0]
+    if j.get("error"):
+        raise SystemExit(1)
+    return j
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout=120):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def iops(path):
+    j = fio_job(path)
+    print(f"{j['read']['iops'] + j['write']['iops']:.0f}")
+
+
+def checkpointer(sock, disk, duration, interval_ms, out):
+    """POST a checkpoint every interval_ms for duration seconds over one
+    keep-alive connection; record send time (epoch ns), round trip, cut_ns."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    conn = UnixHTTP(sock)
+    cuts, errors, last_error = [], 0, ""
+    interval = float(interval_ms) / 1000
+    end = time.monotonic() + float(duration)
+    tick = time.monotonic()
+    while not stop and time.monotonic() < end:
+        sent = time.time_ns()
+        p0 = time.perf_counter_ns()
+        try:
+            conn.request("POST", f"/v1/disks/{disk}/checkpoints", body=b"{}",
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+            rtt = time.perf_counter_ns() - p0
+            if resp.status != 201:
+                errors += 1
+                last_error = f"HTTP {resp.status}: {body[:200]!r}"
+            else:
+                cuts.append([sent, rtt, json.loads(body).get("cut_ns")])
+        except Exception as e:  # keep going: count it
+            errors += 1
+            last_error = repr(e)
+            conn.close()
+            conn = UnixHTTP(sock)
+        tick += interval
+        delay = tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            tick = time.monotonic()
+    json.dump({"cuts": cuts, "errors": errors, "last_error": last_error}, open(out, "w"))
+
+
+def pct(values, p):
+    """Nearest-rank percentile."""
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
+    return v[k]
+
+
+def fmt_ns(ns):
+    if ns != ns:  # nan
+        return "n/a"
+    if ns < 1e3:
+        return f"{ns:.0f} ns"
+    if ns < 1e6:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns / 1e6:.2f} ms"
+
+
+def fmt_k(v):
+    return f"{v / 1000:.1f}k" if v >= 10000 else f"{v:.0f}"
+
+
+def classify_windows(prefix, cuts):
+    """fio clat logs (log_avg_msec=10, log_max_value=1, log_unix_epoch=1)
+    hold, per job, the slowest completion of each ~10 ms window, stamped with
+    the time (ms) of the completion that closed the window. A window
+    [start, t] whose slowest request took L was in flight no earlier than
+    start - L: it may have overlapped a cut call [sent, sent + rtt] if that
+    interval meets [start - L, t]. Returns (overlapping, others) lists of
+    slowest-request latencies (ns), over the windows inside the time the
+    cuts ran."""
+    import bisect
+    calls = sorted((sent / 1e6, (sent + rtt) / 1e6) for sent, rtt, _ in cuts)
+    if not calls:
+        return None
+    starts = [a for a, _ in calls]
+    first, last = calls[0][0], calls[-1][1]
+    d = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix) + "_clat."
+    near, far = [], []
+    for name in os.listdir(d):
+        if not (name.startswith(base) and name.endswith(".log")):
+            continue
+        prev = None
+        for line in open(os.path.join(d, name)):
+            f = line.split(",")
+            if len(f) < 2:
+                continue
+            t, v = int(f[0]), int(f[1])
+            if prev is not None and first <= prev and t <= last:
+                lo = prev - prev % 10 - v / 1e6
+                # any call starting before t and ending after lo?
+                # (calls are assumed to take under 5 s)
+                i = bisect.bisect_right(starts, t)
+                j = bisect.bisect_left(starts, lo - 5000)
+                hit = any(calls[k][1] >= lo for k in range(j, i))
+                (near if hit else far).append(v)
+            prev = t
+    return near, far
+
+
+def cutreport(what, title, interval_ms, *runs):
+    """what: full (cut statistics and fio table) or fio (fio table only);
+    runs: MODE:FIOJSON:LATPREFIX:CUTSJSON ... ; prints markdown."""
+    rows = {"without": [], "with": []}
+    for r in runs:
+        mode, fj, lat, cj = r.split(":", 3)
+        try:
+            j = fio_job(fj)
+        except Exception:
+            rows[mode].append(None)
+            continue
+        c = j["write"]["clat_ns"]
+        p = c.get("percentile", {})
+        over = sum(v for k, v in j.get("latency_ms", {}).items())  # buckets > 1 ms
+        entry = {"iops": j["write"]["iops"], "p99": p.get("99.000000", float("nan")),
+                 "p999": p.get("99.900000", float("nan")), "p9999": p.get("99.990000", float("nan")),
+                 "max": c.get("max", float("nan")), "over1ms": over, "win": None, "cuts": None}
+        if mode == "with" and cj != "-" and os.path.exists(cj):
+            cuts = json.load(open(cj))
+            entry["cuts"] = cuts
+            entry["win"] = classify_windows(lat, cuts["cuts"])
+        rows[mode].append(entry)
+
+    all_cuts = [c for e in rows["with"] if e and e["cuts"] for c in e["cuts"]["cuts"]]
+    errors = sum(e["cuts"]["errors"] for e in rows["with"] if e and e["cuts"])
+    cut_ns = [c[2] for c in all_cuts if c[2] is not None]
+    rtt = [c[1] for c in all_cuts]
+    if what == "full":
+        print(f"Checkpoints cut during the runs with cuts: {len(all_cuts)} (one every {interval_ms} ms)"
+              + (f", {errors} failed" if errors else "") + ".")
+        print()
+        cutstats(cut_ns, rtt)
+    n_wo, n_w = len(rows["without"]), len(rows["with"])
+    print(f"| {title} | without cuts ({n_wo} run{'s' if n_wo > 1 else ''}) "
+          f"| with a cut every {interval_ms} ms ({n_w} run{'s' if n_w > 1 else ''}"
+          f"{f', {len(all_cuts)} cuts' if what != 'full' else ''}) |")
+    fiotable(rows)
+
+
+def cutstats(cut_ns, rtt):
+    print("| measure | value | bar |")
+    print("|---|---:|---|")
+    if cut_ns:
+        ok = "met" if max(cut_ns) < 1e6 else "**missed**"
+        print(f"| cut_ns (epoch switch in the daemon) max | {fmt_ns(max(cut_ns))} | < 1 ms: {ok} |")
+        print(f"| cut_ns p99 | {fmt_ns(pct(cut_ns, 99))} | |")
+        print(f"| cut_ns mean | {fmt_ns(statistics.fmean(cut_ns))} | |")
+    else:
+        print("| cut_ns | n/a | < 1 ms |")
+    if rtt:
+        print(f"| API round trip (POST .../checkpoints, incl. the seal's fdatasync) mean / p99 / max "
+              f"| {fmt_ns(statistics.fmean(rtt))} / {fmt_ns(pct(rtt, 99))} / {fmt_ns(max(rtt))} | informational |")
+    print()
+
+
+def fiotable(rows):
+    def cell(mode, f):
+        return ", ".join("n/a" if e is None else f(e) for e in rows[mode]) or "n/a"
+
+    print("|---|---|---|")
+    for label, f in (("IOPS", lambda e: fmt_k(e["iops"])),
+                     ("clat p99", lambda e: fmt_ns(e["p99"])),
+                     ("clat p99.9", lambda e: fmt_ns(e["p999"])),
+                     ("clat p99.99", lambda e: fmt_ns(e["p9999"])),
+                     ("clat max", lambda e: fmt_ns(e["max"])),
+                     ("requests > 1 ms", lambda e: f"{e['over1ms']:.2f}%")):
+        print(f"| {label} | {cell('without', f)} | {cell('with', f)} |")
+
+    def win(e, which):
+        if not e["win"]:
+            return "n/a"
+        v = e["win"][which]
+        if not v:
+            return "none"
+        over = sum(1 for x in v if x > 1e6)
+        return f"max {fmt_ns(max(v))}, p99 {fmt_ns(pct(v, 99))}; {over} of {len(v)} windows > 1 ms"
+
+    print(f"| per-job 10 ms windows whose slowest request may have overlapped a cut call | — | "
+          f"{cell('with', lambda e: win(e, 0))} |")
+    print(f"| per-job 10 ms windows whose slowest request cannot have overlapped one | — | "
+          f"{cell('with', lambda e: win(e, 1))} |")
+
+
+def nbd_handle(uri):
+    import nbd
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    return h
+
+
+def write_chunks(uri, offsets):
+    """4 KiB of random data at each offset, 64 requests in flight."""
+    import nbd
+    h = nbd_handle(uri)
+    buf = nbd.Buffer.from_bytearray(bytearray(os.urandom(4096)))
+    for off in offsets:
+        while h.aio_in_flight() >= 64:
+            h.poll(-1)
+        h.aio_pwrite(buf, off, completion=lambda err: 1)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    h.flush()
+    h.shutdown()
+
+
+def write_sparse(uri, size, gran, fraction, seed):
+    size, gran = int(size), int(gran)
+    chunks = size // gran
+    n = int(chunks * float(fraction))
+    rng = random.Random(int(seed))
+    picked = sorted(rng.sample(range(chunks), n))
+    # 4 KiB somewhere inside each chosen chunk
+    write_chunks(uri, [c * gran + rng.randrange(gran // 4096) * 4096 for c in picked])
+    print(n)
+
+
+def write_dense(uri, span, gran):
+    n = int(span) // (2 * int(gran))
+    write_chunks(uri, [i * 2 * int(gran) for i in range(n)])
+    print(n)
+
+
+def time_changes(sock, disk, since, repeat):
+    """GET changes (one page of up to 1M extents) `repeat` times over one
+    connection; print extents, then each round trip in ns (body read in full)."""
+    conn = UnixHTTP(sock)
+    times, n = [], None
+    for _ in range(int(repeat)):
+        p0 = time.perf_counter_ns()
+        conn.request("GET", f"/v1/disks/{disk}/changes?since={since}&limit=1000000")
+        resp = conn.getresponse()
+        body = resp.read()
+        times.append(time.perf_counter_ns() - p0)
+        if resp.status != 200:
+            raise SystemExit(f"changes: HTTP {resp.status}: {body[:200]!r}")
+        d = json.loads(body)
+        if d.get("next_cursor") is not None:
+            raise SystemExit("changes: more than one page")
+        n = len(d["extents"])
+    print(n, *times)
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])
+PY
+helper() { "$PY" "$W/helper.py" "$@"; }
+
+# Environment, also for the results file.
+env_lines=$(
+    echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
+    echo "- load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- file: $size of random data on $(findmnt -no FSTYPE -T "$base" 2>/dev/null || echo "$fstype") ($base), page cache warm for every server"
+    echo "- fio $(fio --version | sed 's/^fio-//'), nbd engine over a Unix socket, 4k, iodepth 32 per connection," \
+        "${runtime}s time-based after ${ramp}s ramp ($rounds round(s), servers in rotating order; medians shown);" \
+        "cut runs ${cut_runtime}s"
+    echo "- rctd $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no git)'), default workers, default tracking" \
+        "(64 KiB chunks, 64 MiB intent regions, persist every 5 s) vs --no-tracking;" \
+        "qemu-nbd $(qemu-nbd --version 2>/dev/null | awk 'NR == 1 { print $2 }') -f qcow2 -B bitmap0 --cache=writeback --aio=io_uring -e 8" \
+        "(qcow2 fully allocated, persistent bitmap enabled, 64 KiB granularity)"
+)
+log "environment:"
+printf '%s\n' "$env_lines" >&2
+
+log "filling a $size file with random data ($FILE)"
+fio --name=fill --filename="$FILE" --rw=write --bs=1M --size="$size_bytes" --ioengine=psync \
+    --refill_buffers --end_fsync=1 --output="$W/fill.out" >/dev/null 2>&1 ||
+    { log "fio fill failed"; cat "$W/fill.out" >&2; exit 1; }
+
+if want peer; then
+    log "making the qcow2 copy with an enabled persistent bitmap"
+    if ! command -v qemu-img >/dev/null ||
+        ! qemu-img convert -f raw -O qcow2 "$FILE" "$QCOW" >"$W/qemu-img.log" 2>&1 ||
+        ! qemu-img bitmap --add --enable -g 65536 -f qcow2 "$QCOW" bitmap0 >>"$W/qemu-img.log" 2>&1; then
+        log "qemu-img failed; qemu-nbd will read n/a"
+        cat "$W/qemu-img.log" >&2 || true
+        rm -f "$QCOW"
+    fi
+    sync
+fi
+
+# The rctd disk: import the file once (tracking on). Every later start serves it.
+if ! start_server rctd-on; then
+    log "rctd cannot serve the file; its columns will read n/a"
+fi
+stop_server
+
+declare -A R=() # "server job conns round" -> IOPS
+JOBS=(randwrite randread)
+CONNS=(1 4)
+if want cost || want peer; then
+    servers=()
+    want cost && servers+=(rctd-on rctd-off)
+    want peer && servers+=(qemu-nbd)
+    [[ " ${servers[*]} " == *" rctd-on "* ]] || servers=(rctd-on "${servers[@]}")
+    n=${#servers[@]}
+    for ((r = 1; r <= rounds; r++)); do
+        for ((i = 0; i < n; i++)); do
+            s=${servers[$(((i + r - 1) % n))]}
+            log "round $r/$rounds: $s"
+            start_server "$s" || { log "$s: unavailable this round"; continue; }
+            for job in "${JOBS[@]}"; do
+                for c in "${CONNS[@]}"; do
+                    f=$W/$s-$job-$c-$r.json
+                    v=n/a
+                    if fio_run "$f" "$job" "$c" "$runtime"; then
+                        v=$(helper iops "$f") || v=n/a
+                    fi
+                    R["$s $job $c $r"]=$v
+                    log "  $s $job x$c = $v IOPS"
+                done
+            done
+            stop_server
+        done
+    done
+fi
+
+# Checkpoints under load: ABBA pairs of runs without and with cuts, under
+# the load the bar names (QD32 on 4 connections, where queueing alone costs
+# milliseconds per request) and under a light one (QD1, 1 connection, where
+# a request takes tens of microseconds, so a 1 ms hold would stand out).
+declare -A CUT_RUNS=() # profile -> "MODE:FIOJSON:LATPREFIX:CUTSJSON ..."
+if want cut; then
+    order=(without with)
+    ((rounds > 1)) && order=(without with with without)
+    k=0
+    for profile in qd32x4 qd1x1; do
+        for mode in "${order[@]}"; do
+            k=$((k + 1))
+            log "cut run $k/$((2 * ${#order[@]})): $profile, $mode checkpoints"
+            if ! start_server rctd-on; then
+                CUT_RUNS[$profile]+=" $mode:$W/none:-:-"
+                continue
+            fi
+            f=$W/cut-$k.json
+            lat=$W/cutlat-$k
+            cj=-
+            case $profile in
+                qd32x4) QD=32 conns=4 ;;
+                qd1x1) QD=1 conns=1 ;;
+            esac
+            fio_run "$f" randwrite "$conns" "$cut_runtime" --clat_percentiles=1 --lat_percentiles=1 \
+                --percentile_list=50:99:99.9:99.99 --write_lat_log="$lat" --log_avg_msec=10 \
+                --log_max_value=1 --log_unix_epoch=1 &
+            fio_pid=$!
+            QD=32
+            if [[ $mode == with ]]; then
+                cj=$W/cuts-$k.json
+                # Cut from the end of the ramp to the end of the measured time.
+                sleep "$ramp"
+                helper checkpointer "$STATE/control.sock" bench "$cut_runtime" "$cut_interval_ms" "$cj" || cj=-
+            fi
+            wait "$fio_pid" || rm -f "$f"
+            CUT_RUNS[$profile]+=" $mode:$f:$lat:$cj"
+            stop_server
+        done
+    done
+fi
+
+# changes on a 1 TiB sparse disk.
+CH=()
+if want changes; then
+    log "changes: a 1 TiB sparse disk"
+    if start_server rctd-on; then
+        big_uri="nbd+unix:///big?socket=$STATE/nbd.sock"
+        dense_span=$((64 << 30))
+        ((quick)) && dense_span=$((8 << 30))
+        if rctctl create big --size 1T >/dev/null 2>"$W/create.err" &&
+            rctctl checkpoint big --name sparse >/dev/null 2>&1; then
+            if n=$(helper write_sparse "$big_uri" $((1 << 40)) 65536 0.001 42 2>"$W/sparse.err"); then
+                read -r e t1 t2 t3 < <(helper time_changes "$STATE/control.sock" big sparse 3 2>"$W/changes.err") || true
+                CH+=("sparse|1 TiB, 0.1% of the 64 KiB chunks written at random ($n writes of 4 KiB)|${e:-n/a}|${t1:-}|${t2:-}|${t3:-}")
+            else
+                log "sparse writes failed:"; tail -n 5 "$W/sparse.err" >&2
+                CH+=("sparse|1 TiB, 0.1% of the 64 KiB chunks written at random (writes failed)|n/a|||")
+            fi
+            if rctctl checkpoint big --name dense >/dev/null 2>&1 &&
+                n=$(helper write_dense "$big_uri" "$dense_span" 65536 2>"$W/dense.err"); then
+                read -r e t1 t2 t3 < <(helper time_changes "$STATE/control.sock" big dense 3 2>"$W/changes.err") || true
+                CH+=("dense|every 2nd chunk of the first $((dense_span >> 30)) GiB ($n writes of 4 KiB)|${e:-n/a}|${t1:-}|${t2:-}|${t3:-}")
+            else
+                log "dense writes failed:"; tail -n 5 "$W/dense.err" >&2
+                CH+=("dense|every 2nd chunk of the first $((dense_span >> 30)) GiB (writes failed)|n/a|||")
+            fi
+        else
+            log "cannot create the 1 TiB disk:"; cat "$W/create.err" >&2
+        fi
+        stop_server
+    fi
+fi
+
+# Tables.
+fmt() { # value -> printable
+    local v=$1
+    [[ "$v" =~ ^[0-9]+$ ]] || { echo n/a; return; }
+    if ((v >= 10000)); then printf '%d.%dk' $((v / 1000)) $((v % 1000 / 100)); else echo "$v"; fi
+}
+# median SERVER JOB CONNS: median over the rounds that produced a number.
+median() {
+    local v r vals=()
+    for ((r = 1; r <= rounds; r++)); do
+        v=${R["$1 $2 $3 $r"]:-}
+        [[ "$v" =~ ^[0-9]+$ ]] && vals+=("$v")
+    done
+    ((${#vals[@]})) || { echo n/a; return; }
+    printf '%s\n' "${vals[@]}" | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+ratio() { # a b -> a/b with 2 decimals, or n/a
+    if [[ "$1" =~ ^[0-9]+$ && "$2" =~ ^[0-9]+$ ]] && (($2 > 0)); then
+        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+    else echo n/a; fi
+}
+label() { case $1 in randwrite) echo "4k randwrite" ;; randread) echo "4k randread" ;; esac; }
+
+table=
+if want cost || want peer; then
+    table+=$(
+        echo "### Tracking cost, and the tracked peer (IOPS, median of $rounds round(s))"
+        echo
+        echo "| job | rctd (tracking) | rctd --no-tracking | on/off (bar ≥ 0.98) | on/off per round | qemu-nbd qcow2 + bitmap | rctd/qemu-nbd (bar ≥ 2×) |"
+        echo "|---|---:|---:|---:|---|---:|---:|"
+        for job in "${JOBS[@]}"; do
+            for c in "${CONNS[@]}"; do
+                on=$(median rctd-on "$job" "$c")
+                off=$(median rctd-off "$job" "$c")
+                q=$(median qemu-nbd "$job" "$c")
+                oo=$(ratio "$on" "$off")
+                per=()
+                for ((r = 1; r <= rounds; r++)); do
+                    per+=("$(ratio "${R["rctd-on $job $c $r"]:-}" "${R["rctd-off $job $c $r"]:-}")")
+                done
+                rq=$(ratio "$on" "$q")
+                [[ $rq == n/a ]] || rq="${rq}×"
+                if [[ $oo != n/a && $job == randwrite ]]; then
+                    oo="$oo $(awk -v r="$oo" 'BEGIN { print (r >= 0.98) ? "(met)" : "(**missed**)" }')"
+                fi
+                if [[ $rq != n/a && $job == randwrite ]]; then
+                    rq="$rq $(awk -v r="${rq%×}" 'BEGIN { print (r >= 2) ? "(met)" : "(**missed**)" }')"
+                fi
+                cs=$([[ $c == 1 ]] && echo "1 conn" || echo "$c conns")
+                want cost || { off=; oo=; per=(); }
+                want peer || { q=; rq=; }
+                echo "| $(label "$job") QD32, $cs | $(fmt "$on") | ${off:+$(fmt "$off")} | $oo | $(IFS=' '; echo "${per[*]:-}") | ${q:+$(fmt "$q")} | $rq |"
+            done
+        done
+    )
+    table+=$'\n\n'
+fi
+if want cut; then
+    table+=$(
+        echo "### Checkpoints under load (rctd, 4k randwrite, ${cut_runtime}s per run)"
+        echo
+        # shellcheck disable=SC2086 # the run lists split on spaces
+        helper cutreport full "fio 4k randwrite QD32, 4 conns" "$cut_interval_ms" ${CUT_RUNS[qd32x4]} ||
+            echo "(analysis failed)"
+        echo
+        # shellcheck disable=SC2086
+        helper cutreport fio "fio 4k randwrite QD1, 1 conn" "$cut_interval_ms" ${CUT_RUNS[qd1x1]} ||
+            echo "(analysis failed)"
+    )
+    table+=$'\n\n'
+fi
+if want changes; then
+    table+=$(
+        echo "### Listing changes on a 1 TiB disk (GET .../changes?since=CP&limit=1000000, body read in full; 3 calls)"
+        echo
+        echo "| case | extents | time: median (all) | extents/s | bar |"
+        echo "|---|---:|---|---:|---|"
+        if ((${#CH[@]} == 0)); then
+            echo "| (not measured: see the log) | n/a | n/a | n/a | |"
+        fi
+        for row in "${CH[@]}"; do
+            IFS='|' read -r kind desc e t1 t2 t3 <<<"$row"
+            if [[ "$e" =~ ^[0-9]+$ && -n "$t3" ]]; then
+                med=$(printf '%s\n' "$t1" "$t2" "$t3" | sort -n | sed -n 2p)
+                all=$(awk -v a="$t1" -v b="$t2" -v c="$t3" 'BEGIN { printf "%.1f, %.1f, %.1f ms", a / 1e6, b / 1e6, c / 1e6 }')
+                rate=$(awk -v e="$e" -v t="$med" 'BEGIN { printf "%.1fM", e / (t / 1e9) / 1e6 }')
+                if [[ $kind == sparse ]]; then
+                    bar=$(awk -v t="$med" 'BEGIN { print (t < 100e6) ? "< 100 ms: met" : "< 100 ms: **missed**" }')
+                else
+                    bar=$(awk -v e="$e" -v t="$med" 'BEGIN { print (e / (t / 1e9) >= 1e6) ? "≥ 1M/s: met" : "≥ 1M/s: **missed**" }')
+                fi
+                echo "| $desc | $e | $(awk -v t="$med" 'BEGIN { printf "%.1f ms", t / 1e6 }') ($all) | $rate | $bar |"
+            else
+                echo "| $desc | n/a | n/a | n/a | |"
+            fi
+        done
+    )
+    table+=$'\n'
+fi
+
+header=$(
+    echo "# Change tracking benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "$env_lines"
+    echo "- servers run one at a time; fio shares the same CPUs. Compare only ratios measured side by side."
+)
+
+echo
+echo "$table"
+if [[ -z "$out" ]]; then
+    mkdir -p "$ROOT/build/bench"
+    out=$ROOT/build/bench/tracking-$(date -u +%Y%m%dT%H%M%SZ).md
+fi
+mkdir -p "$(dirname "$out")"
+{
+    echo "$header"
+    echo
+    echo "$table"
+} >"$out"
+echo
+echo "results written to $out"
+exit
+}
