@@ -15,8 +15,9 @@
 #           (the epoch switch; bar < 1 ms), the API round trip (includes the
 #           seal's fdatasync; informational), and fio's clat percentiles,
 #           max and share of requests over 1 ms with and without cuts, plus
-#           the slowest request in the 10 ms windows around each cut against
-#           the other windows (bar: no request held > 1 ms by a cut). The
+#           fio's slowest request per 10 ms window, split by whether it may
+#           have been in flight during a cut call or cannot have been (bar:
+#           no request held > 1 ms by a cut). The
 #           same pair again at QD1 on 1 connection, where requests take tens
 #           of microseconds instead of milliseconds of queueing, so that a
 #           hold would stand out.
@@ -24,13 +25,21 @@
 #           64 KiB chunks at random, time GET .../changes?since=CP (bar
 #           < 100 ms); then every 2nd chunk of the first 64 GiB for
 #           throughput (bar >= 1M extents/s).
-# rounds: the cost/peer servers run in turn, several rounds in a rotating
-# order, and the table shows each server's median; the cut runs alternate
-# without/with (ABBA). Servers run one at a time; fio shares the CPUs.
+#  profile  where a tracked rctd spends its CPU under 4k randwrite on 4
+#           connections (perf record -p, if perf is installed): the share of
+#           samples in the tracking code, which throughput cannot resolve to
+#           2% on a machine this noisy.
+# Rounds (--rounds, default 4): in each, every cost/peer job runs on each
+# server back to back (a fresh server per run), in one order in odd rounds
+# and the reverse in even ones (ABBA), because this machine drifts by tens
+# of percent within minutes. The table shows median IOPS and the geometric
+# mean of the per-round ratios, with the per-round ratios beside it. The cut
+# runs alternate without/with likewise. Servers run one at a time; fio shares
+# the CPUs.
 # Prints markdown tables and writes them, with the machine and settings, to a
 # results file.
 #
-# Usage: bench/tracking.sh [--quick] [--parts cost,peer,cut,changes]
+# Usage: bench/tracking.sh [--quick] [--parts cost,peer,cut,changes,profile]
 #                          [--rounds N] [--out FILE]
 # Environment: RCT_BENCH_RUNTIME (seconds per cost/peer run, default 10; --quick: 2)
 #              RCT_BENCH_CUT_RUNTIME (seconds per cut run, default 20; --quick: 4)
@@ -49,7 +58,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RCTD=${RCTD:-$ROOT/build/daemon/rctd}
 RCTCTL=${RCTCTL:-$ROOT/build/tools/rctctl}
 
-ALL_PARTS=(cost peer cut changes)
+ALL_PARTS=(cost peer cut changes profile)
 runtime=${RCT_BENCH_RUNTIME:-}
 cut_runtime=${RCT_BENCH_CUT_RUNTIME:-}
 size=${RCT_BENCH_SIZE:-}
@@ -85,7 +94,7 @@ fi
 runtime=${runtime:-10}
 cut_runtime=${cut_runtime:-20}
 size=${size:-2G}
-rounds=${rounds:-3}
+rounds=${rounds:-4}
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "tracking: bad --rounds '$rounds'" >&2; exit 2; }
 IFS=, read -r -a PARTS <<<"$parts_csv"
 for p in "${PARTS[@]}"; do
@@ -526,7 +535,7 @@ env_lines=$(
     echo "- load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- file: $size of random data on $(findmnt -no FSTYPE -T "$base" 2>/dev/null || echo "$fstype") ($base), page cache warm for every server"
     echo "- fio $(fio --version | sed 's/^fio-//'), nbd engine over a Unix socket, 4k, iodepth 32 per connection," \
-        "${runtime}s time-based after ${ramp}s ramp ($rounds round(s), servers in rotating order; medians shown);" \
+        "${runtime}s time-based after ${ramp}s ramp ($rounds round(s); each job on each server back to back, order alternating by round);" \
         "cut runs ${cut_runtime}s"
     echo "- rctd $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no git)'), default workers, default tracking" \
         "(64 KiB chunks, 64 MiB intent regions, persist every 5 s) vs --no-tracking;" \
@@ -567,24 +576,32 @@ if want cost || want peer; then
     want cost && servers+=(rctd-on rctd-off)
     want peer && servers+=(qemu-nbd)
     [[ " ${servers[*]} " == *" rctd-on "* ]] || servers=(rctd-on "${servers[@]}")
-    n=${#servers[@]}
+    # Each job runs on every server back to back (a fresh server per run),
+    # the servers in order in odd rounds and in reverse in even ones: this
+    # machine drifts by tens of percent within minutes, and ABBA cancels a
+    # steady drift from the ratios.
     for ((r = 1; r <= rounds; r++)); do
-        for ((i = 0; i < n; i++)); do
-            s=${servers[$(((i + r - 1) % n))]}
-            log "round $r/$rounds: $s"
-            start_server "$s" || { log "$s: unavailable this round"; continue; }
-            for job in "${JOBS[@]}"; do
-                for c in "${CONNS[@]}"; do
-                    f=$W/$s-$job-$c-$r.json
+        order=("${servers[@]}")
+        if ((r % 2 == 0)); then
+            order=()
+            for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[$i]}"); done
+        fi
+        log "round $r/$rounds: ${order[*]}"
+        for job in "${JOBS[@]}"; do
+            for c in "${CONNS[@]}"; do
+                for s in "${order[@]}"; do
                     v=n/a
-                    if fio_run "$f" "$job" "$c" "$runtime"; then
-                        v=$(helper iops "$f") || v=n/a
+                    if start_server "$s"; then
+                        f=$W/$s-$job-$c-$r.json
+                        if fio_run "$f" "$job" "$c" "$runtime"; then
+                            v=$(helper iops "$f") || v=n/a
+                        fi
+                        stop_server
                     fi
                     R["$s $job $c $r"]=$v
                     log "  $s $job x$c = $v IOPS"
                 done
             done
-            stop_server
         done
     done
 fi
@@ -629,6 +646,29 @@ if want cut; then
             stop_server
         done
     done
+fi
+
+# Profile: where the tracked rctd's CPU time goes.
+PROF=
+if want profile; then
+    if ! command -v perf >/dev/null; then
+        log "perf is not installed (apt-get install linux-perf); no profile"
+    elif start_server rctd-on; then
+        log "profile: perf record on rctd under 4k randwrite x4"
+        fio_run "$W/prof.json" randwrite 4 "$runtime" &
+        fio_pid=$!
+        sleep "$ramp"
+        perf record -F 999 -p "$SERVER_PID" -o "$W/perf.data" -- sleep "$((runtime > 2 ? runtime - 1 : 1))" \
+            >"$W/perf.log" 2>&1 || log "perf record failed: $(tail -n 1 "$W/perf.log")"
+        wait "$fio_pid" || true
+        stop_server
+        if [[ -s "$W/perf.data" ]]; then
+            perf report -i "$W/perf.data" --no-children -g none --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep '%' >"$W/perf.sym" || true
+            perf report -i "$W/perf.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep -v '^#' | grep '%' >"$W/perf.dso" || true
+            perf report -i "$W/perf.data" --no-children -g none --sort comm --stdio 2>/dev/null | grep -v '^#' | grep '%' >"$W/perf.comm" || true
+            PROF=$W/perf
+        fi
+    fi
 fi
 
 # changes on a 1 TiB sparse disk.
@@ -684,26 +724,38 @@ ratio() { # a b -> a/b with 2 decimals, or n/a
         awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
     else echo n/a; fi
 }
+# round_ratios A B JOB CONNS: the per-round ratios A/B (runs back to back).
+round_ratios() {
+    local r out=()
+    for ((r = 1; r <= rounds; r++)); do
+        out+=("$(ratio "${R["$1 $3 $4 $r"]:-}" "${R["$2 $3 $4 $r"]:-}")")
+    done
+    echo "${out[*]}"
+}
+geomean() { # ratios (n/a skipped) -> geometric mean, or n/a
+    printf '%s\n' "$@" | awk '/^[0-9.]+$/ && $1 > 0 { s += log($1); n++ } END { if (n) printf "%.2f", exp(s / n); else print "n/a" }'
+}
 label() { case $1 in randwrite) echo "4k randwrite" ;; randread) echo "4k randread" ;; esac; }
 
 table=
 if want cost || want peer; then
     table+=$(
-        echo "### Tracking cost, and the tracked peer (IOPS, median of $rounds round(s))"
+        echo "### Tracking cost, and the tracked peer"
         echo
-        echo "| job | rctd (tracking) | rctd --no-tracking | on/off (bar ≥ 0.98) | on/off per round | qemu-nbd qcow2 + bitmap | rctd/qemu-nbd (bar ≥ 2×) |"
-        echo "|---|---:|---:|---:|---|---:|---:|"
+        echo "IOPS: median of $rounds round(s). Ratios: geometric mean of the per-round ratios (each round runs"
+        echo "the servers back to back per job, in alternating order)."
+        echo
+        echo "| job | rctd (tracking) | rctd --no-tracking | on/off (bar ≥ 0.98) | on/off per round | qemu-nbd qcow2 + bitmap | rctd/qemu-nbd (bar ≥ 2×) | rctd/qemu-nbd per round |"
+        echo "|---|---:|---:|---:|---|---:|---:|---|"
         for job in "${JOBS[@]}"; do
             for c in "${CONNS[@]}"; do
                 on=$(median rctd-on "$job" "$c")
                 off=$(median rctd-off "$job" "$c")
                 q=$(median qemu-nbd "$job" "$c")
-                oo=$(ratio "$on" "$off")
-                per=()
-                for ((r = 1; r <= rounds; r++)); do
-                    per+=("$(ratio "${R["rctd-on $job $c $r"]:-}" "${R["rctd-off $job $c $r"]:-}")")
-                done
-                rq=$(ratio "$on" "$q")
+                read -r -a per <<<"$(round_ratios rctd-on rctd-off "$job" "$c")"
+                read -r -a perq <<<"$(round_ratios rctd-on qemu-nbd "$job" "$c")"
+                oo=$(geomean "${per[@]}")
+                rq=$(geomean "${perq[@]}")
                 [[ $rq == n/a ]] || rq="${rq}×"
                 if [[ $oo != n/a && $job == randwrite ]]; then
                     oo="$oo $(awk -v r="$oo" 'BEGIN { print (r >= 0.98) ? "(met)" : "(**missed**)" }')"
@@ -713,8 +765,8 @@ if want cost || want peer; then
                 fi
                 cs=$([[ $c == 1 ]] && echo "1 conn" || echo "$c conns")
                 want cost || { off=; oo=; per=(); }
-                want peer || { q=; rq=; }
-                echo "| $(label "$job") QD32, $cs | $(fmt "$on") | ${off:+$(fmt "$off")} | $oo | $(IFS=' '; echo "${per[*]:-}") | ${q:+$(fmt "$q")} | $rq |"
+                want peer || { q=; rq=; perq=(); }
+                echo "| $(label "$job") QD32, $cs | $(fmt "$on") | ${off:+$(fmt "$off")} | $oo | ${per[*]:-} | ${q:+$(fmt "$q")} | $rq | ${perq[*]:-} |"
             done
         done
     )
@@ -761,6 +813,27 @@ if want changes; then
         done
     )
     table+=$'\n'
+fi
+
+if want profile; then
+    table+=$(
+        echo "### Where the tracked rctd's CPU goes (perf record -F 999 -p, 4k randwrite QD32, 4 conns, ${runtime}s)"
+        echo
+        if [[ -z "$PROF" ]]; then
+            echo "(not measured: perf is missing or the run failed; see the log)"
+        else
+            # perf's lines: "  12.34%  [.] symbol" or "  12.34%  dso".
+            pct_of() { awk -v re="$2" '$0 ~ re { gsub("%", "", $1); s += $1 } END { printf "%.2f%%", s }' "$1"; }
+            echo "| samples in | share |"
+            echo "|---|---:|"
+            echo "| change tracking (tracker begin_write/end_write, tracked_backend, bitmap) | $(pct_of "$PROF.sym" 'tracking::|tracked_backend|atomic_bitmap') |"
+            echo "| all of rctd's own code (the rctd binary) | $(pct_of "$PROF.dso" '%[ \t]+rctd[ \t]*$') |"
+            echo "| the kernel | $(pct_of "$PROF.dso" 'kernel') |"
+            echo "| io_uring workers (iou-wrk threads: buffered writes punted by the kernel) | $(pct_of "$PROF.comm" 'iou-wrk') |"
+            echo "| hottest symbols | $(head -n 3 "$PROF.sym" | awk '{ p = $1; $1 = ""; $2 = ""; sub(/^ +/, ""); sub(/( +-)+ *$/, ""); printf "%s%s %s", (NR > 1 ? "; " : ""), $0, p }') |"
+        fi
+    )
+    table+=$'\n\n'
 fi
 
 header=$(

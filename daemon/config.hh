@@ -16,12 +16,14 @@ struct daemon_config {
     std::vector<std::string> listen;       // extra "tcp:HOST[:PORT]" endpoints
     std::string default_export;            // served for the empty export name
     unsigned workers = 0;                  // 0 = one per CPU
+    unsigned io_threads = 2;               // kernel io-wq threads per worker ring for blocking file work
     unsigned max_inflight = 256;           // per connection
     std::uint32_t max_payload = 32u << 20;
     bool verbose = false;
     bool tracking = true;
     std::uint64_t intent_region = std::uint64_t{64} << 20;
     unsigned persist_interval_ms = 5000;
+    std::uint64_t snapshot_store_limit = 0;  // per disk; 0 = no limit
 };
 
 }  // namespace rct::daemon

@@ -63,6 +63,7 @@ int run(const daemon_config& cfg)
     opts.tracking = cfg.tracking;
     opts.tracker.region_size = cfg.intent_region;
     opts.tracker.persist_interval = std::chrono::milliseconds(cfg.persist_interval_ms);
+    opts.snapshots.store_limit = cfg.snapshot_store_limit;
     rct::disk_registry registry(cfg.state_dir, opts);
 
     std::vector<std::unique_ptr<rct::daemon::worker>> workers;
@@ -162,6 +163,10 @@ int main(int argc, char** argv)
     app.add_option("--default-export", cfg.default_export, "disk served for the empty export name");
     app.add_option("--workers", cfg.workers, "I/O worker threads (default: one per CPU)")
         ->check(CLI::Range(0u, 256u));
+    app.add_option("--io-threads", cfg.io_threads,
+                   "kernel threads per worker for buffered writes, syncs and fallocate (default 2; more "
+                   "contend for the file's lock)")
+        ->check(CLI::Range(1u, 64u));
     app.add_option("--log-level", log_level, "error, warning, notice, info or debug")
         ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
         ->capture_default_str();
@@ -170,6 +175,11 @@ int main(int argc, char** argv)
     app.add_option("--intent-region", intent_region,
                    "write-intent region size: after a crash, at most the regions written during the last "
                    "persist interval are over-reported")
+        ->capture_default_str();
+    std::string store_limit = "0";
+    app.add_option("--snapshot-store-limit", store_limit,
+                   "bytes of copied chunks each disk's snapshot store may hold (0 = as the filesystem allows); "
+                   "beyond it the disk keeps working and the snapshots needing a copy become invalid")
         ->capture_default_str();
     app.add_option("--persist-interval", cfg.persist_interval_ms, "milliseconds between change-map persists")
         ->capture_default_str()
@@ -191,6 +201,12 @@ int main(int argc, char** argv)
         return 2;
     }
     cfg.intent_region = *region;
+    const auto limit = rct::parse_size(store_limit);
+    if (!limit) {
+        std::fprintf(stderr, "rctd: --snapshot-store-limit must be a size (e.g. 0, 512M, 20G)\n");
+        return 2;
+    }
+    cfg.snapshot_store_limit = *limit;
     cfg.state_dir = state_dir;
     cfg.nbd_socket = nbd_socket.empty() ? cfg.state_dir / "nbd.sock" : std::filesystem::path(nbd_socket);
     cfg.control_socket =

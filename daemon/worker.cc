@@ -40,6 +40,7 @@ void worker::start()
     thread_ = std::thread([this, &enabled] {
         try {
             ring_.enable();
+            ring_.limit_workers(config_.io_threads);
             mailbox_.arm();
         } catch (...) {
             enabled.set_exception(std::current_exception());

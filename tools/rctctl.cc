@@ -158,7 +158,7 @@ private:
         int status = exit_failure;
         if (code == "not_found") {
             status = exit_not_found;
-        } else if (code == "exists" || code == "busy" || code == "tracking_disabled") {
+        } else if (code == "exists" || code == "busy" || code == "tracking_disabled" || code == "is_snapshot") {
             status = exit_conflict;
         } else if (code == "full_backup_required") {
             status = exit_full_backup;
@@ -351,15 +351,11 @@ void cmd_checkpoints(client& c, const options& opt, const std::string& name)
 // are joined, so the output does not depend on the page size. Text mode
 // prints as it goes; --json has to hold every extent for its one document,
 // as plain pairs rather than a JSON tree.
-void cmd_changes(client& c, const options& opt, const std::string& name, const std::string& since,
-                 const std::optional<std::string>& until, std::uint64_t limit)
+// query: the endpoint and its selection (changes?since=..., diff?from=...).
+void cmd_changes(client& c, const options& opt, const std::string& query, std::uint64_t limit)
 {
     using byte_range = std::pair<std::uint64_t, std::uint64_t>;  // offset, length
-    std::string path = "/disks/" + segment(name) + "/changes?since=" + segment(since);
-    if (until) {
-        path += "&until=" + segment(*until);
-    }
-    path += "&limit=" + std::to_string(limit);
+    const std::string path = query + "&limit=" + std::to_string(limit);
 
     std::vector<byte_range> all;
     std::optional<byte_range> last;  // may still grow with the next page
@@ -417,6 +413,41 @@ void cmd_changes(client& c, const options& opt, const std::string& name, const s
         separator = ",\n    ";
     }
     std::cout << (all.empty() ? "]\n}\n" : "\n  ]\n}\n");
+}
+
+void cmd_snapshot(client& c, const options& opt, const std::string& name, const std::optional<std::string>& snap)
+{
+    json body = json::object();
+    if (snap) {
+        body["name"] = *snap;
+    }
+    const response r = c.call("POST", "/disks/" + segment(name) + "/snapshots", body);
+    if (print_json(opt, r)) {
+        return;
+    }
+    // Like checkpoint: the token alone on stdout.
+    const json j = parse_reply(r);
+    std::cout << str(j, "token") << '\n';
+    std::cerr << "snapshot " << str(j, "name") << " (epoch " << number(j, "epoch") << ") of disk " << name
+              << ", exported as " << str(j, "export") << '\n';
+}
+
+void cmd_snapshots(client& c, const options& opt, const std::string& name)
+{
+    const response r = c.call("GET", "/disks/" + segment(name) + "/snapshots");
+    if (print_json(opt, r)) {
+        return;
+    }
+    const json j = parse_reply(r);
+    std::vector<std::vector<std::string>> rows{{"NAME", "EPOCH", "CREATED", "SIZE", "OWN DATA", "STATE", "TOKEN"}};
+    for (const auto& s : j.value("snapshots", json::array())) {
+        const bool valid = s.value("valid", false);
+        rows.push_back({str(s, "name"), std::to_string(number(s, "epoch")), str(s, "created_at"),
+                        rct::format_size(bytes(s)), rct::format_size(number(s, "exclusive_bytes")),
+                        valid ? "valid" : "INVALID: " + str(s, "invalid_reason"),
+                        s.value("token", json()).is_string() ? str(s, "token") : "-"});
+    }
+    print_table(rows);
 }
 
 void report_disk(const options& opt, const response& r, const char* verb)
@@ -498,6 +529,32 @@ int main(int argc, char** argv)
         ->check(CLI::Range(std::uint64_t{1}, max_changes_limit))
         ->capture_default_str();
 
+    std::string snap;
+    auto* sn_create = app.add_subcommand("snapshot", "cut a point-in-time snapshot (also a checkpoint); prints its token");
+    sn_create->add_option("NAME", name, "disk name")->required();
+    auto* sn_name = sn_create->add_option("--name", snap, "snapshot name (default: chosen by rctd)");
+    auto* sn_list = app.add_subcommand("snapshots", "list a disk's snapshots, with the space each alone holds");
+    sn_list->add_option("NAME", name, "disk name")->required();
+    auto* sn_delete = app.add_subcommand("snapshot-delete", "free a snapshot's data; it stays as a checkpoint");
+    sn_delete->add_option("NAME", name, "disk name")->required();
+    sn_delete->add_option("SNAPSHOT", snap, "snapshot name")->required();
+    sn_delete->add_flag("--force", force, "delete even while NAME@SNAPSHOT is exported (its clients get errors)");
+    auto* diff = app.add_subcommand("diff", "list the byte ranges that differ between two snapshots or checkpoints");
+    diff->add_option("NAME", name, "disk name")->required();
+    diff->add_option("FROM", since, "snapshot, checkpoint or change token")->required();
+    diff->add_option("TO", until, "snapshot, checkpoint, change token, or 'live'")->required();
+    diff->add_option("--limit", limit, "extents per request")
+        ->check(CLI::Range(std::uint64_t{1}, max_changes_limit))
+        ->capture_default_str();
+    auto* restore = app.add_subcommand("restore", "rewrite a disk with a snapshot's content");
+    restore->add_option("NAME", name, "disk name")->required();
+    restore->add_option("--from", snap, "snapshot name")->required();
+    restore->add_flag("--force", force, "disconnect the disk's clients first (they would see the data change)");
+    std::string source, new_name;
+    auto* clone = app.add_subcommand("clone", "make a new, independent disk from a snapshot");
+    clone->add_option("SOURCE", source, "DISK@SNAPSHOT")->required();
+    clone->add_option("NEWNAME", new_name, "name of the new disk")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -559,7 +616,37 @@ int main(int argc, char** argv)
                 std::cout << "deleted checkpoint " << checkpoint << " of disk " << name << '\n';
             }
         } else if (*changes) {
-            cmd_changes(c, opt, name, since, until_opt->count() != 0 ? std::optional(until) : std::nullopt, limit);
+            std::string query = "/disks/" + segment(name) + "/changes?since=" + segment(since);
+            if (until_opt->count() != 0) {
+                query += "&until=" + segment(until);
+            }
+            cmd_changes(c, opt, query, limit);
+        } else if (*sn_create) {
+            cmd_snapshot(c, opt, name, sn_name->count() != 0 ? std::optional(snap) : std::nullopt);
+        } else if (*sn_list) {
+            cmd_snapshots(c, opt, name);
+        } else if (*sn_delete) {
+            c.call("DELETE", "/disks/" + segment(name) + "/snapshots/" + segment(snap) + (force ? "?force=1" : ""));
+            if (!opt.json_output) {
+                std::cout << "deleted snapshot " << snap << " of disk " << name << " (kept as a checkpoint)\n";
+            }
+        } else if (*diff) {
+            cmd_changes(c, opt, "/disks/" + segment(name) + "/diff?from=" + segment(since) + "&to=" + segment(until),
+                        limit);
+        } else if (*restore) {
+            const response r = c.call("POST", "/disks/" + segment(name) + "/restore",
+                                      json{{"from", snap}, {"force", force}});
+            report_disk(opt, r, "restored");
+        } else if (*clone) {
+            const auto at = source.find('@');
+            if (at == std::string::npos || at == 0 || at + 1 == source.size()) {
+                throw failure{exit_usage, "clone: SOURCE must be DISK@SNAPSHOT, not '" + source + "'", {}};
+            }
+            const response r = c.call("POST",
+                                      "/disks/" + segment(source.substr(0, at)) + "/snapshots/" +
+                                          segment(source.substr(at + 1)) + "/clone",
+                                      json{{"name", new_name}});
+            report_disk(opt, r, "cloned");
         }
     } catch (const failure& f) {
         if (opt.json_output && !f.body.empty()) {

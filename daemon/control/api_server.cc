@@ -393,6 +393,26 @@ private:
             if (n == 4 && parts[3] == "changes") {
                 return only(is_get(), "GET, HEAD", [&] { return changes(name); });
             }
+            if (n == 4 && parts[3] == "diff") {
+                return only(is_get(), "GET, HEAD", [&] { return diff(name); });
+            }
+            if (n == 4 && parts[3] == "snapshots") {
+                if (is_get()) {
+                    return list_snapshots(name);
+                }
+                return only(method_ == "POST", "GET, HEAD, POST", [&] { return create_snapshot(name); });
+            }
+            if (n == 5 && parts[3] == "snapshots") {
+                const std::string snap(parts[4]);
+                return only(method_ == "DELETE", "DELETE", [&] { return delete_snapshot(name, snap); });
+            }
+            if (n == 6 && parts[3] == "snapshots" && parts[5] == "clone") {
+                const std::string snap(parts[4]);
+                return only(method_ == "POST", "POST", [&] { return clone_snapshot(name, snap); });
+            }
+            if (n == 4 && parts[3] == "restore") {
+                return only(method_ == "POST", "POST", [&] { return restore(name); });
+            }
         }
         throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
     }
@@ -715,7 +735,14 @@ private:
     reply delete_checkpoint(const std::string& name, const std::string& checkpoint) const
     {
         const auto d = lookup(name);
-        tracking_of(*d).delete_checkpoint(checkpoint);
+        tracker& t = tracking_of(*d);
+        if (const auto e = t.checkpoint_epoch(checkpoint); e && d->snapshots()->is_snapshot(*e)) {
+            throw api_error{MHD_HTTP_CONFLICT, "is_snapshot",
+                            fmt::format("checkpoint {} is a snapshot of disk {}; delete the snapshot first (it "
+                                        "then stays as a plain checkpoint)",
+                                        checkpoint, name)};
+        }
+        t.delete_checkpoint(checkpoint);
         log::info("{}: deleted checkpoint {} of disk {}", peer_of(conn_), checkpoint, name);
         return {MHD_HTTP_NO_CONTENT, {}};
     }
@@ -733,6 +760,118 @@ private:
         const tracker& t = tracking_of(*d);
         const changes_page page = t.changes(*since, until, cursor, static_cast<std::size_t>(limit));
         return {MHD_HTTP_OK, changes_body(page, t.status().granularity)};
+    }
+
+    // diff FROM TO: snapshots, checkpoints or tokens; TO may be "live".
+    reply diff(const std::string& name) const
+    {
+        const auto from = query_checkpoint("from");
+        const auto to = query_checkpoint("to");
+        if (!from || !to) {
+            throw bad_request("query parameters 'from' and 'to' are required (a snapshot, checkpoint or token; "
+                              "'to' may be 'live')");
+        }
+        if (*from == "live") {
+            throw bad_request("'from' must be a snapshot or checkpoint: 'live' has no changes after it");
+        }
+        const std::uint64_t cursor = query_number("cursor", 0, 0, std::numeric_limits<std::uint64_t>::max());
+        const std::uint64_t limit = query_number("limit", default_changes_limit, 1, max_changes_limit);
+        const auto d = lookup(name);
+        const tracker& t = tracking_of(*d);
+        const auto until = *to == "live" ? std::nullopt : to;
+        const changes_page page = t.changes(*from, until, cursor, static_cast<std::size_t>(limit));
+        return {MHD_HTTP_OK, changes_body(page, t.status().granularity)};
+    }
+
+    static snapshot_store& snapshots_of(disk& d)
+    {
+        tracking_of(d);
+        return *d.snapshots();
+    }
+
+    json snapshot_json(const disk& d, const snapshot_info& s) const
+    {
+        json j = checkpoint_json(s.checkpoint);
+        if (s.checkpoint.token.empty()) {
+            j["token"] = nullptr;  // tracking was reset after the cut
+        }
+        j["exclusive_bytes"] = s.exclusive_bytes;
+        j["valid"] = s.valid;
+        j["invalid_reason"] = s.valid ? json(nullptr) : json(s.invalid_reason);
+        j["export"] = d.name() + "@" + s.checkpoint.name;
+        const export_addresses& a = server_.addrs_;
+        j["export_uri"] = a.unix_socket.empty()
+                              ? json(nullptr)
+                              : json(fmt::format("nbd+unix:///{}@{}?socket={}", d.name(), s.checkpoint.name,
+                                                 uri_escape(a.unix_socket)));
+        return j;
+    }
+
+    reply create_snapshot(const std::string& name) const
+    {
+        const json j = parse_body({"name"});
+        std::optional<std::string> snap;
+        if (j.contains("name")) {
+            snap = string_field(j, "name");
+        }
+        const auto d = lookup(name);
+        const snapshot_info s = snapshots_of(*d).snapshot(std::move(snap));
+        log::info("{}: snapshot {} (epoch {}) of disk {}", peer_of(conn_), s.checkpoint.name, s.checkpoint.epoch,
+                  name);
+        json reply = snapshot_json(*d, s);
+        reply["cut_ns"] = s.checkpoint.cut_ns;
+        return ok(MHD_HTTP_CREATED, reply);
+    }
+
+    reply list_snapshots(const std::string& name) const
+    {
+        const auto d = lookup(name);
+        snapshot_store& st = snapshots_of(*d);
+        json list = json::array();
+        for (const snapshot_info& s : st.snapshots()) {
+            list.push_back(snapshot_json(*d, s));
+        }
+        const snapshot_store_status ss = st.status();
+        json store;
+        store["copies"] = ss.copies;
+        store["bytes"] = ss.store_bytes;
+        store["limit"] = ss.store_limit == 0 ? json(nullptr) : json(ss.store_limit);
+        store["first_writes"] = ss.first_writes;
+        store["index_damaged"] = ss.index_damaged;
+        return ok(MHD_HTTP_OK, json{{"snapshots", std::move(list)}, {"store", std::move(store)}});
+    }
+
+    reply delete_snapshot(const std::string& name, const std::string& snap) const
+    {
+        const bool force = query_value("force").value_or("") == "1";
+        const auto d = lookup(name);
+        snapshots_of(*d).delete_snapshot(snap, force);
+        log::info("{}: deleted snapshot {} of disk {} (its checkpoint stays)", peer_of(conn_), snap, name);
+        return {MHD_HTTP_NO_CONTENT, {}};
+    }
+
+    reply clone_snapshot(const std::string& name, const std::string& snap) const
+    {
+        const json j = parse_body({"name"});
+        if (!j.contains("name")) {
+            throw bad_request("field 'name' (the new disk's name) is required");
+        }
+        const std::string new_name = string_field(j, "name");
+        auto d = server_.registry_.clone(name, snap, new_name);
+        log::info("{}: cloned {}@{} into new disk {}", peer_of(conn_), name, snap, new_name);
+        return ok(MHD_HTTP_CREATED, disk_json(*d));
+    }
+
+    reply restore(const std::string& name) const
+    {
+        const json j = parse_body({"from", "force"});
+        if (!j.contains("from")) {
+            throw bad_request("field 'from' (the snapshot to restore) is required");
+        }
+        const std::string snap = string_field(j, "from");
+        server_.registry_.restore(name, snap, bool_field(j, "force"));
+        log::info("{}: restored disk {} from snapshot {}", peer_of(conn_), name, snap);
+        return ok(MHD_HTTP_OK, disk_json(*lookup(name)));
     }
 
     api_server& server_;

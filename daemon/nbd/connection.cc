@@ -30,7 +30,7 @@ connection::connection(worker& w, unique_fd sock, std::string peer)
 connection::~connection()
 {
     if (attached_) {
-        disk_->detach_client(sock_.get());
+        export_.d->detach_client(sock_.get());
     }
 }
 
@@ -56,10 +56,10 @@ void connection::end_handshake() noexcept
 
 void connection::begin_transmission() noexcept
 {
-    disk_->attach_client(sock_.get());
+    export_.d->attach_client(sock_.get());
     attached_ = true;
     rbuf_.resize(recv_buffer_size);
-    log::debug("{}: serving '{}' (structured replies {}, {} meta contexts)", peer_, disk_->name(),
+    log::debug("{}: serving '{}' (structured replies {}, {} meta contexts)", peer_, export_.name(),
                structured_ ? "on" : "off", meta_.size());
     reader();
 }
@@ -191,12 +191,13 @@ detached connection::reader()
             }
         }
 
-        const nbd::session_view view{disk_->size(), cfg.max_payload, false, structured_, !meta_.empty()};
+        const nbd::session_view view{export_.size(), cfg.max_payload, export_.read_only(), structured_,
+                                     !meta_.empty()};
         std::uint32_t err = nbd::validate_request(h, view);
         if (err == 0 && needs_buffer && rq.buf == nullptr) {
             err = nbd::err_nomem;
         }
-        if (err == 0 && disk_->removed()) {
+        if (err == 0 && export_.d->removed()) {
             err = nbd::err_shutdown;
         }
         if (err != 0) {
@@ -217,7 +218,7 @@ detached connection::reader()
 
 void connection::dispatch(const nbd::request_header& h, request& rq) noexcept
 {
-    backend& store = disk_->store();
+    backend& store = export_.io();
     rq.flags = (h.flags & nbd::cmd_flag_fua) ? io_fua : 0;
     switch (h.type) {
     case nbd::cmd_read:
@@ -296,9 +297,9 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
         for (const meta_selection& m : meta_) {
             const std::size_t before = extents_.size();
             if (m.kind == meta_kind::base_allocation) {
-                r = disk_->store().allocation(offset, length, max, extents_);
-            } else if (const tracker* t = disk_->tracking()) {
-                t->dirty_map(m.epoch, offset, length, max, extents_);
+                r = export_.io().allocation(offset, length, max, extents_);
+            } else if (const tracker* t = export_.d->tracking()) {
+                t->dirty_map(m.epoch, export_.until_epoch(), offset, length, max, extents_);
             } else {
                 r = -EINVAL;
             }

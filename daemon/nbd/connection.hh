@@ -18,6 +18,7 @@
 
 #include "../coro.hh"
 #include "../socket_io.hh"
+#include "export.hh"
 #include "wire.hh"
 
 #include <rct/backend.hh>
@@ -75,8 +76,9 @@ private:
 
     // handshake.cc
     detached handshake();
-    std::shared_ptr<disk> lookup_export(std::string_view name) const;
-    std::vector<meta_selection> match_contexts(const disk& d, const std::vector<std::string>& queries,
+    // Empty when there is no such export; why is set to the reason.
+    nbd_export lookup_export(std::string_view name, std::string& why) const;
+    std::vector<meta_selection> match_contexts(const nbd_export& e, const std::vector<std::string>& queries,
                                                bool list) const;
 
     // connection.cc
@@ -93,7 +95,7 @@ private:
     void maybe_finish() noexcept;
     void begin_transmission() noexcept;
     void end_handshake() noexcept;
-    std::uint16_t session_transmission_flags(const disk& d) const noexcept;
+    std::uint16_t session_transmission_flags(const nbd_export& e) const noexcept;
 
     class sender final : public completion {
     public:
@@ -107,7 +109,7 @@ private:
     worker& worker_;
     unique_fd sock_;
     const std::string peer_;
-    std::shared_ptr<disk> disk_;
+    nbd_export export_;
     bool attached_ = false;
 
     // Negotiated state.

@@ -41,31 +41,57 @@ bool take_string(const std::vector<std::byte>& b, std::size_t& pos, std::string&
 
 }  // namespace
 
-std::shared_ptr<disk> connection::lookup_export(std::string_view name) const
+nbd_export connection::lookup_export(std::string_view name, std::string& why) const
 {
     auto& reg = worker_.registry();
+    nbd_export e;
+    if (const auto at = name.find('@'); at != std::string_view::npos) {
+        // DISK@SNAP: a snapshot, read-only.
+        e.d = reg.find(name.substr(0, at));
+        snapshot_store* s = e.d ? e.d->snapshots() : nullptr;
+        if (s == nullptr) {
+            why = "no such export: " + std::string(name);
+            return {};
+        }
+        try {
+            e.snap = s->view(std::string(name.substr(at + 1)));
+        } catch (const std::exception& ex) {
+            why = ex.what();
+            return {};
+        }
+        return e;
+    }
     if (!name.empty()) {
-        return reg.find(name);
+        e.d = reg.find(name);
+    } else if (!worker_.config().default_export.empty()) {
+        e.d = reg.find(worker_.config().default_export);
+    } else if (auto all = reg.list(); all.size() == 1) {
+        e.d = all.front();
     }
-    if (!worker_.config().default_export.empty()) {
-        return reg.find(worker_.config().default_export);
+    if (!e.d) {
+        why = name.empty() ? "no default export: name one of the disks" : "no such export: " + std::string(name);
+    } else if (e.d->restoring()) {
+        why = "disk " + e.d->name() + " is being restored from a snapshot; try again when it is done";
+        return {};
     }
-    auto all = reg.list();
-    return all.size() == 1 ? all.front() : nullptr;
+    return e;
 }
 
-std::uint16_t connection::session_transmission_flags(const disk&) const noexcept
+std::uint16_t connection::session_transmission_flags(const nbd_export& e) const noexcept
 {
-    std::uint16_t f = nbd::tf_has_flags | nbd::tf_send_flush | nbd::tf_send_fua | nbd::tf_send_trim |
-                      nbd::tf_send_write_zeroes | nbd::tf_send_fast_zero | nbd::tf_send_cache |
-                      nbd::tf_can_multi_conn;
+    std::uint16_t f = nbd::tf_has_flags | nbd::tf_send_flush | nbd::tf_send_cache | nbd::tf_can_multi_conn;
+    if (e.read_only()) {
+        f |= nbd::tf_read_only;
+    } else {
+        f |= nbd::tf_send_fua | nbd::tf_send_trim | nbd::tf_send_write_zeroes | nbd::tf_send_fast_zero;
+    }
     if (structured_) {
         f |= nbd::tf_send_df;
     }
     return f;
 }
 
-std::vector<connection::meta_selection> connection::match_contexts(const disk& d,
+std::vector<connection::meta_selection> connection::match_contexts(const nbd_export& e,
                                                                    const std::vector<std::string>& queries,
                                                                    bool list) const
 {
@@ -74,8 +100,12 @@ std::vector<connection::meta_selection> connection::match_contexts(const disk& d
     constexpr std::string_view bitmap_prefix = "qemu:dirty-bitmap:";
     std::vector<meta_selection> out;
     std::vector<checkpoint_info> cps;
-    if (const tracker* t = d.tracking()) {
+    if (const tracker* t = e.d->tracking()) {
         cps = t->checkpoints();
+        if (const auto until = e.until_epoch()) {
+            // A snapshot offers the bitmaps of the checkpoints before it.
+            std::erase_if(cps, [&](const checkpoint_info& c) { return c.epoch >= *until; });
+        }
     }
     auto add_base = [&] {
         if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
@@ -204,8 +234,9 @@ detached connection::handshake()
         switch (opt) {
         case nbd::opt_export_name: {
             std::string name(reinterpret_cast<const char*>(data.data()), data.size());
-            disk_ = lookup_export(name);
-            if (!disk_) {
+            std::string why;
+            export_ = lookup_export(name, why);
+            if (!export_) {
                 // This option has no way to report errors but a disconnect.
                 log::info("{}: no export '{}'", peer_, name);
                 co_return end_handshake();
@@ -213,8 +244,8 @@ detached connection::handshake()
             out.resize(10 + 124);
             std::byte* p = out.data();
             std::fill(out.begin(), out.end(), std::byte{0});
-            p = nbd::store_be<std::uint64_t>(p, disk_->size());
-            nbd::store_be<std::uint16_t>(p, session_transmission_flags(*disk_));
+            p = nbd::store_be<std::uint64_t>(p, export_.size());
+            nbd::store_be<std::uint16_t>(p, session_transmission_flags(export_));
             const std::size_t n = no_zeroes_ ? 10 : 134;
             if (co_await exact_io(ring, fd, exact_io::dir::send, out.data(), n) != static_cast<long>(n)) {
                 co_return end_handshake();
@@ -233,10 +264,21 @@ detached connection::handshake()
                 break;
             }
             bool ok = true;
+            std::vector<std::string> names;
             for (const auto& d : worker_.registry().list()) {
-                std::vector<std::byte> item(4 + d->name().size());
-                nbd::store_be<std::uint32_t>(item.data(), static_cast<std::uint32_t>(d->name().size()));
-                std::memcpy(item.data() + 4, d->name().data(), d->name().size());
+                names.push_back(d->name());
+                if (const snapshot_store* s = d->snapshots()) {
+                    for (const auto& snap : s->snapshots()) {
+                        if (snap.valid) {
+                            names.push_back(d->name() + "@" + snap.checkpoint.name);
+                        }
+                    }
+                }
+            }
+            for (const auto& n : names) {
+                std::vector<std::byte> item(4 + n.size());
+                nbd::store_be<std::uint32_t>(item.data(), static_cast<std::uint32_t>(n.size()));
+                std::memcpy(item.data() + 4, n.data(), n.size());
                 if (co_await reply(opt, nbd::rep_server, item.data(), static_cast<std::uint32_t>(item.size())) < 0) {
                     ok = false;
                     break;
@@ -283,19 +325,18 @@ detached connection::handshake()
                 want_name |= t == nbd::info_name;
                 want_description |= t == nbd::info_description;
             }
-            auto d = lookup_export(name);
+            std::string why;
+            auto d = lookup_export(name, why);
             if (!d) {
-                const std::string msg = name.empty() ? "no default export: name one of the disks"
-                                                     : "no such export: " + name;
-                if (co_await error_reply(nbd::rep_err_unknown, msg) < 0) {
+                if (co_await error_reply(nbd::rep_err_unknown, why) < 0) {
                     co_return end_handshake();
                 }
                 break;
             }
             std::array<std::byte, 16> info{};
             std::byte* p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_export);
-            p = nbd::store_be<std::uint64_t>(p, d->size());
-            nbd::store_be<std::uint16_t>(p, session_transmission_flags(*d));
+            p = nbd::store_be<std::uint64_t>(p, d.size());
+            nbd::store_be<std::uint16_t>(p, session_transmission_flags(d));
             if (co_await reply(opt, nbd::rep_info, info.data(), 12) < 0) {
                 co_return end_handshake();
             }
@@ -307,7 +348,7 @@ detached connection::handshake()
                 co_return end_handshake();
             }
             if (want_name || want_description) {
-                const std::string text = want_name ? d->name() : "rct disk " + d->name();
+                const std::string text = want_name ? d.name() : "rct disk " + d.name();
                 std::vector<std::byte> item(2 + text.size());
                 nbd::store_be<std::uint16_t>(item.data(), want_name ? nbd::info_name : nbd::info_description);
                 std::memcpy(item.data() + 2, text.data(), text.size());
@@ -319,7 +360,7 @@ detached connection::handshake()
                 co_return end_handshake();
             }
             if (opt == nbd::opt_go) {
-                disk_ = std::move(d);
+                export_ = std::move(d);
                 if (meta_export_ != name) {
                     meta_.clear();
                 }
@@ -360,15 +401,16 @@ detached connection::handshake()
                 }
                 break;
             }
-            auto target = lookup_export(name);
+            std::string why;
+            auto target = lookup_export(name, why);
             if (!target) {
-                if (co_await error_reply(nbd::rep_err_unknown, "no such export: " + name) < 0) {
+                if (co_await error_reply(nbd::rep_err_unknown, why) < 0) {
                     co_return end_handshake();
                 }
                 break;
             }
             bool ok = true;
-            for (auto& m : match_contexts(*target, queries, list)) {
+            for (auto& m : match_contexts(target, queries, list)) {
                 std::vector<std::byte> item(4 + m.name.size());
                 nbd::store_be<std::uint32_t>(item.data(), m.id);
                 std::memcpy(item.data() + 4, m.name.data(), m.name.size());

@@ -22,8 +22,13 @@ disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk
     }
     auto file = make_file_backend(std::move(data));
     if (opts.tracking) {
-        tracker_ = tracker::open(dir_ / "tracking", meta_.id, meta_.size, identity(), opts.tracker);
-        store_ = make_tracked_backend(std::move(file), *tracker_);
+        // The store first: the tracker's live epoch must start above every
+        // epoch number its copies were labelled with before a crash.
+        snapshots_ = snapshot_store::open(dir_ / "snapshots", meta_.id, data_.get(), opts.snapshots);
+        tracker_ = tracker::open(dir_ / "tracking", meta_.id, meta_.size, identity(), opts.tracker,
+                                 snapshots_->min_live_epoch());
+        snapshots_->attach(*tracker_, meta_.size, tracker_->status().data_modified_offline);
+        store_ = make_tracked_backend(make_cow_backend(std::move(file), *snapshots_), *tracker_);
     } else {
         store_ = std::move(file);
     }
@@ -45,6 +50,9 @@ void disk::close_clean()
 {
     if (::fdatasync(data_.get()) != 0) {
         throw_errno("fdatasync " + (dir_ / "data.raw").string(), errno);
+    }
+    if (snapshots_) {
+        snapshots_->close();
     }
     if (tracker_ && !removed()) {
         tracker_->close_clean(identity());

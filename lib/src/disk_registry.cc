@@ -441,6 +441,9 @@ disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
         throw error(errc::io_error, fmt::format("cannot create {}: {}", disks_dir.string(), ec.message()));
     }
 
+    // Clones in progress at a crash (see clone()).
+    fs::remove_all(state_dir_ / "tmp", ec);
+
     fs::directory_iterator it(disks_dir, ec);
     if (ec) {
         throw error(errc::io_error, fmt::format("cannot read {}: {}", disks_dir.string(), ec.message()));
@@ -798,6 +801,12 @@ void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool
         return;
     }
     const bool shrink = new_size < old_size;
+    if (shrink && d.snapshots() != nullptr && !d.snapshots()->empty()) {
+        throw error(errc::invalid_argument,
+                    fmt::format("disk {} has snapshots, which would lose the cut-off content; delete them before "
+                                "shrinking it",
+                                name));
+    }
     if (shrink && !force) {
         throw error(errc::invalid_argument,
                     fmt::format("shrinking disk {} from {} to {} bytes loses data; use --force", name, old_size,
@@ -828,6 +837,9 @@ void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool
     if (tracker* t = d.tracking()) {
         // Before I/O may reach the new space: its map must cover it.
         t->resize(new_size);
+    }
+    if (snapshot_store* s = d.snapshots()) {
+        s->resize(new_size);
     }
     d.set_size(new_size);
     meta.size = new_size;

@@ -57,6 +57,14 @@ void io_ring::enable()
     }
 }
 
+void io_ring::limit_workers(unsigned bounded)
+{
+    unsigned v[2] = {bounded, 0};  // 0: leave the unbounded pool as it is
+    if (const int r = io_uring_register_iowq_max_workers(&ring_, v); r < 0) {
+        throw error(errc::io_error, std::string("cannot limit io_uring workers: ") + std::strerror(-r));
+    }
+}
+
 io_uring_sqe* io_ring::sqe(completion* c) noexcept
 {
     io_uring_sqe* s = io_uring_get_sqe(&ring_);

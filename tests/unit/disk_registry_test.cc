@@ -128,7 +128,7 @@ BOOST_AUTO_TEST_CASE(create_list_find)
     BOOST_TEST(alpha->dir() == disks() / "alpha");
     BOOST_TEST(fs::file_size(disks() / "alpha" / "data.raw") == MiB);
     BOOST_TEST(allocated_bytes(disks() / "alpha" / "data.raw") == 0u);  // sparse
-    BOOST_TEST(entries(disks() / "alpha") == (std::vector<std::string>{"data.raw", "disk.json", "tracking"}),
+    BOOST_TEST(entries(disks() / "alpha") == (std::vector<std::string>{"data.raw", "disk.json", "snapshots", "tracking"}),
                boost::test_tools::per_element());
     // No staging directories left behind.
     BOOST_TEST(entries(disks()) == (std::vector<std::string>{"alpha", "beta"}), boost::test_tools::per_element());

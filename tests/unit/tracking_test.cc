@@ -175,7 +175,7 @@ BOOST_AUTO_TEST_CASE(epochs_seal_query_and_merge)
 
     // NBD view: dirty since a over the first 256 KiB.
     std::vector<extent> out;
-    t->dirty_map(a.epoch, 0, 256 * 1024, 100, out);
+    t->dirty_map(a.epoch, std::nullopt, 0, 256 * 1024, 100, out);
     BOOST_REQUIRE(out.size() == 3u);
     BOOST_TEST(out[0].flags == 0u);
     BOOST_TEST(out[1].flags == 1u);

@@ -67,7 +67,8 @@ public:
         layers_[depth_++] = l;
     }
 
-    std::uint64_t layer_tag = 0;  // reserved for the change-tracking layer
+    std::uint64_t layer_tag = 0;     // reserved for the change-tracking layer
+    std::uint64_t snapshot_tag = 0;  // reserved for the copy-on-write layer
 
     // Scratch owned by whichever backend layer is driving the request: each
     // CQE for it is routed to on_cqe on the submitting thread.
@@ -75,6 +76,7 @@ public:
     io_ring* ring = nullptr;
     void* owner = nullptr;
     std::uint64_t progress = 0;
+    std::uint64_t aux = 0;
     std::uint8_t stage = 0;
 
 protected:

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <rct/backend.hh>
+#include <rct/snapshots.hh>
 #include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
 
@@ -33,14 +34,16 @@ struct disk_meta {
 };
 
 struct disk_options {
-    bool tracking = true;
+    bool tracking = true;  // change tracking, and with it snapshots
     tracker_options tracker;
+    snapshot_options snapshots;
 };
 
 class disk {
 public:
-    // Takes the open data file; opens (or creates) the tracking state in
-    // DIR/tracking unless tracking is off. Throws rct::error.
+    // Takes the open data file; opens (or creates) the snapshot store in
+    // DIR/snapshots and the tracking state in DIR/tracking unless tracking
+    // is off. Throws rct::error.
     disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts);
     disk(const disk&) = delete;
     disk& operator=(const disk&) = delete;
@@ -52,11 +55,17 @@ public:
     std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
     bool removed() const noexcept { return removed_.load(std::memory_order_acquire); }
 
-    // The disk's data path: the tracking layer over the file, or the file.
+    // The disk's data path: tracking over copy-on-write over the file, or
+    // the file alone when tracking is off.
     backend& store() noexcept { return *store_; }
     // nullptr when tracking is off.
     tracker* tracking() noexcept { return tracker_.get(); }
     const tracker* tracking() const noexcept { return tracker_.get(); }
+    snapshot_store* snapshots() noexcept { return snapshots_.get(); }
+    const snapshot_store* snapshots() const noexcept { return snapshots_.get(); }
+
+    // While a restore rewrites the disk, new clients are turned away.
+    bool restoring() const noexcept { return restoring_.load(std::memory_order_acquire); }
 
     // Clean shutdown: makes the data durable, persists tracking and writes
     // its clean-shutdown seal. Call once no I/O is in flight.
@@ -74,14 +83,17 @@ private:
     void set_size(std::uint64_t s) noexcept { size_.store(s, std::memory_order_release); }
     file_identity identity() const;
     void mark_removed() noexcept { removed_.store(true, std::memory_order_release); }
+    void set_restoring(bool on) noexcept { restoring_.store(on, std::memory_order_release); }
 
     const disk_meta meta_;
     const std::filesystem::path dir_;
     unique_fd data_;  // a second handle, for identity and the final sync
+    std::shared_ptr<snapshot_store> snapshots_;  // outlives tracker_: views may hold it longer
     std::unique_ptr<tracker> tracker_;
     std::unique_ptr<backend> store_;
     std::atomic<std::uint64_t> size_;
     std::atomic<bool> removed_{false};
+    std::atomic<bool> restoring_{false};
 
     mutable std::mutex clients_mutex_;
     std::set<int> clients_;  // guarded by clients_mutex_

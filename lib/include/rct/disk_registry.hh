@@ -43,8 +43,16 @@ public:
     // Refused (errc::busy) while clients are connected, unless force, which
     // disconnects them.
     void remove(const std::string& name, bool force);
-    // Growing is always allowed; shrinking needs force.
+    // Growing is always allowed; shrinking needs force, and is refused while
+    // the disk has snapshots.
     void resize(const std::string& name, std::uint64_t new_size, bool force);
+    // A new, independent disk with the content of snapshot SNAP of NAME.
+    std::shared_ptr<disk> clone(const std::string& name, const std::string& snap, const std::string& new_name);
+    // Rewrites NAME with SNAP's content, through the data path (tracking
+    // records it; newer snapshots keep theirs). New clients are refused
+    // meanwhile; connected ones make it fail (errc::busy) unless force,
+    // which disconnects them.
+    void restore(const std::string& name, const std::string& snap, bool force);
     // Clean shutdown of every disk (see disk::close_clean); failures are
     // logged, and the next start recovers those disks as after a crash.
     void close_all();

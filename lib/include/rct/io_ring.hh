@@ -48,6 +48,12 @@ public:
     // Must be called once, by the owning thread, before any other use.
     void enable();
 
+    // Caps the kernel threads that run this ring's blocking work (buffered
+    // file writes, syncs, fallocate). Without a cap the kernel starts one
+    // per queued write, and they spend their time contending for the file's
+    // inode lock: 4k random writes measured 2x faster with 2 than unbounded.
+    void limit_workers(unsigned bounded);
+
     // A zeroed SQE with user_data set; flushes the SQ to the kernel first if
     // it is full, so it never fails.
     io_uring_sqe* sqe(completion* c) noexcept;

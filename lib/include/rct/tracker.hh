@@ -63,6 +63,7 @@ struct tracking_status {
     std::size_t checkpoints = 0;
     bool recovered_after_crash = false;
     std::uint64_t recovery_excess_bytes = 0;  // chunks added from intent regions at the last open
+    bool data_modified_offline = false;       // the data file changed while rctd was not running
 };
 
 struct byte_extent {
@@ -90,9 +91,11 @@ public:
     // from the disk's metadata; data is the data file's current identity.
     // Throws rct::error when the state cannot be created; corrupt state is
     // reported and tracking is reset (with a reason), never trusted.
+    // min_live_epoch: the live epoch gets at least this number (durably), so
+    // that epoch numbers another layer has already used are never reused.
     static std::unique_ptr<tracker> open(const std::filesystem::path& dir, const std::string& disk_id,
                                          std::uint64_t size, const file_identity& data,
-                                         const tracker_options& opts);
+                                         const tracker_options& opts, std::uint64_t min_live_epoch = 0);
     virtual ~tracker() = default;
 
     // Data path. begin_write returns true when the write may be issued now;
@@ -107,17 +110,22 @@ public:
     // not_found for an unknown checkpoint name, and full_backup_required for
     // a token that cannot be honoured (malformed, another disk, reset
     // generation, deleted checkpoint), each with its own message.
-    virtual checkpoint_info checkpoint(std::optional<std::string> name) = 0;
+    // after_cut runs right after the epoch switch, with the sealed epoch's
+    // number, before the seal is made durable (the snapshot layer swaps its
+    // own map there, so both cuts happen at one instant).
+    virtual checkpoint_info checkpoint(std::optional<std::string> name,
+                                       const std::function<void(std::uint64_t)>& after_cut = {}) = 0;
     virtual std::vector<checkpoint_info> checkpoints() const = 0;
     virtual void delete_checkpoint(const std::string& name) = 0;
     // since/until: a checkpoint name or a token; until empty = live.
     virtual changes_page changes(const std::string& since, const std::optional<std::string>& until,
                                  std::uint64_t cursor, std::size_t limit) const = 0;
     // Changed extents since checkpoint `since_epoch` (sealed epochs after it
-    // plus live) within [offset, offset+length), for NBD block status: each
+    // plus live, or up to until_epoch) within [offset, offset+length), for NBD block status: each
     // extent is (length, dirty?). Coalesced, covering the range exactly.
-    virtual void dirty_map(std::uint64_t since_epoch, std::uint64_t offset, std::uint64_t length,
-                           std::size_t max_extents, std::vector<extent>& out) const = 0;
+    // until_epoch: up to that checkpoint instead of up to now.
+    virtual void dirty_map(std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch, std::uint64_t offset,
+                           std::uint64_t length, std::size_t max_extents, std::vector<extent>& out) const = 0;
     virtual std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const = 0;
 
     virtual void resize(std::uint64_t new_size) = 0;

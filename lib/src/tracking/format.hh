@@ -10,23 +10,15 @@ namespace rct::tracking::format {
 
 inline constexpr std::uint32_t version = 1;
 
-// epochs.log: a sequence of records, appended and fdatasync'ed.
+// epochs.log: a persist::record_log (24-byte framed, checksummed records).
 inline constexpr std::uint32_t record_magic = 0x52435452;  // "RTCR" in memory order
-struct record_header {
-    std::uint32_t magic;
-    std::uint16_t type;
-    std::uint16_t flags;     // must be 0 (no feature bits defined yet)
-    std::uint32_t length;    // payload bytes following the header
-    std::uint32_t reserved;  // 0
-    std::uint64_t checksum;  // XXH64 over header (checksum = 0) and payload
-};
-static_assert(sizeof(record_header) == 24);
 
 enum record_type : std::uint16_t {
     rec_init = 1,    // generation u32, granularity u32, region_size u64, created_at i64, id (u16 len + bytes)
     rec_seal = 2,    // epoch u64, created_at i64, size u64, name (u16 len + bytes), nruns u64, runs (u64 start, u64 count)*
     rec_delete = 3,  // epoch u64: checkpoint removed, its changes merged into the next epoch
     rec_reset = 4,   // generation u32, next_epoch u64, reason (u16 len + bytes): all checkpoints dropped
+    rec_advance = 5,  // next_epoch u64: the live epoch is renumbered upwards (never reuse an epoch)
 };
 
 // current.map: the live epoch's bitmap as runs, replaced atomically.

@@ -1,11 +1,11 @@
 #include "store.hh"
 
+#include "../persist/files.hh"
+
 #include <rct/error.hh>
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,236 +15,47 @@ namespace rct::tracking {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace persist;
 
-// Little-endian payload builder and reader.
-class writer {
-public:
-    template <typename T>
-    writer& put(T v)
-    {
-        for (std::size_t i = 0; i < sizeof(T); ++i) {
-            buf.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i)));
-        }
-        return *this;
-    }
-    writer& put_string(const std::string& s)
-    {
-        put<std::uint16_t>(static_cast<std::uint16_t>(s.size()));
-        buf.insert(buf.end(), s.begin(), s.end());
-        return *this;
-    }
-    writer& put_runs(const std::vector<run>& runs)
-    {
-        put<std::uint64_t>(runs.size());
-        for (const run& r : runs) {
-            put<std::uint64_t>(r.start).put<std::uint64_t>(r.count);
-        }
-        return *this;
-    }
-    std::vector<std::uint8_t> buf;
-};
+using persist::payload_reader;
+using persist::payload_writer;
 
-class reader {
-public:
-    reader(const std::uint8_t* p, std::size_t n) : p_(p), n_(n) {}
-    template <typename T>
-    T get()
-    {
-        need(sizeof(T));
-        std::uint64_t v = 0;
-        for (std::size_t i = 0; i < sizeof(T); ++i) {
-            v |= static_cast<std::uint64_t>(p_[pos_ + i]) << (8 * i);
-        }
-        pos_ += sizeof(T);
-        return static_cast<T>(v);
-    }
-    std::string get_string()
-    {
-        const auto n = get<std::uint16_t>();
-        need(n);
-        std::string s(reinterpret_cast<const char*>(p_ + pos_), n);
-        pos_ += n;
-        return s;
-    }
-    std::vector<run> get_runs()
-    {
-        const auto n = get<std::uint64_t>();
-        if (n > (n_ - pos_) / 16) {
-            throw error(errc::corrupt, "run count exceeds record");
-        }
-        std::vector<run> runs(n);
-        for (auto& r : runs) {
-            r.start = get<std::uint64_t>();
-            r.count = get<std::uint64_t>();
-        }
-        return runs;
-    }
-    bool done() const { return pos_ == n_; }
-
-private:
-    void need(std::size_t k)
-    {
-        if (n_ - pos_ < k) {
-            throw error(errc::corrupt, "record shorter than its fields");
-        }
-    }
-    const std::uint8_t* p_;
-    std::size_t n_;
-    std::size_t pos_ = 0;
-};
-
-void write_all(int fd, const void* data, std::size_t n, std::uint64_t off, const fs::path& p)
+void put_runs(payload_writer& w, const std::vector<run>& runs)
 {
-    const auto* b = static_cast<const std::uint8_t*>(data);
-    while (n > 0) {
-        const ssize_t w = ::pwrite(fd, b, n, static_cast<off_t>(off));
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("write " + p.string(), errno);
-        }
-        b += w;
-        n -= static_cast<std::size_t>(w);
-        off += static_cast<std::uint64_t>(w);
+    w.put<std::uint64_t>(runs.size());
+    for (const run& r : runs) {
+        w.put<std::uint64_t>(r.start).put<std::uint64_t>(r.count);
     }
 }
 
-void sync_fd(int fd, const fs::path& p)
+std::vector<run> get_runs(payload_reader& r)
 {
-    if (::fdatasync(fd) != 0) {
-        throw_errno("fdatasync " + p.string(), errno);
+    const auto n = r.get<std::uint64_t>();
+    if (n > r.remaining() / 16) {
+        throw error(errc::corrupt, "run count exceeds record");
     }
-}
-
-std::vector<std::uint8_t> read_file(const fs::path& p, bool& exists)
-{
-    unique_fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        if (errno == ENOENT) {
-            exists = false;
-            return {};
-        }
-        throw_errno("open " + p.string(), errno);
+    std::vector<run> runs(n);
+    for (auto& x : runs) {
+        x.start = r.get<std::uint64_t>();
+        x.count = r.get<std::uint64_t>();
     }
-    exists = true;
-    std::vector<std::uint8_t> out;
-    std::uint8_t buf[1 << 16];
-    for (;;) {
-        const ssize_t r = ::read(fd.get(), buf, sizeof buf);
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("read " + p.string(), errno);
-        }
-        if (r == 0) {
-            break;
-        }
-        out.insert(out.end(), buf, buf + r);
-    }
-    return out;
-}
-
-// temp + fsync + rename + directory fsync.
-void replace_file(const fs::path& dir, const std::string& name, const std::vector<std::uint8_t>& bytes)
-{
-    const fs::path tmp = dir / (name + ".tmp");
-    const fs::path dst = dir / name;
-    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) {
-        throw_errno("open " + tmp.string(), errno);
-    }
-    write_all(fd.get(), bytes.data(), bytes.size(), 0, tmp);
-    sync_fd(fd.get(), tmp);
-    fd.reset();
-    if (::rename(tmp.c_str(), dst.c_str()) != 0) {
-        throw_errno("rename " + tmp.string(), errno);
-    }
-    fsync_dir(dir);
-}
-
-template <typename H>
-std::uint64_t header_checksum(H h, const void* tail, std::size_t tail_len)
-{
-    h.checksum = 0;
-    XXH64_state_t* st = XXH64_createState();
-    XXH64_reset(st, 0);
-    XXH64_update(st, &h, sizeof h);
-    if (tail_len != 0) {
-        XXH64_update(st, tail, tail_len);
-    }
-    const std::uint64_t v = XXH64_digest(st);
-    XXH64_freeState(st);
-    return v;
+    return runs;
 }
 
 }  // namespace
 
-void fsync_dir(const fs::path& dir)
-{
-    unique_fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd || ::fsync(fd.get()) != 0) {
-        throw_errno("fsync " + dir.string(), errno);
-    }
-}
+epoch_log::epoch_log(const fs::path& path) : log_(path, format::record_magic) {}
 
 void epoch_log::set_aside(const std::string& suffix)
 {
-    const fs::path aside = path_.string() + suffix;
-    if (::rename(path_.c_str(), aside.c_str()) != 0) {
-        throw_errno("rename " + path_.string(), errno);
-    }
-    fd_.reset(::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd_) {
-        throw_errno("open " + path_.string(), errno);
-    }
-    fsync_dir(path_.parent_path());
-}
-
-epoch_log::epoch_log(const fs::path& path) : path_(path)
-{
-    fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd_) {
-        throw_errno("open " + path.string(), errno);
-    }
+    log_.set_aside(suffix);
 }
 
 log_state epoch_log::replay()
 {
-    bool exists = true;
-    const auto bytes = read_file(path_, exists);
     log_state st;
-    std::size_t pos = 0;
-    while (pos < bytes.size()) {
-        if (bytes.size() - pos < sizeof(format::record_header)) {
-            st.torn_tail = true;
-            break;
-        }
-        format::record_header h;
-        std::memcpy(&h, bytes.data() + pos, sizeof h);
-        const std::size_t body = pos + sizeof h;
-        if (h.magic != format::record_magic || bytes.size() - body < h.length ||
-            header_checksum(h, bytes.data() + body, h.length) != h.checksum) {
-            // Records are appended and synced one at a time, so an append cut
-            // short by a crash leaves only a short or zero-filled tail (never
-            // acknowledged). Anything else is damage to acknowledged records:
-            // trusting what follows or precedes it could under-report.
-            const bool short_tail = bytes.size() - body < h.length || h.magic != format::record_magic;
-            const bool zero_tail = std::all_of(bytes.begin() + static_cast<long>(pos), bytes.end(),
-                                               [](std::uint8_t b) { return b == 0; });
-            if (!(zero_tail || (short_tail && h.magic == format::record_magic && bytes.size() - body < h.length))) {
-                throw error(errc::corrupt, path_.string() + ": record at byte " + std::to_string(pos) +
-                                               " fails its checksum");
-            }
-            st.torn_tail = true;
-            break;
-        }
-        if (h.flags != 0) {
-            throw error(errc::corrupt, path_.string() + ": record with unknown feature flags");
-        }
-        reader r(bytes.data() + body, h.length);
-        switch (h.type) {
+    const auto res = log_.replay([&](std::uint16_t type, payload_reader& r) {
+        switch (type) {
         case format::rec_init:
             st.initialized = true;
             st.generation = r.get<std::uint32_t>();
@@ -260,12 +71,13 @@ log_state epoch_log::replay()
             s.created_at = r.get<std::int64_t>();
             s.size = r.get<std::uint64_t>();
             s.name = r.get_string();
-            s.runs = r.get_runs();
+            s.runs = get_runs(r);
             if (s.epoch != st.next_epoch) {
-                throw error(errc::corrupt, path_.string() + ": seal of epoch " + std::to_string(s.epoch) +
+                throw error(errc::corrupt, log_.path().string() + ": seal of epoch " + std::to_string(s.epoch) +
                                                " out of order (expected " + std::to_string(st.next_epoch) + ")");
             }
             st.next_epoch = s.epoch + 1;
+            st.advanced_from = 0;
             if (!st.sealed.empty() && st.sealed.back().name.empty()) {
                 // The previous checkpoint was deleted while it was the
                 // newest: its changes went into this epoch.
@@ -299,67 +111,69 @@ log_state epoch_log::replay()
             st.next_epoch = r.get<std::uint64_t>();
             st.reset_reason = r.get_string();
             st.sealed.clear();
+            st.advanced_from = 0;
             break;
-        default:
-            throw error(errc::corrupt, path_.string() + ": unknown record type " + std::to_string(h.type));
+        case format::rec_advance: {
+            const auto next = r.get<std::uint64_t>();
+            if (next < st.next_epoch) {
+                throw error(errc::corrupt, log_.path().string() + ": epoch advance goes backwards");
+            }
+            if (st.advanced_from == 0) {
+                st.advanced_from = st.next_epoch;
+            }
+            st.next_epoch = next;
+            break;
         }
-        pos = body + h.length;
-    }
-    st.valid_bytes = pos;
-    if (st.torn_tail && ::ftruncate(fd_.get(), static_cast<off_t>(pos)) != 0) {
-        throw_errno("truncate " + path_.string(), errno);
-    }
+        default:
+            throw error(errc::corrupt, log_.path().string() + ": unknown record type " + std::to_string(type));
+        }
+    });
+    st.valid_bytes = res.valid_bytes;
+    st.torn_tail = res.torn_tail;
     return st;
-}
-
-void epoch_log::append(std::uint16_t type, const std::vector<std::uint8_t>& payload)
-{
-    format::record_header h{format::record_magic, type, 0, static_cast<std::uint32_t>(payload.size()), 0, 0};
-    h.checksum = header_checksum(h, payload.data(), payload.size());
-    std::vector<std::uint8_t> rec(sizeof h + payload.size());
-    std::memcpy(rec.data(), &h, sizeof h);
-    std::memcpy(rec.data() + sizeof h, payload.data(), payload.size());
-    struct stat st {};
-    if (::fstat(fd_.get(), &st) != 0) {
-        throw_errno("fstat " + path_.string(), errno);
-    }
-    write_all(fd_.get(), rec.data(), rec.size(), static_cast<std::uint64_t>(st.st_size), path_);
-    sync_fd(fd_.get(), path_);
 }
 
 void epoch_log::append_init(std::uint32_t generation, std::uint32_t granularity, std::uint64_t region_size,
                             const std::string& disk_id)
 {
-    writer w;
+    payload_writer w;
     w.put(generation).put(granularity).put(region_size).put<std::int64_t>(::time(nullptr)).put_string(disk_id);
-    append(format::rec_init, w.buf);
+    log_.append(format::rec_init, w.buf);
 }
 
 void epoch_log::append_seal(const sealed_epoch& s)
 {
-    writer w;
-    w.put(s.epoch).put(s.created_at).put(s.size).put_string(s.name).put_runs(s.runs);
-    append(format::rec_seal, w.buf);
+    payload_writer w;
+    w.put(s.epoch).put(s.created_at).put(s.size).put_string(s.name);
+    put_runs(w, s.runs);
+    log_.append(format::rec_seal, w.buf);
 }
 
 void epoch_log::append_delete(std::uint64_t epoch)
 {
-    writer w;
+    payload_writer w;
     w.put(epoch);
-    append(format::rec_delete, w.buf);
+    log_.append(format::rec_delete, w.buf);
 }
 
 void epoch_log::append_reset(std::uint32_t generation, std::uint64_t next_epoch, const std::string& reason)
 {
-    writer w;
+    payload_writer w;
     w.put(generation).put(next_epoch).put_string(reason.substr(0, 1000));
-    append(format::rec_reset, w.buf);
+    log_.append(format::rec_reset, w.buf);
+}
+
+void epoch_log::append_advance(std::uint64_t next_epoch)
+{
+    payload_writer w;
+    w.put(next_epoch);
+    log_.append(format::rec_advance, w.buf);
 }
 
 void write_current(const fs::path& dir, std::uint32_t generation, std::uint64_t epoch, std::uint64_t chunks,
                    const std::vector<run>& runs)
 {
-    writer body;
+    payload_writer body;
     for (const run& r : runs) {
         body.put(r.start).put(r.count);
     }
@@ -389,7 +203,7 @@ std::optional<current_state> read_current(const fs::path& dir)
         throw error(errc::corrupt, "current.map fails its checksum or header check");
     }
     current_state st{h.generation, h.epoch, h.chunks, {}};
-    reader r(bytes.data() + sizeof h, tail);
+    payload_reader r(bytes.data() + sizeof h, tail);
     st.runs.resize(h.nruns);
     for (auto& x : st.runs) {
         x.start = r.get<std::uint64_t>();

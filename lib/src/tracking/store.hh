@@ -6,6 +6,7 @@
 
 #include "bitmap.hh"
 #include "format.hh"
+#include "../persist/record_log.hh"
 
 #include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
@@ -34,6 +35,9 @@ struct log_state {
     std::uint64_t region_size = 0;
     std::string disk_id;
     std::uint64_t next_epoch = 1;  // the live epoch's number
+    // When the live epoch was renumbered by ADVANCE records since the last
+    // seal: its number before them (current.map may still carry it), else 0.
+    std::uint64_t advanced_from = 0;
     std::vector<sealed_epoch> sealed;  // ascending epoch
     std::string reset_reason;
     std::uint64_t valid_bytes = 0;  // prefix of the file that parsed
@@ -51,6 +55,9 @@ public:
     void append_seal(const sealed_epoch& s);
     void append_delete(std::uint64_t epoch);
     void append_reset(std::uint32_t generation, std::uint64_t next_epoch, const std::string& reason);
+    // Moves the live epoch's number up to next_epoch, so that numbers used
+    // elsewhere (snapshot copies labelled before a crash) are never reused.
+    void append_advance(std::uint64_t next_epoch);
     // Renames a damaged log to path+suffix (kept for inspection) and starts
     // an empty one.
     void set_aside(const std::string& suffix);
@@ -59,9 +66,7 @@ public:
     std::uint32_t init_granularity() const noexcept { return init_granularity_; }
 
 private:
-    void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);
-    unique_fd fd_;
-    std::filesystem::path path_;
+    persist::record_log log_;
     std::uint32_t init_granularity_ = 0;
 };
 
@@ -104,7 +109,5 @@ struct clean_state {
 };
 std::optional<clean_state> read_clean(const std::filesystem::path& dir, std::string& problem);
 void remove_clean(const std::filesystem::path& dir);
-
-void fsync_dir(const std::filesystem::path& dir);
 
 }  // namespace rct::tracking

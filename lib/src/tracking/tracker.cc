@@ -101,18 +101,19 @@ public:
 
     ~tracker_impl() override { stop_thread(); }
 
-    void open(const file_identity& data);
+    void open(const file_identity& data, std::uint64_t min_live_epoch);
 
     bool begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept override;
     void end_write(io_request& r) noexcept override;
 
-    checkpoint_info checkpoint(std::optional<std::string> name) override;
+    checkpoint_info checkpoint(std::optional<std::string> name,
+                               const std::function<void(std::uint64_t)>& after_cut) override;
     std::vector<checkpoint_info> checkpoints() const override;
     void delete_checkpoint(const std::string& name) override;
     changes_page changes(const std::string& since, const std::optional<std::string>& until, std::uint64_t cursor,
                          std::size_t limit) const override;
-    void dirty_map(std::uint64_t since_epoch, std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
-                   std::vector<extent>& out) const override;
+    void dirty_map(std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch, std::uint64_t offset,
+                   std::uint64_t length, std::size_t max_extents, std::vector<extent>& out) const override;
     std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const override;
     void resize(std::uint64_t new_size) override;
     tracking_status status() const override;
@@ -175,6 +176,7 @@ private:
     std::uint32_t generation_ = 1;
     std::string reset_reason_;
     bool recovered_ = false;
+    bool data_modified_offline_ = false;
     std::uint64_t recovery_excess_ = 0;
     std::vector<std::unique_ptr<live_map>> owned_maps_;  // every map not yet freed
 
@@ -193,7 +195,7 @@ private:
     std::thread thread_;
 };
 
-void tracker_impl::open(const file_identity& data)
+void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
 {
     log_state st;
     std::string damage;
@@ -232,6 +234,13 @@ void tracker_impl::open(const file_identity& data)
             throw error(errc::corrupt, dir_.string() + ": impossible granularity or region size in epochs.log");
         }
     }
+    if (st.next_epoch < min_live_epoch) {
+        log_.append_advance(min_live_epoch);
+        if (st.advanced_from == 0) {
+            st.advanced_from = st.next_epoch;
+        }
+        st.next_epoch = min_live_epoch;
+    }
     generation_ = st.generation;
     if (damage.empty()) {
         reset_reason_ = st.reset_reason;
@@ -266,7 +275,8 @@ void tracker_impl::open(const file_identity& data)
     } catch (const error& e) {
         problem = e.what();
     }
-    const bool cur_fits = cur && cur->generation == generation_ && cur->epoch == st.next_epoch;
+    const bool cur_fits = cur && cur->generation == generation_ &&
+                          (cur->epoch == st.next_epoch || (st.advanced_from != 0 && cur->epoch == st.advanced_from));
     recovered_ = st.initialized && !clean;
     if (!damage.empty()) {
         live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
@@ -285,6 +295,7 @@ void tracker_impl::open(const file_identity& data)
     } else if (clean && (clean->id.dev != data.dev || clean->id.ino != data.ino || clean->id.size != data.size ||
                   clean->id.mtime_ns != data.mtime_ns || clean->id.ctime_ns != data.ctime_ns)) {
         sealed_ = std::move(st.sealed);
+        data_modified_offline_ = true;
         reset_generation("the data file was modified while rctd was not running (its size, inode or "
                          "timestamps differ from the clean-shutdown record)",
                          live->epoch);
@@ -607,7 +618,8 @@ checkpoint_info tracker_impl::info_of(const sealed_epoch& s) const
     return {s.name, s.epoch, s.created_at, s.size, token_for(s)};
 }
 
-checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
+checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
+                                         const std::function<void(std::uint64_t)>& after_cut)
 {
     std::lock_guard mg(mgmt_mu_);
     live_map* old = current_.load();
@@ -638,6 +650,9 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name)
     current_.store(fresh_raw);
     const auto cut_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - cut_start).count());
+    if (after_cut) {
+        after_cut(epoch);
+    }
 
     seal_request req{old, {epoch, static_cast<std::int64_t>(::time(nullptr)), size_.load(), n, {}}, {}};
     auto done = req.done.get_future();
@@ -823,14 +838,15 @@ changes_page tracker_impl::changes(const std::string& since, const std::optional
     return page;
 }
 
-void tracker_impl::dirty_map(std::uint64_t since_epoch, std::uint64_t offset, std::uint64_t length,
-                             std::size_t max_extents, std::vector<extent>& out) const
+void tracker_impl::dirty_map(std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch,
+                             std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
+                             std::vector<extent>& out) const
 {
     std::shared_lock st(state_mu_);
     const std::uint64_t end = offset + length;
     const std::uint64_t c0 = offset / granularity_;
     const std::uint64_t c1 = (end + granularity_ - 1) / granularity_;
-    const auto w = union_words(since_epoch, std::nullopt, c0 / 64, (c1 + 63) / 64);
+    const auto w = union_words(since_epoch, until_epoch, c0 / 64, (c1 + 63) / 64);
     const std::uint64_t base = c0 / 64 * 64;
     std::uint64_t pos = offset;
     std::size_t added = 0;
@@ -915,6 +931,7 @@ tracking_status tracker_impl::status() const
     s.checkpoints = sealed_.size();
     s.recovered_after_crash = recovered_;
     s.recovery_excess_bytes = recovery_excess_;
+    s.data_modified_offline = data_modified_offline_;
     return s;
 }
 
@@ -936,7 +953,8 @@ void tracker_impl::close_clean(const file_identity& data)
 namespace rct {
 
 std::unique_ptr<tracker> tracker::open(const std::filesystem::path& dir, const std::string& disk_id,
-                                       std::uint64_t size, const file_identity& data, const tracker_options& opts)
+                                       std::uint64_t size, const file_identity& data, const tracker_options& opts,
+                                       std::uint64_t min_live_epoch)
 {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -944,7 +962,7 @@ std::unique_ptr<tracker> tracker::open(const std::filesystem::path& dir, const s
         throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
     }
     auto t = std::make_unique<tracking::tracker_impl>(dir, disk_id, size, opts);
-    t->open(data);
+    t->open(data, min_live_epoch);
     return t;
 }
 

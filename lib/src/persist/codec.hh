@@ -1,0 +1,73 @@
+// Little-endian payload encoding for the on-disk records of docs/format/.
+// payload_writer appends fixed-width integers and length-prefixed strings;
+// payload_reader reads them back and throws errc::corrupt instead of ever
+// reading past the end, so a damaged record cannot be misparsed silently.
+#pragma once
+
+#include <rct/error.hh>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rct::persist {
+
+class payload_writer {
+public:
+    template <typename T>
+    payload_writer& put(T v)
+    {
+        for (std::size_t i = 0; i < sizeof(T); ++i) {
+            buf.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i)));
+        }
+        return *this;
+    }
+    payload_writer& put_string(const std::string& s)
+    {
+        put<std::uint16_t>(static_cast<std::uint16_t>(s.size()));
+        buf.insert(buf.end(), s.begin(), s.end());
+        return *this;
+    }
+    std::vector<std::uint8_t> buf;
+};
+
+class payload_reader {
+public:
+    payload_reader(const std::uint8_t* p, std::size_t n) : p_(p), n_(n) {}
+    template <typename T>
+    T get()
+    {
+        need(sizeof(T));
+        std::uint64_t v = 0;
+        for (std::size_t i = 0; i < sizeof(T); ++i) {
+            v |= static_cast<std::uint64_t>(p_[pos_ + i]) << (8 * i);
+        }
+        pos_ += sizeof(T);
+        return static_cast<T>(v);
+    }
+    std::string get_string()
+    {
+        const auto n = get<std::uint16_t>();
+        need(n);
+        std::string s(reinterpret_cast<const char*>(p_ + pos_), n);
+        pos_ += n;
+        return s;
+    }
+    // Bytes left; callers check counts against it before allocating.
+    std::size_t remaining() const { return n_ - pos_; }
+    bool done() const { return pos_ == n_; }
+
+private:
+    void need(std::size_t k)
+    {
+        if (n_ - pos_ < k) {
+            throw error(errc::corrupt, "record shorter than its fields");
+        }
+    }
+    const std::uint8_t* p_;
+    std::size_t n_;
+    std::size_t pos_ = 0;
+};
+
+}  // namespace rct::persist

@@ -1,0 +1,67 @@
+// record_log: an append-only file of checksummed records, the journal under
+// the tracking epoch log and the snapshot index (docs/format/tracking.md,
+// docs/format/snapshots.md describe the framing and each log's records).
+//
+// Every append is one record, written and fdatasync'ed before append()
+// returns, so a crash can only leave a torn *last* record: short, or
+// zero-filled. replay() cuts such a tail off and reports it; a record that
+// fails its checksum anywhere else is damage to acknowledged state and
+// throws errc::corrupt, because trusting records around it could lose
+// information. Not thread-safe: its owner serialises calls.
+#pragma once
+
+#include "codec.hh"
+
+#include <rct/unique_fd.hh>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace rct::persist {
+
+struct record_header {
+    std::uint32_t magic;     // per log
+    std::uint16_t type;
+    std::uint16_t flags;     // must be 0 (no feature bits defined yet)
+    std::uint32_t length;    // payload bytes following the header
+    std::uint32_t reserved;  // 0
+    std::uint64_t checksum;  // XXH64 over header (checksum = 0) and payload
+};
+static_assert(sizeof(record_header) == 24);
+
+class record_log {
+public:
+    // Opens (creating if needed) the log at path.
+    record_log(std::filesystem::path path, std::uint32_t magic);
+
+    struct replay_result {
+        std::uint64_t valid_bytes = 0;  // prefix that parsed
+        bool torn_tail = false;         // an incomplete last record was cut off
+        std::uint64_t records = 0;
+    };
+    // Calls fn(type, payload) for each record in order. fn throws
+    // errc::corrupt for a record it cannot accept.
+    replay_result replay(const std::function<void(std::uint16_t, payload_reader&)>& fn);
+    // Durable when it returns.
+    void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);
+    // Renames a damaged log to path+suffix (kept for inspection) and starts
+    // an empty one.
+    void set_aside(const std::string& suffix);
+    // Atomically replaces the whole log with the given records (compaction):
+    // written to a temp file, synced, renamed over the log.
+    void rewrite(const std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>>& records);
+    std::uint64_t size() const noexcept { return end_; }
+    const std::filesystem::path& path() const noexcept { return path_; }
+
+private:
+    std::vector<std::uint8_t> frame(std::uint16_t type, const std::vector<std::uint8_t>& payload) const;
+    unique_fd fd_;
+    std::filesystem::path path_;
+    std::uint32_t magic_;
+    std::uint64_t end_ = 0;
+};
+
+}  // namespace rct::persist

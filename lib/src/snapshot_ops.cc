@@ -1,0 +1,197 @@
+// Registry operations that read snapshots: clone (a new disk from a
+// snapshot) and restore (a disk back to a snapshot's content). Both move
+// data through the engine's own layers with a private ring (sync_io): the
+// snapshot view for reading, and for restore the disk's data path, so that
+// change tracking records the rewrite and newer snapshots keep their content.
+#include <rct/disk_registry.hh>
+
+#include <rct/error.hh>
+#include <rct/log.hh>
+#include <rct/sync_io.hh>
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace rct {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::uint64_t piece = std::uint64_t{4} << 20;
+
+std::shared_ptr<snapshot_view> open_view(disk_registry& reg, const std::string& name, const std::string& snap,
+                                         std::shared_ptr<disk>& d)
+{
+    d = reg.find(name);
+    if (!d) {
+        throw error(errc::not_found, fmt::format("no disk named {}", name));
+    }
+    if (d->snapshots() == nullptr) {
+        throw error(errc::invalid_argument, fmt::format("disk {} has change tracking off, so no snapshots", name));
+    }
+    return d->snapshots()->view(snap);
+}
+
+bool all_zero(const std::byte* p, std::size_t n)
+{
+    return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
+// Calls fn(offset, length) for every extent of the view that may hold data.
+template <typename F>
+void for_each_data_extent(snapshot_view& v, F fn)
+{
+    std::vector<extent> ext;
+    for (std::uint64_t pos = 0; pos < v.size();) {
+        ext.clear();
+        const std::uint64_t len = std::min<std::uint64_t>(v.size() - pos, std::uint64_t{1} << 30);
+        if (const int rc = v.allocation(pos, len, 4096, ext); rc < 0 || ext.empty()) {
+            throw error(errc::io_error, fmt::format("cannot map the snapshot: {}", std::strerror(rc < 0 ? -rc : EIO)));
+        }
+        for (const extent& e : ext) {
+            if ((e.flags & extent_zero) == 0) {
+                fn(pos, e.length);
+            }
+            pos += e.length;
+        }
+    }
+}
+
+void check(int rc, const char* what)
+{
+    if (rc < 0) {
+        throw error(errc::io_error, fmt::format("{}: {}", what, std::strerror(-rc)));
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::string& snap,
+                                           const std::string& new_name)
+{
+    if (!valid_name(new_name)) {
+        throw error(errc::invalid_argument, fmt::format("invalid disk name '{}'", new_name));
+    }
+    if (find(new_name)) {
+        throw error(errc::exists, fmt::format("disk {} already exists", new_name));
+    }
+    std::shared_ptr<disk> d;
+    auto view = open_view(*this, name, snap, d);
+    // Written outside STATE/disks, then moved in by import: a crash leaves
+    // no half-made disk (STATE/tmp is emptied at start).
+    const fs::path tmp_dir = state_dir_ / "tmp";
+    fs::create_directories(tmp_dir);
+    std::uint64_t rnd = 0;
+    if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) {
+        rnd = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    }
+    const fs::path tmp = tmp_dir / fmt::format("clone-{}-{:016x}.raw", new_name, rnd);
+    unique_fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) {
+        throw_errno("open " + tmp.string(), errno);
+    }
+    struct remover {
+        fs::path p;
+        ~remover() { ::unlink(p.c_str()); }
+    } cleanup{tmp};
+    if (::ftruncate(fd.get(), static_cast<off_t>(view->size())) != 0) {
+        throw_errno("truncate " + tmp.string(), errno);
+    }
+    sync_io io;
+    std::vector<std::byte> buf(piece);
+    for_each_data_extent(*view, [&](std::uint64_t off, std::uint64_t len) {
+        for (std::uint64_t p = off; p < off + len; p += piece) {
+            const std::uint64_t n = std::min(piece, off + len - p);
+            check(io.run(*view, io_op::read, p, n, buf.data()), "reading the snapshot");
+            if (all_zero(buf.data(), n)) {
+                continue;  // stays a hole
+            }
+            for (std::uint64_t done = 0; done < n;) {
+                const ssize_t w = ::pwrite(fd.get(), buf.data() + done, n - done, static_cast<off_t>(p + done));
+                if (w < 0) {
+                    throw_errno("write " + tmp.string(), errno);
+                }
+                done += static_cast<std::uint64_t>(w);
+            }
+        }
+    });
+    if (::fdatasync(fd.get()) != 0) {
+        throw_errno("fdatasync " + tmp.string(), errno);
+    }
+    fd.reset();
+    return import(new_name, tmp, true);
+}
+
+void disk_registry::restore(const std::string& name, const std::string& snap, bool force)
+{
+    std::shared_ptr<disk> d;
+    auto view = open_view(*this, name, snap, d);
+    if (view->size() != d->size()) {
+        throw error(errc::invalid_argument,
+                    fmt::format("snapshot {} is {} bytes but disk {} is {} bytes now; resize the disk to {} first",
+                                snap, view->size(), name, d->size(), view->size()));
+    }
+    if (d->restoring()) {
+        throw error(errc::busy, fmt::format("disk {} is already being restored", name));
+    }
+    if (const unsigned n = d->clients(); n > 0 && !force) {
+        throw error(errc::busy, fmt::format("disk {} has {} connected client{}; a restore rewrites it under them: "
+                                            "disconnect them or use --force",
+                                            name, n, n == 1 ? "" : "s"));
+    }
+    d->set_restoring(true);
+    struct unmark {
+        disk& d;
+        ~unmark() { d.set_restoring(false); }
+    } guard{*d};
+    d->disconnect_clients();
+    for (int i = 0; d->clients() > 0; ++i) {
+        if (i == 3000) {
+            throw error(errc::busy, fmt::format("disk {}: clients did not disconnect within 30 s", name));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+
+    // What differs from the snapshot: everything changed since its
+    // checkpoint, or the whole disk if tracking no longer knows it.
+    std::vector<byte_extent> ranges;
+    try {
+        for (std::uint64_t cursor = 0;;) {
+            auto page = d->tracking()->changes(snap, std::nullopt, cursor, 1 << 16);
+            ranges.insert(ranges.end(), page.extents.begin(), page.extents.end());
+            if (!page.next_cursor) {
+                break;
+            }
+            cursor = *page.next_cursor;
+        }
+    } catch (const error& e) {
+        log::notice("restore {} from {}: {}; rewriting the whole disk", name, snap, e.what());
+        ranges = {{0, d->size()}};
+    }
+    sync_io io;
+    std::vector<std::byte> buf(piece);
+    std::uint64_t bytes = 0;
+    for (const byte_extent& r : ranges) {
+        for (std::uint64_t p = r.offset; p < r.offset + r.length; p += piece) {
+            const std::uint64_t n = std::min(piece, r.offset + r.length - p);
+            check(io.run(*view, io_op::read, p, n, buf.data()), "reading the snapshot");
+            if (all_zero(buf.data(), n)) {
+                check(io.run(d->store(), io_op::write_zeroes, p, n, nullptr, io_may_trim), "zeroing the disk");
+            } else {
+                check(io.run(d->store(), io_op::write, p, n, buf.data()), "writing the disk");
+            }
+            bytes += n;
+        }
+    }
+    check(io.run(d->store(), io_op::flush, 0, 0, nullptr), "flushing the disk");
+    log::notice("restored disk {} from snapshot {}: {} bytes rewritten", name, snap, bytes);
+}
+
+}  // namespace rct

@@ -1,0 +1,388 @@
+#include "index.hh"
+
+#include <rct/error.hh>
+
+#include <algorithm>
+#include <ctime>
+
+namespace rct::snapshots {
+namespace {
+
+using persist::payload_reader;
+using persist::payload_writer;
+
+inline constexpr std::uint32_t index_magic = 0x504e5352;  // "RSNP" in memory order
+
+enum record_type : std::uint16_t {
+    rec_init = 1,
+    rec_snap = 2,
+    rec_drop = 3,
+    rec_invalid = 4,
+    rec_copies = 5,
+    rec_free = 6,
+};
+
+// Keeps records well below the format's 4 GiB limit and replay memory small.
+constexpr std::size_t max_entries_per_record = 1 << 16;
+
+std::vector<std::uint8_t> snap_payload(const snapshot_record& s)
+{
+    payload_writer w;
+    w.put(s.epoch).put(s.generation).put(s.created_at).put(s.size).put_string(s.name);
+    return w.buf;
+}
+
+std::vector<std::uint8_t> invalid_payload(const std::vector<std::uint64_t>& epochs, const std::string& reason)
+{
+    payload_writer w;
+    w.put_string(reason.substr(0, 1000)).put<std::uint32_t>(static_cast<std::uint32_t>(epochs.size()));
+    for (auto e : epochs) {
+        w.put(e);
+    }
+    return w.buf;
+}
+
+}  // namespace
+
+store_index::store_index(const std::filesystem::path& dir) : log_(dir / "index.log", index_magic)
+{
+    log_.replay([&](std::uint16_t type, payload_reader& r) {
+        switch (type) {
+        case rec_init:
+            granularity_ = r.get<std::uint32_t>();
+            created_at_ = r.get<std::int64_t>();
+            disk_id_ = r.get_string();
+            if (granularity_ < 4096 || granularity_ > (1u << 20) || (granularity_ & (granularity_ - 1)) != 0) {
+                throw error(errc::corrupt, log_.path().string() + ": impossible granularity");
+            }
+            break;
+        case rec_snap: {
+            snapshot_record s;
+            s.epoch = r.get<std::uint64_t>();
+            s.generation = r.get<std::uint32_t>();
+            s.created_at = r.get<std::int64_t>();
+            s.size = r.get<std::uint64_t>();
+            s.name = r.get_string();
+            max_epoch_ = std::max(max_epoch_, s.epoch);
+            snaps_[s.epoch] = std::move(s);
+            break;
+        }
+        case rec_drop:
+            snaps_.erase(r.get<std::uint64_t>());
+            break;
+        case rec_invalid: {
+            const std::string reason = r.get_string();
+            const auto n = r.get<std::uint32_t>();
+            for (std::uint32_t i = 0; i < n; ++i) {
+                if (auto it = snaps_.find(r.get<std::uint64_t>()); it != snaps_.end()) {
+                    it->second.invalid_reason = reason;
+                }
+            }
+            break;
+        }
+        case rec_copies: {
+            const auto n = r.get<std::uint32_t>();
+            if (n > r.remaining() / 24) {
+                throw error(errc::corrupt, log_.path().string() + ": copy count exceeds record");
+            }
+            for (std::uint32_t i = 0; i < n; ++i) {
+                const auto chunk = r.get<std::uint64_t>();
+                const auto label = r.get<std::uint64_t>();
+                const auto slot = r.get<std::uint64_t>();
+                auto& v = copies_[chunk];
+                auto at = std::upper_bound(v.begin(), v.end(), label,
+                                           [](std::uint64_t l, const copy& c) { return l < c.label; });
+                v.insert(at, copy{label, slot});
+                ++ncopies_;
+                max_epoch_ = std::max(max_epoch_, label);
+            }
+            break;
+        }
+        case rec_free: {
+            const auto n = r.get<std::uint32_t>();
+            for (std::uint32_t i = 0; i < n; ++i) {
+                const auto chunk = r.get<std::uint64_t>();
+                const auto label = r.get<std::uint64_t>();
+                auto it = copies_.find(chunk);
+                if (it == copies_.end()) {
+                    continue;
+                }
+                auto& v = it->second;
+                auto c = std::find_if(v.begin(), v.end(), [&](const copy& x) { return x.label == label; });
+                if (c != v.end()) {
+                    v.erase(c);
+                    --ncopies_;
+                }
+                if (v.empty()) {
+                    copies_.erase(it);
+                }
+            }
+            break;
+        }
+        default:
+            throw error(errc::corrupt, log_.path().string() + ": unknown record type " + std::to_string(type));
+        }
+    });
+}
+
+void store_index::init(std::uint32_t granularity, const std::string& disk_id)
+{
+    payload_writer w;
+    const auto now = static_cast<std::int64_t>(::time(nullptr));
+    w.put(granularity).put(now).put_string(disk_id);
+    std::lock_guard lk(log_mu_);
+    log_.append(rec_init, w.buf);
+    granularity_ = granularity;
+    created_at_ = now;
+    disk_id_ = disk_id;
+}
+
+void store_index::log_snapshot(const snapshot_record& s)
+{
+    std::lock_guard lk(log_mu_);
+    log_.append(rec_snap, snap_payload(s));
+}
+
+void store_index::apply_snapshot(const snapshot_record& s)
+{
+    max_epoch_ = std::max(max_epoch_, s.epoch);
+    snaps_[s.epoch] = s;
+}
+
+void store_index::log_drop(std::uint64_t epoch)
+{
+    payload_writer w;
+    w.put(epoch);
+    std::lock_guard lk(log_mu_);
+    log_.append(rec_drop, w.buf);
+}
+
+void store_index::apply_drop(std::uint64_t epoch)
+{
+    snaps_.erase(epoch);
+}
+
+void store_index::log_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason)
+{
+    if (!epochs.empty()) {
+        std::lock_guard lk(log_mu_);
+        log_.append(rec_invalid, invalid_payload(epochs, reason));
+    }
+}
+
+void store_index::apply_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason)
+{
+    for (auto e : epochs) {
+        if (auto it = snaps_.find(e); it != snaps_.end()) {
+            it->second.invalid_reason = reason;
+        }
+    }
+}
+
+void store_index::log_copies(const std::vector<new_copy>& copies)
+{
+    std::lock_guard lk(log_mu_);
+    for (std::size_t first = 0; first < copies.size(); first += max_entries_per_record) {
+        const std::size_t n = std::min(max_entries_per_record, copies.size() - first);
+        payload_writer w;
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(n));
+        for (std::size_t i = first; i < first + n; ++i) {
+            w.put(copies[i].chunk).put(copies[i].c.label).put(copies[i].c.slot);
+        }
+        log_.append(rec_copies, w.buf);
+    }
+}
+
+void store_index::apply_copies(const std::vector<new_copy>& copies)
+{
+    for (const auto& nc : copies) {
+        auto& v = copies_[nc.chunk];
+        auto at = std::upper_bound(v.begin(), v.end(), nc.c.label,
+                                   [](std::uint64_t l, const copy& c) { return l < c.label; });
+        v.insert(at, nc.c);
+        ++ncopies_;
+        max_epoch_ = std::max(max_epoch_, nc.c.label);
+    }
+}
+
+// Copy i of a chunk (labels ascending) is what snapshot S reads when S's
+// epoch lies in (label of copy i-1, label of copy i]; it is needed while a
+// valid snapshot lies there.
+bool store_index::needed(const std::vector<copy>& v, std::size_t i) const
+{
+    const std::uint64_t lo = i == 0 ? 0 : v[i - 1].label;
+    for (auto it = snaps_.upper_bound(lo); it != snaps_.end() && it->first <= v[i].label; ++it) {
+        if (it->second.invalid_reason.empty()) {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::vector<new_copy> store_index::garbage() const
+{
+    std::vector<new_copy> dead;
+    for (const auto& [chunk, v] : copies_) {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (!needed(v, i)) {
+                dead.push_back({chunk, v[i]});
+            }
+        }
+    }
+    return dead;
+}
+
+void store_index::log_free(const std::vector<new_copy>& dead)
+{
+    std::lock_guard lk(log_mu_);
+    for (std::size_t first = 0; first < dead.size(); first += max_entries_per_record) {
+        const std::size_t n = std::min(max_entries_per_record, dead.size() - first);
+        payload_writer w;
+        w.put<std::uint32_t>(static_cast<std::uint32_t>(n));
+        for (std::size_t i = first; i < first + n; ++i) {
+            w.put(dead[i].chunk).put(dead[i].c.label);
+        }
+        log_.append(rec_free, w.buf);
+    }
+}
+
+std::vector<std::uint64_t> store_index::apply_free(const std::vector<new_copy>& dead)
+{
+    std::vector<std::uint64_t> slots;
+    for (const auto& d : dead) {
+        auto it = copies_.find(d.chunk);
+        if (it == copies_.end()) {
+            continue;
+        }
+        auto& v = it->second;
+        std::erase_if(v, [&](const copy& x) { return x.label == d.c.label; });
+        if (v.empty()) {
+            copies_.erase(it);
+        }
+        --ncopies_;
+        if (d.c.slot != zero_slot) {
+            slots.push_back(d.c.slot);
+        }
+    }
+    return slots;
+}
+
+source store_index::lookup(std::uint64_t chunk, std::uint64_t epoch) const
+{
+    auto it = copies_.find(chunk);
+    if (it != copies_.end()) {
+        for (const copy& c : it->second) {
+            if (c.label >= epoch) {
+                return c.slot == zero_slot ? source{source::zero, 0} : source{source::slot, c.slot};
+            }
+        }
+    }
+    return {source::live, 0};
+}
+
+bool store_index::preserved_since(std::uint64_t chunk, std::uint64_t epoch) const
+{
+    auto it = copies_.find(chunk);
+    return it != copies_.end() && !it->second.empty() && it->second.back().label >= epoch;
+}
+
+std::vector<std::uint64_t> store_index::readers_of_live(std::uint64_t chunk) const
+{
+    std::uint64_t newest_copy = 0;
+    if (auto it = copies_.find(chunk); it != copies_.end() && !it->second.empty()) {
+        newest_copy = it->second.back().label;
+    }
+    std::vector<std::uint64_t> out;
+    for (auto it = snaps_.upper_bound(newest_copy); it != snaps_.end(); ++it) {
+        if (it->second.invalid_reason.empty()) {
+            out.push_back(it->first);
+        }
+    }
+    return out;
+}
+
+std::vector<std::uint64_t> store_index::used_slots() const
+{
+    std::vector<std::uint64_t> out;
+    for (const auto& [chunk, v] : copies_) {
+        for (const copy& c : v) {
+            if (c.slot != zero_slot) {
+                out.push_back(c.slot);
+            }
+        }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::map<std::uint64_t, std::uint64_t> store_index::exclusive_slots() const
+{
+    std::map<std::uint64_t, std::uint64_t> out;
+    for (const auto& [chunk, v] : copies_) {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (v[i].slot == zero_slot) {
+                continue;
+            }
+            const std::uint64_t lo = i == 0 ? 0 : v[i - 1].label;
+            std::uint64_t only = 0;
+            unsigned users = 0;
+            for (auto it = snaps_.upper_bound(lo); it != snaps_.end() && it->first <= v[i].label; ++it) {
+                ++users;
+                only = it->first;
+            }
+            if (users == 1) {
+                ++out[only];
+            }
+        }
+    }
+    return out;
+}
+
+std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> store_index::live_records() const
+{
+    std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> recs;
+    payload_writer init;
+    init.put(granularity_).put(created_at_).put_string(disk_id_);
+    recs.emplace_back(rec_init, init.buf);
+    for (const auto& [e, s] : snaps_) {
+        recs.emplace_back(rec_snap, snap_payload(s));
+        if (!s.invalid_reason.empty()) {
+            recs.emplace_back(rec_invalid, invalid_payload({e}, s.invalid_reason));
+        }
+    }
+    payload_writer w;
+    std::uint32_t n = 0;
+    auto flush = [&] {
+        if (n != 0) {
+            payload_writer head;
+            head.put(n);
+            head.buf.insert(head.buf.end(), w.buf.begin(), w.buf.end());
+            recs.emplace_back(rec_copies, std::move(head.buf));
+            w.buf.clear();
+            n = 0;
+        }
+    };
+    for (const auto& [chunk, v] : copies_) {
+        for (const copy& c : v) {
+            w.put(chunk).put(c.label).put(c.slot);
+            if (++n == max_entries_per_record) {
+                flush();
+            }
+        }
+    }
+    flush();
+    return recs;
+}
+
+void store_index::compact_if_worthwhile()
+{
+    // A live copy costs 24 bytes in a COPIES record; rewrite when the log
+    // is more than twice what it would be, and at least 4 MiB bigger.
+    const std::uint64_t live = ncopies_ * 24 + snaps_.size() * 200 + 4096;
+    if (log_.size() > 2 * live && log_.size() - live > (std::uint64_t{4} << 20)) {
+        std::lock_guard lk(log_mu_);
+        log_.rewrite(live_records());
+    }
+}
+
+}  // namespace rct::snapshots

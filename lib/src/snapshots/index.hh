@@ -1,0 +1,124 @@
+// The snapshot store's index: which snapshots exist and, per chunk, the
+// copies of its old content, each labelled with the epoch of the newest
+// snapshot at the moment it was copied. Persisted as index.log
+// (docs/format/snapshots.md); this class holds the replayed state and the
+// rules that read it. Not thread-safe: the store guards it with its mutex.
+#pragma once
+
+#include "../persist/record_log.hh"
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace rct::snapshots {
+
+inline constexpr std::uint64_t zero_slot = ~std::uint64_t{0};  // a copy of an all-zero chunk: no data
+
+struct copy {
+    std::uint64_t label;  // epoch of the newest snapshot when the copy was made
+    std::uint64_t slot;   // slot in chunks.dat, or zero_slot
+};
+
+struct snapshot_record {
+    std::uint64_t epoch = 0;
+    std::uint32_t generation = 0;  // tracking generation at the cut
+    std::int64_t created_at = 0;
+    std::uint64_t size = 0;
+    std::string name;
+    std::string invalid_reason;  // empty = valid
+};
+
+struct new_copy {
+    std::uint64_t chunk;
+    copy c;
+};
+
+// Where snapshot content of one chunk comes from.
+struct source {
+    enum kind_t : std::uint8_t { live, slot, zero } kind;
+    std::uint64_t slot_no;
+};
+
+class store_index {
+public:
+    // Opens dir/index.log; replays it. Throws errc::corrupt for damage
+    // (the caller sets the log aside).
+    explicit store_index(const std::filesystem::path& dir);
+
+    // Creates the INIT record when the log is new.
+    void init(std::uint32_t granularity, const std::string& disk_id);
+    bool initialized() const noexcept { return granularity_ != 0; }
+    std::uint32_t granularity() const noexcept { return granularity_; }
+    const std::string& disk_id() const noexcept { return disk_id_; }
+
+    // Largest epoch ever used as a snapshot or a copy label (0 if none).
+    std::uint64_t max_epoch() const noexcept { return max_epoch_; }
+
+    const std::map<std::uint64_t, snapshot_record>& snaps() const noexcept { return snaps_; }
+    std::uint64_t newest() const noexcept { return snaps_.empty() ? 0 : snaps_.rbegin()->first; }
+
+    // Mutations come in two steps: log_*() makes the record durable in
+    // index.log (thread-safe, may take an fdatasync; call without the
+    // store's lock so that readers are never held up by a sync), then
+    // apply_*() updates memory (under the store's lock). Throws on I/O
+    // errors from log_*(), leaving memory unchanged.
+    void log_snapshot(const snapshot_record& s);
+    void apply_snapshot(const snapshot_record& s);
+    void log_drop(std::uint64_t epoch);
+    void apply_drop(std::uint64_t epoch);
+    void log_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason);
+    void apply_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason);
+    void log_copies(const std::vector<new_copy>& copies);
+    void apply_copies(const std::vector<new_copy>& copies);
+    // Copies no valid snapshot resolves to. log_free, then apply_free, which
+    // returns their slots (free them only then: the FREE record is durable).
+    std::vector<new_copy> garbage() const;
+    void log_free(const std::vector<new_copy>& dead);
+    std::vector<std::uint64_t> apply_free(const std::vector<new_copy>& dead);
+
+    source lookup(std::uint64_t chunk, std::uint64_t epoch) const;
+    // Whether some copy of chunk has a label >= epoch.
+    bool preserved_since(std::uint64_t chunk, std::uint64_t epoch) const;
+    // Snapshots that would read chunk from the live file.
+    std::vector<std::uint64_t> readers_of_live(std::uint64_t chunk) const;
+    // Slots in use, and per snapshot the slot bytes only it uses.
+    std::vector<std::uint64_t> used_slots() const;
+    std::map<std::uint64_t, std::uint64_t> exclusive_slots() const;
+    std::uint64_t copy_count() const noexcept { return ncopies_; }
+    // Calls fn(chunk) for each chunk with a copy labelled >= epoch.
+    template <typename F>
+    void for_each_preserved(std::uint64_t epoch, F fn) const
+    {
+        for (const auto& [chunk, v] : copies_) {
+            if (!v.empty() && v.back().label >= epoch) {
+                fn(chunk);
+            }
+        }
+    }
+
+    // Rewrites the log with only live records when it has grown well past
+    // them.
+    void compact_if_worthwhile();
+
+private:
+    bool needed(const std::vector<copy>& v, std::size_t i) const;
+    std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> live_records() const;
+
+    std::mutex log_mu_;  // appends
+    persist::record_log log_;
+    std::uint32_t granularity_ = 0;
+    std::string disk_id_;
+    std::int64_t created_at_ = 0;
+    std::uint64_t max_epoch_ = 0;
+    std::map<std::uint64_t, snapshot_record> snaps_;
+    std::unordered_map<std::uint64_t, std::vector<copy>> copies_;  // sorted by label
+    std::uint64_t ncopies_ = 0;
+};
+
+}  // namespace rct::snapshots

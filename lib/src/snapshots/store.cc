@@ -1,0 +1,735 @@
+// The snapshot store: cuts, deletes, the copier thread and the admission of
+// writes. The orderings that make snapshots exact:
+//
+// - A cut installs a fresh cow_map right after the tracker's epoch switch
+//   (the tracker's after_cut hook), so writes of the new epoch are checked
+//   against "nothing preserved yet". Writes admitted against the old map
+//   may still be in flight; the cut returns, and the copier copies, only
+//   after they have drained (wait_drained), so a copy never races a write
+//   that the snapshot includes.
+// - Admission (begin_write) counts the write in its map's in-flight stripe
+//   and re-checks the current map (Dekker against the cut's pointer swap):
+//   either the cut sees the count or the writer sees the new map.
+// - A copy's data is durable (chunks.dat fdatasync) before its index record
+//   (index.log append + fdatasync), and both before the held write is
+//   released; published_ is bumped before the release, for views.
+// - Labels: a copy made while snapshot N is the newest valid one is
+//   labelled N; every copy of a chunk has a larger label than the ones
+//   before it, and content equal to the chunk at every snapshot cut since the
+//   previous copy. Epoch numbers are never reused: the tracker's live epoch
+//   starts above every label (min_live_epoch).
+#include "store.hh"
+
+#include <rct/error.hh>
+#include <rct/log.hh>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+namespace rct::snapshots {
+namespace {
+
+namespace fs = std::filesystem;
+using clock = std::chrono::steady_clock;
+
+// Writers hold a map pointer only between loading and re-checking it;
+// replaced maps are freed this long after they drained.
+constexpr auto retire_delay = std::chrono::seconds(10);
+
+unsigned thread_stripe() noexcept
+{
+    static std::atomic<unsigned> next{0};
+    static thread_local const unsigned k = next.fetch_add(1, std::memory_order_relaxed) % 8;
+    return k;
+}
+
+store_index open_index(const fs::path& dir, bool& damaged)
+{
+    try {
+        return store_index(dir);
+    } catch (const error& e) {
+        if (e.code() != errc::corrupt) {
+            throw;
+        }
+        log::error("snapshots {}: {}; keeping it as index.log.damaged, and the snapshots it held are lost",
+                   dir.string(), e.what());
+        if (::rename((dir / "index.log").c_str(), (dir / "index.log.damaged").c_str()) != 0) {
+            throw_errno("rename " + (dir / "index.log").string(), errno);
+        }
+        damaged = true;
+        return store_index(dir);
+    }
+}
+
+int read_full(int fd, std::byte* buf, std::size_t n, std::uint64_t off) noexcept
+{
+    std::size_t done = 0;
+    while (done < n) {
+        const ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (r == 0) {
+            std::memset(buf + done, 0, n - done);  // past the end of the file: zeroes
+            break;
+        }
+        done += static_cast<std::size_t>(r);
+    }
+    return 0;
+}
+
+int write_full(int fd, const std::byte* buf, std::size_t n, std::uint64_t off) noexcept
+{
+    std::size_t done = 0;
+    while (done < n) {
+        const ssize_t w = ::pwrite(fd, buf + done, n - done, static_cast<off_t>(off + done));
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        done += static_cast<std::size_t>(w);
+    }
+    return 0;
+}
+
+bool all_zero(const std::byte* p, std::size_t n) noexcept
+{
+    return p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0;
+}
+
+}  // namespace
+
+store_impl::store_impl(const fs::path& dir, std::string disk_id, int data_fd, const snapshot_options& opts)
+    : dir_(dir), disk_id_(std::move(disk_id)), opts_(opts), data_(::dup(data_fd)),
+      idx_(open_index(dir, index_damaged_))
+{
+    if (!data_) {
+        throw_errno("dup", errno);
+    }
+    chunks_.reset(::open((dir / "chunks.dat").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!chunks_) {
+        throw_errno("open " + (dir / "chunks.dat").string(), errno);
+    }
+}
+
+store_impl::~store_impl()
+{
+    close();
+}
+
+void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
+{
+    tracker_ = &t;
+    size_.store(size);
+    const auto st = t.status();
+    granularity_ = st.granularity;
+    std::set<std::uint64_t> checkpoints;
+    for (const auto& cp : t.checkpoints()) {
+        checkpoints.insert(cp.epoch);
+    }
+    // Nothing else runs yet: neither the copier nor any writer or view.
+    if (!idx_.initialized()) {
+        idx_.init(granularity_, disk_id_);
+    }
+    std::vector<std::uint64_t> all;
+    for (const auto& [e, s] : idx_.snaps()) {
+        if (s.invalid_reason.empty()) {
+            all.push_back(e);
+        }
+    }
+    if (idx_.granularity() != granularity_ || idx_.disk_id() != disk_id_) {
+        invalidate(all, "the snapshot store belongs to another disk or tracking granularity");
+    } else if (data_changed) {
+        invalidate(all, "the data file was modified while rctd was not running");
+    }
+    std::vector<std::uint64_t> gone;
+    for (const auto& [e, s] : idx_.snaps()) {
+        if (!checkpoints.count(e) && s.generation == st.generation) {
+            gone.push_back(e);  // its checkpoint never became durable: the cut did not happen
+        }
+    }
+    for (auto e : gone) {
+        log::notice("snapshots {}: dropping snapshot of epoch {}: its checkpoint was not sealed", dir_.string(), e);
+        idx_.log_drop(e);
+        idx_.apply_drop(e);
+    }
+    const auto dead = idx_.garbage();
+    idx_.log_free(dead);
+    idx_.apply_free(dead);
+    const auto used = idx_.used_slots();
+    {
+        std::lock_guard sl(slot_mu_);
+        next_slot_ = used.empty() ? 0 : used.back() + 1;
+        used_slots_ = used.size();
+        free_slots_.clear();
+        std::uint64_t prev = 0;
+        for (std::uint64_t u : used) {
+            for (std::uint64_t s = prev; s < u; ++s) {
+                free_slots_.push_back(s);
+            }
+            if (u > prev) {
+                ::fallocate(chunks_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            static_cast<off_t>(prev * granularity_), static_cast<off_t>((u - prev) * granularity_));
+            }
+            prev = u + 1;
+        }
+        if (::ftruncate(chunks_.get(), static_cast<off_t>(next_slot_ * granularity_)) != 0) {
+            throw_errno("truncate " + (dir_ / "chunks.dat").string(), errno);
+        }
+    }
+    idx_.compact_if_worthwhile();
+    install(build_map(size));
+    thread_ = std::thread([this] { copier(); });
+}
+
+std::uint64_t store_impl::newest_valid() const
+{
+    const auto& snaps = idx_.snaps();
+    for (auto it = snaps.rbegin(); it != snaps.rend(); ++it) {
+        if (it->second.invalid_reason.empty()) {
+            return it->first;
+        }
+    }
+    return 0;
+}
+
+std::unique_ptr<cow_map> store_impl::build_map(std::uint64_t size)
+{
+    const std::uint64_t label = newest_valid();
+    auto m = std::make_unique<cow_map>(label, label == 0 ? 0 : chunk_count(size));
+    if (label != 0) {
+        idx_.for_each_preserved(label, [&](std::uint64_t c) {
+            if (c < m->preserved.bits()) {
+                m->preserved.set_range(c, c);
+            }
+        });
+    }
+    return m;
+}
+
+void store_impl::install(std::unique_ptr<cow_map> m)
+{
+    cow_map* raw = m.get();
+    cow_map* old = current_.exchange(raw);
+    std::lock_guard lk(queue_mu_);
+    maps_.push_back(std::move(m));
+    if (old != nullptr) {
+        retired_.emplace_back(old, clock::time_point{});
+    }
+}
+
+void store_impl::wait_drained()
+{
+    std::vector<cow_map*> pending;
+    {
+        std::lock_guard lk(queue_mu_);
+        for (auto& [m, drained_at] : retired_) {
+            if (drained_at == clock::time_point{}) {
+                pending.push_back(m);
+            }
+        }
+    }
+    for (cow_map* m : pending) {
+        // Writes in flight finish within milliseconds; only the caller
+        // (a cut, or the copier) waits, never I/O.
+        while (m->inflight_sum() != 0) {
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+    }
+    std::lock_guard lk(queue_mu_);
+    const auto now = clock::now();
+    std::vector<cow_map*> dead;
+    for (auto& [m, drained_at] : retired_) {
+        if (drained_at == clock::time_point{}) {
+            if (std::find(pending.begin(), pending.end(), m) != pending.end()) {
+                drained_at = now;
+            }
+        } else if (now - drained_at > retire_delay) {
+            dead.push_back(m);
+        }
+    }
+    std::erase_if(retired_, [&](auto& p) { return std::find(dead.begin(), dead.end(), p.first) != dead.end(); });
+    std::erase_if(maps_, [&](auto& m) { return std::find(dead.begin(), dead.end(), m.get()) != dead.end(); });
+}
+
+bool store_impl::begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept
+{
+    const unsigned k = thread_stripe();
+    cow_map* m;
+    for (;;) {
+        m = current_.load();
+        m->inflight[k].n.fetch_add(1);
+        if (current_.load() == m) {
+            break;
+        }
+        m->inflight[k].n.fetch_sub(1);
+    }
+    if (m->label != 0 && r.length != 0) {
+        const std::uint64_t c0 = r.offset / granularity_;
+        const std::uint64_t c1 = std::min((r.offset + r.length - 1) / granularity_ + 1, m->preserved.bits());
+        for (std::uint64_t c = c0; c < c1; ++c) {
+            if (!m->preserved.test(c)) {
+                m->inflight[k].n.fetch_sub(1);
+                r.snapshot_tag = 0;
+                first_writes_.fetch_add(1, std::memory_order_relaxed);
+                {
+                    std::lock_guard lk(queue_mu_);
+                    // Reserved capacity covers the common case; beyond it a
+                    // bad_alloc terminates rather than lose a snapshot.
+                    waiters_.push_back({&r, std::move(resume)});
+                }
+                queue_cv_.notify_one();
+                return false;
+            }
+        }
+    }
+    r.snapshot_tag = reinterpret_cast<std::uintptr_t>(m) | k;
+    return true;
+}
+
+void store_impl::end_write(io_request& r) noexcept
+{
+    if (r.snapshot_tag != 0) {
+        auto* m = reinterpret_cast<cow_map*>(r.snapshot_tag & ~std::uint64_t{63});
+        m->inflight[r.snapshot_tag & 63].n.fetch_sub(1);
+        r.snapshot_tag = 0;
+    }
+}
+
+void store_impl::copier() noexcept
+{
+    std::unique_lock lk(queue_mu_);
+    waiters_.reserve(4096);
+    for (;;) {
+        queue_cv_.wait(lk, [&] { return stop_ || !waiters_.empty(); });
+        if (waiters_.empty()) {
+            return;  // stop_
+        }
+        std::vector<waiter> ws;
+        ws.swap(waiters_);
+        waiters_.reserve(4096);
+        lk.unlock();
+        copy_batch(ws);
+        lk.lock();
+    }
+}
+
+void store_impl::copy_batch(std::vector<waiter>& ws) noexcept
+{
+    int err = 0;
+    {
+        std::lock_guard batch(batch_mu_);
+        wait_drained();
+        cow_map* m = current_.load();
+        std::vector<std::uint64_t> need;
+        if (m->label != 0) {
+            for (const waiter& w : ws) {
+                const std::uint64_t c0 = w.r->offset / granularity_;
+                const std::uint64_t c1 =
+                    std::min((w.r->offset + std::max<std::uint64_t>(w.r->length, 1) - 1) / granularity_ + 1,
+                             m->preserved.bits());
+                for (std::uint64_t c = c0; c < c1; ++c) {
+                    if (!m->preserved.test(c)) {
+                        need.push_back(c);
+                    }
+                }
+            }
+            std::sort(need.begin(), need.end());
+            need.erase(std::unique(need.begin(), need.end()), need.end());
+        }
+        if (!need.empty()) {
+            err = preserve(m, need);
+        }
+    }
+    for (waiter& w : ws) {
+        executor* ex = w.r->ring != nullptr ? w.r->ring->owner() : nullptr;
+        if (ex != nullptr) {
+            try {
+                ex->post([w = std::move(w), err]() mutable { w.resume(*w.r, err); });
+                continue;
+            } catch (...) {
+            }
+        }
+        w.resume(*w.r, err);
+    }
+}
+
+int store_impl::preserve(cow_map* m, const std::vector<std::uint64_t>& need) noexcept
+{
+    const std::uint64_t label = m->label;
+    std::vector<new_copy> copies;
+    std::vector<std::uint64_t> failed;
+    std::vector<std::uint64_t> written;  // slots holding this batch's data
+    std::string reason;
+    std::vector<std::byte> buf(granularity_);
+    auto fail = [&](std::uint64_t c, std::string why) {
+        failed.push_back(c);
+        if (reason.empty()) {
+            reason = std::move(why);
+        }
+    };
+    for (std::uint64_t c : need) {
+        int rc = read_full(data_.get(), buf.data(), granularity_, c * granularity_);
+        if (rc < 0) {
+            fail(c, std::string("reading the data file for a copy failed: ") + std::strerror(-rc));
+            continue;
+        }
+        if (all_zero(buf.data(), buf.size())) {
+            copies.push_back({c, {label, zero_slot}});
+            continue;
+        }
+        std::uint64_t slot;
+        {
+            std::unique_lock lk(slot_mu_);
+            if (opts_.store_limit != 0 && (used_slots_ + 1) * granularity_ > opts_.store_limit) {
+                lk.unlock();
+                fail(c, "the snapshot store is full (limit " + std::to_string(opts_.store_limit) + " bytes)");
+                continue;
+            }
+            if (!free_slots_.empty()) {
+                slot = free_slots_.back();
+                free_slots_.pop_back();
+            } else {
+                slot = next_slot_++;
+            }
+            ++used_slots_;
+        }
+        rc = write_full(chunks_.get(), buf.data(), granularity_, slot * granularity_);
+        if (rc < 0) {
+            release_slots({slot});
+            fail(c, std::string("writing the snapshot store failed: ") + std::strerror(-rc));
+            continue;
+        }
+        written.push_back(slot);
+        copies.push_back({c, {label, slot}});
+    }
+    if (!written.empty() && ::fdatasync(chunks_.get()) != 0) {
+        const std::string why = std::string("syncing the snapshot store failed: ") + std::strerror(errno);
+        release_slots(written);
+        std::erase_if(copies, [&](const new_copy& nc) {
+            if (nc.c.slot == zero_slot) {
+                return false;
+            }
+            fail(nc.chunk, why);
+            return true;
+        });
+    }
+    try {
+        idx_.log_copies(copies);
+        std::unique_lock lk(mu_);
+        idx_.apply_copies(copies);
+    } catch (const std::exception& e) {
+        // Slots of a half-written record may be referenced after a restart:
+        // never reuse them in this run (a restart reclaims them).
+        for (const auto& nc : copies) {
+            fail(nc.chunk, std::string("recording copies in the index failed: ") + e.what());
+        }
+        copies.clear();
+    }
+    if (!failed.empty()) {
+        std::set<std::uint64_t> victims;
+        {
+            std::shared_lock lk(mu_);
+            for (std::uint64_t c : failed) {
+                for (auto e : idx_.readers_of_live(c)) {
+                    victims.insert(e);
+                }
+            }
+        }
+        try {
+            invalidate({victims.begin(), victims.end()}, reason);
+            log::error("snapshots {}: {}; {} snapshot(s) marked invalid, the disk keeps working", dir_.string(),
+                       reason, victims.size());
+        } catch (const std::exception& e) {
+            log::error("snapshots {}: {}, and marking snapshots invalid failed too ({}): failing the writes",
+                       dir_.string(), reason, e.what());
+            return -EIO;
+        }
+    }
+    for (const auto& nc : copies) {
+        m->preserved.set_range(nc.chunk, nc.chunk);
+    }
+    for (std::uint64_t c : failed) {
+        m->preserved.set_range(c, c);
+    }
+    published_.fetch_add(1);
+    return 0;
+}
+
+void store_impl::release_slots(const std::vector<std::uint64_t>& slots)
+{
+    std::lock_guard lk(slot_mu_);
+    for (std::uint64_t s : slots) {
+        ::fallocate(chunks_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(s * granularity_),
+                    granularity_);
+        free_slots_.push_back(s);
+        --used_slots_;
+    }
+}
+
+void store_impl::invalidate(const std::vector<std::uint64_t>& epochs, const std::string& reason)
+{
+    idx_.log_invalid(epochs, reason);
+    std::unique_lock lk(mu_);
+    idx_.apply_invalid(epochs, reason);
+}
+
+void store_impl::collect()
+{
+    std::vector<new_copy> dead;
+    {
+        std::shared_lock lk(mu_);
+        dead = idx_.garbage();
+    }
+    if (dead.empty()) {
+        return;
+    }
+    idx_.log_free(dead);
+    std::vector<std::uint64_t> slots;
+    {
+        std::unique_lock lk(mu_);
+        slots = idx_.apply_free(dead);
+    }
+    release_slots(slots);
+}
+
+void store_impl::fail_all(const std::string& reason)
+{
+    std::vector<std::uint64_t> all;
+    {
+        std::shared_lock lk(mu_);
+        for (const auto& [e, s] : idx_.snaps()) {
+            if (s.invalid_reason.empty()) {
+                all.push_back(e);
+            }
+        }
+    }
+    try {
+        invalidate(all, reason);
+        collect();
+    } catch (const std::exception& e) {
+        log::error("snapshots {}: cannot record that snapshots are invalid ({})", dir_.string(), e.what());
+    }
+    std::shared_lock lk(mu_);
+    install(build_map(size_.load()));
+}
+
+snapshot_info store_impl::snapshot(std::optional<std::string> name)
+{
+    std::lock_guard mg(mgmt_mu_);
+    if (tracker_ == nullptr) {
+        throw error(errc::invalid_argument, "snapshots need change tracking, which is off for this disk");
+    }
+    if (!name) {
+        name = "snap-" + std::to_string(tracker_->status().current_epoch);
+    }
+    auto fresh = std::make_unique<cow_map>(0, chunk_count(size_.load()));
+    cow_map* raw = fresh.get();
+    std::uint64_t swap_ns = 0;
+    bool cut = false;
+    checkpoint_info cp;
+    try {
+        cp = tracker_->checkpoint(name, [&](std::uint64_t epoch) {
+            raw->label = epoch;
+            const auto t0 = clock::now();
+            install(std::move(fresh));
+            swap_ns = static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
+            cut = true;
+        });
+    } catch (const std::exception& e) {
+        if (cut) {
+            // Copies labelled with an epoch the tracker will reuse: no
+            // snapshot may trust them.
+            std::lock_guard batch(batch_mu_);
+            fail_all(std::string("a checkpoint seal failed right after a snapshot cut (") + e.what() + ")");
+        }
+        throw;
+    }
+    const snapshot_record rec{cp.epoch, tracker_->status().generation, cp.created_at, cp.size, cp.name, {}};
+    try {
+        idx_.log_snapshot(rec);
+        std::unique_lock lk(mu_);
+        idx_.apply_snapshot(rec);
+    } catch (...) {
+        std::lock_guard batch(batch_mu_);
+        std::shared_lock lk(mu_);
+        install(build_map(size_.load()));
+        throw;
+    }
+    wait_drained();
+    cp.cut_ns += swap_ns;
+    snapshot_info info;
+    info.checkpoint = cp;
+    return info;
+}
+
+snapshot_info store_impl::info_of(const snapshot_record& s, const std::map<std::uint64_t, checkpoint_info>& cps,
+                                  const std::map<std::uint64_t, std::uint64_t>& excl) const
+{
+    snapshot_info i;
+    if (auto it = cps.find(s.epoch); it != cps.end()) {
+        i.checkpoint = it->second;
+    } else {
+        i.checkpoint = {s.name, s.epoch, s.created_at, s.size, {}, 0};  // tracking was reset since: no token
+    }
+    if (auto it = excl.find(s.epoch); it != excl.end()) {
+        i.exclusive_bytes = it->second * granularity_;
+    }
+    i.valid = s.invalid_reason.empty();
+    i.invalid_reason = s.invalid_reason;
+    return i;
+}
+
+std::vector<snapshot_info> store_impl::snapshots() const
+{
+    std::map<std::uint64_t, checkpoint_info> cps;
+    if (tracker_ != nullptr) {
+        for (auto& cp : tracker_->checkpoints()) {
+            cps.emplace(cp.epoch, cp);
+        }
+    }
+    std::shared_lock lk(mu_);
+    const auto excl = idx_.exclusive_slots();
+    std::vector<snapshot_info> out;
+    for (const auto& [e, s] : idx_.snaps()) {
+        out.push_back(info_of(s, cps, excl));
+    }
+    return out;
+}
+
+std::uint64_t store_impl::find_epoch(const std::string& name) const
+{
+    for (const auto& [e, s] : idx_.snaps()) {
+        if (s.name == name) {
+            return e;
+        }
+    }
+    throw error(errc::not_found, "no snapshot named '" + name + "'");
+}
+
+void store_impl::delete_snapshot(const std::string& name, bool force)
+{
+    std::lock_guard mg(mgmt_mu_);
+    std::lock_guard batch(batch_mu_);
+    std::uint64_t e;
+    {
+        std::unique_lock lk(mu_);
+        e = find_epoch(name);
+        if (auto it = pins_.find(e); it != pins_.end() && it->second > 0) {
+            if (!force) {
+                throw error(errc::busy, "snapshot '" + name + "' is exported (" + std::to_string(it->second) +
+                                            " open view(s)); use --force to delete it anyway");
+            }
+            revoked_.insert(e);  // its open views fail reads from now on
+        }
+    }
+    try {
+        idx_.log_drop(e);
+    } catch (...) {
+        std::unique_lock lk(mu_);
+        revoked_.erase(e);
+        throw;
+    }
+    {
+        std::unique_lock lk(mu_);
+        idx_.apply_drop(e);
+    }
+    collect();
+    std::shared_lock lk(mu_);
+    install(build_map(size_.load()));
+}
+
+bool store_impl::is_snapshot(std::uint64_t epoch) const
+{
+    std::shared_lock lk(mu_);
+    return idx_.snaps().count(epoch) != 0;
+}
+
+snapshot_store_status store_impl::status() const
+{
+    std::shared_lock lk(mu_);
+    snapshot_store_status s;
+    s.copies = idx_.copy_count();
+    {
+        std::lock_guard sl(slot_mu_);
+        s.store_bytes = used_slots_ * granularity_;
+    }
+    s.store_limit = opts_.store_limit;
+    s.first_writes = first_writes_.load(std::memory_order_relaxed);
+    s.index_damaged = index_damaged_;
+    return s;
+}
+
+bool store_impl::empty() const
+{
+    std::shared_lock lk(mu_);
+    return idx_.snaps().empty();
+}
+
+void store_impl::resize(std::uint64_t new_size)
+{
+    size_.store(new_size);
+}
+
+bool store_impl::resolve(std::uint64_t epoch, std::uint64_t c0, std::uint64_t c1, std::vector<source>& out) const
+{
+    std::shared_lock lk(mu_);
+    auto it = idx_.snaps().find(epoch);
+    if (it == idx_.snaps().end() || !it->second.invalid_reason.empty() || revoked_.count(epoch) != 0) {
+        return false;
+    }
+    for (std::uint64_t c = c0; c <= c1; ++c) {
+        out.push_back(idx_.lookup(c, epoch));
+    }
+    return true;
+}
+
+void store_impl::unpin(std::uint64_t epoch)
+{
+    std::unique_lock lk(mu_);
+    if (auto it = pins_.find(epoch); it != pins_.end() && --it->second == 0) {
+        pins_.erase(it);
+        revoked_.erase(epoch);
+    }
+}
+
+void store_impl::close()
+{
+    {
+        std::lock_guard lk(queue_mu_);
+        stop_ = true;
+    }
+    queue_cv_.notify_one();
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+}  // namespace rct::snapshots
+
+namespace rct {
+
+std::shared_ptr<snapshot_store> snapshot_store::open(const std::filesystem::path& dir, const std::string& disk_id,
+                                                     int data_fd, const snapshot_options& opts)
+{
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+        throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
+    }
+    return std::make_shared<snapshots::store_impl>(dir, disk_id, data_fd, opts);
+}
+
+}  // namespace rct
