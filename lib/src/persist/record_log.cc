@@ -84,10 +84,15 @@ std::vector<std::uint8_t> record_log::frame(std::uint16_t type, const std::vecto
 
 void record_log::append(std::uint16_t type, const std::vector<std::uint8_t>& payload)
 {
+    write(type, payload);
+    sync();
+}
+
+void record_log::write(std::uint16_t type, const std::vector<std::uint8_t>& payload)
+{
     const auto rec = frame(type, payload);
     try {
         write_all(fd_.get(), rec.data(), rec.size(), end_, path_);
-        sync_fd(fd_.get(), path_);
     } catch (...) {
         // Cut off a partial record so that the next append does not follow
         // it; should even that fail, replay sees a torn tail.
@@ -95,6 +100,11 @@ void record_log::append(std::uint16_t type, const std::vector<std::uint8_t>& pay
         throw;
     }
     end_ += rec.size();
+}
+
+void record_log::sync()
+{
+    sync_fd(fd_.get(), path_);
 }
 
 void record_log::set_aside(const std::string& suffix)

@@ -2,8 +2,8 @@
 // the tracking epoch log and the snapshot index (docs/format/tracking.md,
 // docs/format/snapshots.md describe the framing and each log's records).
 //
-// Every append is one record, written and fdatasync'ed before append()
-// returns, so a crash can only leave a torn *last* record: short, or
+// Every append is one record, written and fdatasync'ed before the next one
+// is written, so a crash can only leave a torn *last* record: short, or
 // zero-filled. replay() cuts such a tail off and reports it; a record that
 // fails its checksum anywhere else is damage to acknowledged state and
 // throws errc::corrupt, because trusting records around it could lose
@@ -47,6 +47,11 @@ public:
     replay_result replay(const std::function<void(std::uint16_t, payload_reader&)>& fn);
     // Durable when it returns.
     void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);
+    // The same in two steps, for a caller that syncs this log in parallel
+    // with something else: write() leaves the record unsynced (a crash may
+    // lose or tear it, like an append cut short); sync() makes it durable.
+    void write(std::uint16_t type, const std::vector<std::uint8_t>& payload);
+    void sync();
     // Renames a damaged log to path+suffix (kept for inspection) and starts
     // an empty one.
     void set_aside(const std::string& suffix);

@@ -23,7 +23,7 @@ enum record_type : std::uint16_t {
 };
 
 // Keeps records well below the format's 4 GiB limit and replay memory small.
-constexpr std::size_t max_entries_per_record = 1 << 16;
+constexpr std::size_t max_entries_per_record = max_copies_per_record;
 
 std::vector<std::uint8_t> snap_payload(const snapshot_record& s)
 {
@@ -82,20 +82,19 @@ store_index::store_index(const std::filesystem::path& dir) : log_(dir / "index.l
         }
         case rec_copies: {
             const auto n = r.get<std::uint32_t>();
-            if (n > r.remaining() / 24) {
+            if (n > r.remaining() / 32) {
                 throw error(errc::corrupt, log_.path().string() + ": copy count exceeds record");
             }
+            last_copies_.clear();
             for (std::uint32_t i = 0; i < n; ++i) {
-                const auto chunk = r.get<std::uint64_t>();
-                const auto label = r.get<std::uint64_t>();
-                const auto slot = r.get<std::uint64_t>();
-                auto& v = copies_[chunk];
-                auto at = std::upper_bound(v.begin(), v.end(), label,
-                                           [](std::uint64_t l, const copy& c) { return l < c.label; });
-                v.insert(at, copy{label, slot});
-                ++ncopies_;
-                max_epoch_ = std::max(max_epoch_, label);
+                new_copy nc;
+                nc.chunk = r.get<std::uint64_t>();
+                nc.c.label = r.get<std::uint64_t>();
+                nc.c.slot = r.get<std::uint64_t>();
+                nc.sum = r.get<std::uint64_t>();
+                last_copies_.push_back(nc);
             }
+            apply_copies(last_copies_);
             break;
         }
         case rec_free: {
@@ -179,18 +178,24 @@ void store_index::apply_invalid(const std::vector<std::uint64_t>& epochs, const 
     }
 }
 
-void store_index::log_copies(const std::vector<new_copy>& copies)
+void store_index::write_copies(const std::vector<new_copy>& copies)
+{
+    if (copies.size() > max_entries_per_record) {
+        throw error(errc::invalid_argument, "too many copies for one record");
+    }
+    payload_writer w;
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(copies.size()));
+    for (const auto& nc : copies) {
+        w.put(nc.chunk).put(nc.c.label).put(nc.c.slot).put(nc.sum);
+    }
+    std::lock_guard lk(log_mu_);
+    log_.write(rec_copies, w.buf);
+}
+
+void store_index::sync_log()
 {
     std::lock_guard lk(log_mu_);
-    for (std::size_t first = 0; first < copies.size(); first += max_entries_per_record) {
-        const std::size_t n = std::min(max_entries_per_record, copies.size() - first);
-        payload_writer w;
-        w.put<std::uint32_t>(static_cast<std::uint32_t>(n));
-        for (std::size_t i = first; i < first + n; ++i) {
-            w.put(copies[i].chunk).put(copies[i].c.label).put(copies[i].c.slot);
-        }
-        log_.append(rec_copies, w.buf);
-    }
+    log_.sync();
 }
 
 void store_index::apply_copies(const std::vector<new_copy>& copies)
@@ -362,9 +367,11 @@ std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> store_index::li
             n = 0;
         }
     };
+    // Compaction happens after the open-time check of the last batch, so
+    // every copy here is verified: checksums 0 mean "not to be checked".
     for (const auto& [chunk, v] : copies_) {
         for (const copy& c : v) {
-            w.put(chunk).put(c.label).put(c.slot);
+            w.put(chunk).put(c.label).put(c.slot).put(std::uint64_t{0});
             if (++n == max_entries_per_record) {
                 flush();
             }
@@ -376,9 +383,9 @@ std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> store_index::li
 
 void store_index::compact_if_worthwhile()
 {
-    // A live copy costs 24 bytes in a COPIES record; rewrite when the log
+    // A live copy costs 32 bytes in a COPIES record; rewrite when the log
     // is more than twice what it would be, and at least 4 MiB bigger.
-    const std::uint64_t live = ncopies_ * 24 + snaps_.size() * 200 + 4096;
+    const std::uint64_t live = ncopies_ * 32 + snaps_.size() * 200 + 4096;
     if (log_.size() > 2 * live && log_.size() - live > (std::uint64_t{4} << 20)) {
         std::lock_guard lk(log_mu_);
         log_.rewrite(live_records());

@@ -37,6 +37,7 @@ struct snapshot_record {
 struct new_copy {
     std::uint64_t chunk;
     copy c;
+    std::uint64_t sum = 0;  // XXH64 of the slot's data (0 for zero_slot)
 };
 
 // Where snapshot content of one chunk comes from.
@@ -74,8 +75,14 @@ public:
     void apply_drop(std::uint64_t epoch);
     void log_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason);
     void apply_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason);
-    void log_copies(const std::vector<new_copy>& copies);
+    // At most max_copies_per_record copies: written unsynced, so that the
+    // caller can sync it (sync_log) together with the slots' data. Only the
+    // last COPIES record can therefore be incomplete after a crash;
+    // last_copies() returns it for checking against the data at open.
+    void write_copies(const std::vector<new_copy>& copies);
+    void sync_log();
     void apply_copies(const std::vector<new_copy>& copies);
+    const std::vector<new_copy>& last_copies() const noexcept { return last_copies_; }
     // Copies no valid snapshot resolves to. log_free, then apply_free, which
     // returns their slots (free them only then: the FREE record is durable).
     std::vector<new_copy> garbage() const;
@@ -119,6 +126,9 @@ private:
     std::map<std::uint64_t, snapshot_record> snaps_;
     std::unordered_map<std::uint64_t, std::vector<copy>> copies_;  // sorted by label
     std::uint64_t ncopies_ = 0;
+    std::vector<new_copy> last_copies_;  // of the last COPIES record replayed
 };
+
+inline constexpr std::size_t max_copies_per_record = 1 << 16;
 
 }  // namespace rct::snapshots

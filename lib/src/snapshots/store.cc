@@ -30,7 +30,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <future>
 #include <set>
+#include <span>
+
+#include <xxhash.h>
 
 namespace rct::snapshots {
 namespace {
@@ -164,6 +168,7 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
         idx_.log_drop(e);
         idx_.apply_drop(e);
     }
+    drop_torn_copies();
     const auto dead = idx_.garbage();
     idx_.log_free(dead);
     idx_.apply_free(dead);
@@ -191,6 +196,32 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
     idx_.compact_if_worthwhile();
     install(build_map(size));
     thread_ = std::thread([this] { copier(); });
+}
+
+// The last COPIES record may have become durable before its slots' data
+// (they are synced in parallel): a copy whose data does not match its
+// checksum was never published, its write never issued, and the live chunk
+// still holds the content. Forget it.
+void store_impl::drop_torn_copies()
+{
+    std::vector<new_copy> torn;
+    std::vector<std::byte> buf(idx_.granularity());
+    for (const new_copy& nc : idx_.last_copies()) {
+        if (nc.c.slot == zero_slot || nc.sum == 0) {
+            continue;
+        }
+        const int rc = read_full(chunks_.get(), buf.data(), buf.size(), nc.c.slot * buf.size());
+        if (rc < 0 || XXH64(buf.data(), buf.size(), 0) != nc.sum) {
+            torn.push_back(nc);
+        }
+    }
+    if (!torn.empty()) {
+        log::notice("snapshots {}: {} chunk copies of the last batch before a crash never reached the store; "
+                    "forgetting them (their writes were never issued)",
+                    dir_.string(), torn.size());
+        idx_.log_free(torn);
+        idx_.apply_free(torn);
+    }
 }
 
 std::uint64_t store_impl::newest_valid() const
@@ -367,10 +398,24 @@ void store_impl::copy_batch(std::vector<waiter>& ws) noexcept
 
 int store_impl::preserve(cow_map* m, const std::vector<std::uint64_t>& need) noexcept
 {
+    // One COPIES record per slice, synced before the next is written, so
+    // that only the last record in the log can be incomplete after a crash.
+    for (std::size_t first = 0; first < need.size(); first += max_copies_per_record) {
+        const std::size_t n = std::min(max_copies_per_record, need.size() - first);
+        if (const int rc = preserve_slice(m, std::span(need).subspan(first, n)); rc < 0) {
+            return rc;
+        }
+    }
+    published_.fetch_add(1);
+    return 0;
+}
+
+int store_impl::preserve_slice(cow_map* m, std::span<const std::uint64_t> need) noexcept
+{
     const std::uint64_t label = m->label;
     std::vector<new_copy> copies;
     std::vector<std::uint64_t> failed;
-    std::vector<std::uint64_t> written;  // slots holding this batch's data
+    std::vector<std::uint64_t> written;  // slots holding this slice's data
     std::string reason;
     std::vector<std::byte> buf(granularity_);
     auto fail = [&](std::uint64_t c, std::string why) {
@@ -386,7 +431,7 @@ int store_impl::preserve(cow_map* m, const std::vector<std::uint64_t>& need) noe
             continue;
         }
         if (all_zero(buf.data(), buf.size())) {
-            copies.push_back({c, {label, zero_slot}});
+            copies.push_back({c, {label, zero_slot}, 0});
             continue;
         }
         std::uint64_t slot;
@@ -412,30 +457,41 @@ int store_impl::preserve(cow_map* m, const std::vector<std::uint64_t>& need) noe
             continue;
         }
         written.push_back(slot);
-        copies.push_back({c, {label, slot}});
+        copies.push_back({c, {label, slot}, XXH64(buf.data(), buf.size(), 0)});
     }
-    if (!written.empty() && ::fdatasync(chunks_.get()) != 0) {
-        const std::string why = std::string("syncing the snapshot store failed: ") + std::strerror(errno);
-        release_slots(written);
-        std::erase_if(copies, [&](const new_copy& nc) {
-            if (nc.c.slot == zero_slot) {
-                return false;
-            }
-            fail(nc.chunk, why);
-            return true;
-        });
-    }
+    // The record carries each slot's checksum, so the two files may become
+    // durable in either order: the slots' data and the record are synced
+    // in parallel, and open checks the last record against the data.
+    std::string sync_error;
     try {
-        idx_.log_copies(copies);
-        std::unique_lock lk(mu_);
-        idx_.apply_copies(copies);
+        idx_.write_copies(copies);
+        auto data_synced = std::async(std::launch::async, [&] {
+            return written.empty() || ::fdatasync(chunks_.get()) == 0 ? 0 : errno;
+        });
+        std::string log_error;
+        try {
+            idx_.sync_log();
+        } catch (const std::exception& e) {
+            log_error = e.what();
+        }
+        if (const int err = data_synced.get(); err != 0) {
+            sync_error = std::string("syncing the snapshot store failed: ") + std::strerror(err);
+        } else if (!log_error.empty()) {
+            sync_error = "recording copies in the index failed: " + log_error;
+        }
     } catch (const std::exception& e) {
-        // Slots of a half-written record may be referenced after a restart:
-        // never reuse them in this run (a restart reclaims them).
+        sync_error = std::string("recording copies in the index failed: ") + e.what();
+    }
+    if (!sync_error.empty()) {
+        // The record may yet be durable: its slots are not reused in this
+        // run (a restart checks them and reclaims what is unused).
         for (const auto& nc : copies) {
-            fail(nc.chunk, std::string("recording copies in the index failed: ") + e.what());
+            fail(nc.chunk, sync_error);
         }
         copies.clear();
+    } else {
+        std::unique_lock lk(mu_);
+        idx_.apply_copies(copies);
     }
     if (!failed.empty()) {
         std::set<std::uint64_t> victims;
@@ -463,7 +519,6 @@ int store_impl::preserve(cow_map* m, const std::vector<std::uint64_t>& need) noe
     for (std::uint64_t c : failed) {
         m->preserved.set_range(c, c);
     }
-    published_.fetch_add(1);
     return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <span>
 #include <thread>
 
 namespace rct::snapshots {
@@ -89,6 +90,8 @@ private:
     void copier() noexcept;
     void copy_batch(std::vector<waiter>& ws) noexcept;
     int preserve(cow_map* m, const std::vector<std::uint64_t>& need) noexcept;  // batch_mu_ held
+    int preserve_slice(cow_map* m, std::span<const std::uint64_t> need) noexcept;
+    void drop_torn_copies();
     void release_slots(const std::vector<std::uint64_t>& slots);
     // Durable, then visible. Callers hold batch_mu_ (or run before the copier).
     void invalidate(const std::vector<std::uint64_t>& epochs, const std::string& reason);
