@@ -352,3 +352,47 @@ BOOST_AUTO_TEST_CASE(a_torn_last_batch_is_forgotten_at_open)
     BOOST_TEST(e.d().snapshots()->status().copies == 0u);
     BOOST_TEST((e.read_snap("s", 0, 4 * MiB) == a));
 }
+
+// The limits: at least 65,535 snapshots retained per disk; cutting
+// them back to back is also far beyond one cut per second.
+BOOST_AUTO_TEST_CASE(sixty_five_thousand_snapshots)
+{
+    if (!fs::is_directory("/dev/shm")) {
+        BOOST_TEST_MESSAGE("skipped: no /dev/shm");
+        return;
+    }
+    char tmpl[] = "/dev/shm/rct-snapshots-XXXXXX";
+    BOOST_REQUIRE(::mkdtemp(tmpl) != nullptr);
+    struct remover {
+        fs::path p;
+        ~remover() { fs::remove_all(p); }
+    } cleanup{tmpl};
+    disk_options opts;
+    auto reg = std::make_unique<disk_registry>(tmpl, opts);
+    reg->create("d", MiB);
+    sync_io io;
+    auto put = [&](std::uint64_t seed) {
+        auto data = pattern(seed, 4096);
+        BOOST_REQUIRE_EQUAL(io.run(reg->find("d")->store(), io_op::write, (seed % 16) * g, 4096, data.data()), 0);
+    };
+    constexpr unsigned n = 65535;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (unsigned i = 0; i < n; ++i) {
+        if (i % 4096 == 0) {
+            put(i);
+        }
+        reg->find("d")->snapshots()->snapshot("s" + std::to_string(i));
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    BOOST_TEST_MESSAGE(n << " snapshots in " << secs << " s (" << n / secs << " cuts/s)");
+    BOOST_TEST(reg->find("d")->snapshots()->snapshots().size() == n);
+    reg->close_all();
+    reg = std::make_unique<disk_registry>(tmpl, opts);
+    auto* s = reg->find("d")->snapshots();
+    BOOST_TEST(s->snapshots().size() == n);
+    // The oldest snapshot still reads its content: chunk 0 as written before it.
+    auto v = s->view("s0");
+    std::vector<std::byte> got(4096);
+    BOOST_REQUIRE_EQUAL(io.run(*v, io_op::read, 0, 4096, got.data()), 0);
+    BOOST_TEST((got == pattern(0, 4096)));
+}
