@@ -179,9 +179,9 @@ wait_ready() {
     return 1
 }
 
-# start_server NAME: rctd-on, rctd-off or qemu-nbd; sets URI. rctd keeps its
-# state dir between starts: the first start imports the file (--move, same
-# inode and warm page cache), later ones serve it again. Returns non-zero
+# start_server NAME: rctd-on, rctd-off or qemu-nbd; sets URI. Every start
+# serves a fresh copy of the pristine image (rctd imports the raw file,
+# qemu-nbd gets a copy of the qcow2), synced. Returns non-zero
 # (after logging why) when the server cannot be started.
 start_server() {
     local name=$1
@@ -194,7 +194,8 @@ start_server() {
             [[ -f "$QCOW" ]] || { log "no qcow2 image (qemu-img failed earlier)"; return 1; }
             local sock=$W/qemu-nbd.sock
             rm -f "$sock"
-            qemu-nbd -t --aio=io_uring --cache=writeback -f qcow2 -B bitmap0 -e 8 -k "$sock" "$QCOW" >>"$logf" 2>&1 &
+            cp --sparse=always "$QCOW" "$QCOW.run" && sync
+            qemu-nbd -t --aio=io_uring --cache=writeback -f qcow2 -B bitmap0 -e 8 -k "$sock" "$QCOW.run" >>"$logf" 2>&1 &
             SERVER_PID=$!
             URI="nbd+unix:///?socket=$sock"
             ;;
@@ -216,13 +217,16 @@ start_server() {
                 stop_server
                 return 1
             fi
-            if [[ -f "$FILE" ]]; then
-                if ! rctctl import bench --from "$FILE" --move >"$W/import.log" 2>&1; then
-                    log "rctctl import failed:"; cat "$W/import.log" >&2
-                    stop_server
-                    return 1
-                fi
+            # A fresh copy of the pristine file for every run, as for
+            # qemu-nbd: a file rewritten by earlier runs measured anywhere
+            # from half to the same speed, which would swamp the ratios.
+            rctctl delete bench --force >/dev/null 2>&1 || true
+            if ! rctctl import bench --from "$FILE" >"$W/import.log" 2>&1; then
+                log "rctctl import failed:"; cat "$W/import.log" >&2
+                stop_server
+                return 1
             fi
+            sync
             URI="nbd+unix:///bench?socket=$STATE/nbd.sock"
             ;;
     esac
@@ -562,7 +566,7 @@ if want peer; then
     sync
 fi
 
-# The rctd disk: import the file once (tracking on). Every later start serves it.
+# Check once that rctd can serve the file.
 if ! start_server rctd-on; then
     log "rctd cannot serve the file; its columns will read n/a"
 fi
