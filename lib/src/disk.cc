@@ -2,7 +2,7 @@
 
 #include <rct/error.hh>
 #include <rct/file_backend.hh>
-#include <rct/tracked_backend.hh>
+#include <rct/write_gate.hh>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,7 +28,7 @@ disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk
         tracker_ = tracker::open(dir_ / "tracking", meta_.id, meta_.size, identity(), opts.tracker,
                                  snapshots_->min_live_epoch());
         snapshots_->attach(*tracker_, meta_.size, tracker_->status().data_modified_offline);
-        store_ = make_tracked_backend(make_cow_backend(std::move(file), *snapshots_), *tracker_);
+        store_ = make_gated_backend(make_gated_backend(std::move(file), *snapshots_), *tracker_);
     } else {
         store_ = std::move(file);
     }

@@ -10,7 +10,7 @@
 #include <rct/error.hh>
 #include <rct/file_backend.hh>
 #include <rct/io_ring.hh>
-#include <rct/tracked_backend.hh>
+#include <rct/write_gate.hh>
 #include <rct/tracker.hh>
 
 #include <fcntl.h>
@@ -133,7 +133,7 @@ struct stack {
         t = tracker::open(dir / "tracking", "0f8e5a3c-1b2d-4e6f-8a9b-0c1d2e3f4a5b", disk_size, ident, opts);
         auto f = std::make_unique<fault_backend>(make_file_backend(unique_fd(::dup(fd))), fd);
         faults = f.get();
-        top = make_tracked_backend(std::move(f), *t);
+        top = make_gated_backend(std::move(f), *t);
     }
 };
 

@@ -20,6 +20,7 @@
 
 #include <rct/backend.hh>
 #include <rct/tracker.hh>
+#include <rct/write_gate.hh>
 
 #include <cstdint>
 #include <filesystem>
@@ -61,7 +62,7 @@ public:
     virtual std::uint64_t size() const noexcept = 0;
 };
 
-class snapshot_store {
+class snapshot_store : public write_gate {
 public:
     // Opens (or creates) the store in dir. The data fd is duplicated (reads
     // of unchanged chunks and copies come from it). Throws rct::error; a
@@ -80,12 +81,8 @@ public:
     // modified while rctd was not running (every snapshot becomes invalid).
     virtual void attach(tracker& t, std::uint64_t size, bool data_changed) = 0;
 
-    // Data path, for write, write_zeroes and trim: true when r may be issued
-    // now; otherwise resume(r, 0) comes later on r's worker (through
-    // r.ring's executor, or on the copier thread when r.ring is null) once
-    // the chunks' old content is durable, or resume(r, -errno).
-    virtual bool begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept = 0;
-    virtual void end_write(io_request& r) noexcept = 0;
+    // Data path (write_gate): a write is held until the old content of the
+    // chunks it touches is durable in the store, where a snapshot needs it.
 
     // Management. Errors throw rct::error (invalid_argument, exists,
     // not_found, busy).
@@ -106,9 +103,5 @@ public:
     // Stops the copier thread; no writes may be in flight.
     virtual void close() = 0;
 };
-
-// The copy-on-write layer: passes every request to inner, holding back
-// writes whose chunks must be preserved first.
-std::unique_ptr<backend> make_cow_backend(std::unique_ptr<backend> inner, snapshot_store& s);
 
 }  // namespace rct

@@ -25,7 +25,7 @@
 // persists the fine map periodically.
 #pragma once
 
-#include <rct/backend.hh>
+#include <rct/write_gate.hh>
 
 #include <chrono>
 #include <cstdint>
@@ -85,7 +85,7 @@ struct file_identity {
     std::int64_t mtime_ns = 0, ctime_ns = 0;
 };
 
-class tracker {
+class tracker : public write_gate {
 public:
     // Opens (or creates) the tracking state in dir. disk_id and size come
     // from the disk's metadata; data is the data file's current identity.
@@ -98,13 +98,8 @@ public:
                                          const tracker_options& opts, std::uint64_t min_live_epoch = 0);
     virtual ~tracker() = default;
 
-    // Data path. begin_write returns true when the write may be issued now;
-    // otherwise the tracker takes the request and later calls resume(r, 0) on
-    // r's worker thread (via r.ring's executor) once the region's intent is
-    // durable (or resume(r, -errno) if that failed). end_write is called
-    // when the write completed.
-    virtual bool begin_write(io_request& r, std::function<void(io_request&, int err)> resume) noexcept = 0;
-    virtual void end_write(io_request& r) noexcept = 0;
+    // Data path (write_gate): a write is held until its region's intent is
+    // durable; end_write re-marks a write that straddled a cut.
 
     // Management. Errors throw rct::error: invalid_argument for a bad name,
     // not_found for an unknown checkpoint name, and full_backup_required for

@@ -384,15 +384,7 @@ void store_impl::copy_batch(std::vector<waiter>& ws) noexcept
         }
     }
     for (waiter& w : ws) {
-        executor* ex = w.r->ring != nullptr ? w.r->ring->owner() : nullptr;
-        if (ex != nullptr) {
-            try {
-                ex->post([w = std::move(w), err]() mutable { w.resume(*w.r, err); });
-                continue;
-            } catch (...) {
-            }
-        }
-        w.resume(*w.r, err);
+        resume_on_owner(*w.r, std::move(w.resume), err);
     }
 }
 

@@ -1,14 +1,11 @@
-// The copy-on-write layer: writes, zeroes and trims pass through the
-// snapshot store's admission, which holds back those touching chunks not
-// yet preserved for the newest snapshot (see store.cc).
-#include "store.hh"
+#include <rct/write_gate.hh>
 
 namespace rct {
 namespace {
 
-class cow_backend final : public backend, private io_layer {
+class gated_backend final : public backend, private io_layer {
 public:
-    cow_backend(std::unique_ptr<backend> inner, snapshot_store& s) : inner_(std::move(inner)), store_(s) {}
+    gated_backend(std::unique_ptr<backend> inner, write_gate& g) : inner_(std::move(inner)), gate_(g) {}
 
     void submit(io_ring& ring, io_request& r) noexcept override
     {
@@ -35,12 +32,11 @@ public:
 private:
     void admit(io_request& r) noexcept
     {
-        if (store_.begin_write(r, [this](io_request& q, int err) { resume(q, err); })) {
+        if (gate_.begin_write(r, [this](io_request& q, int err) { resume(q, err); })) {
             inner_->submit(*r.ring, r);
         }
     }
 
-    // A cut may have come between the copy and now: admit again.
     void resume(io_request& r, int err) noexcept
     {
         if (err < 0) {
@@ -52,19 +48,32 @@ private:
 
     void finished(io_request& r, int res) noexcept override
     {
-        store_.end_write(r);
+        gate_.end_write(r);
         r.finish(res);
     }
 
     std::unique_ptr<backend> inner_;
-    snapshot_store& store_;
+    write_gate& gate_;
 };
 
 }  // namespace
 
-std::unique_ptr<backend> make_cow_backend(std::unique_ptr<backend> inner, snapshot_store& s)
+std::unique_ptr<backend> make_gated_backend(std::unique_ptr<backend> inner, write_gate& gate)
 {
-    return std::make_unique<cow_backend>(std::move(inner), s);
+    return std::make_unique<gated_backend>(std::move(inner), gate);
+}
+
+void resume_on_owner(io_request& r, std::function<void(io_request&, int)> resume, int err) noexcept
+{
+    executor* ex = r.ring != nullptr ? r.ring->owner() : nullptr;
+    if (ex != nullptr) {
+        try {
+            ex->post([&r, resume = std::move(resume), err]() mutable { resume(r, err); });
+            return;
+        } catch (...) {
+        }
+    }
+    resume(r, err);
 }
 
 }  // namespace rct
