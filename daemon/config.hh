@@ -15,6 +15,7 @@ struct daemon_config {
     std::filesystem::path control_socket;  // default STATE/control.sock
     std::vector<std::string> listen;       // extra "tcp:HOST[:PORT]" endpoints
     std::string default_export;            // served for the empty export name
+    std::vector<std::string> ublk;         // disks to attach as ublk devices at start
     unsigned workers = 0;                  // 0 = one per CPU
     unsigned io_threads = 2;               // kernel io-wq threads per worker ring for blocking file work
     unsigned max_inflight = 256;           // per connection

@@ -1,12 +1,14 @@
-// rctd: serves the disks of a state directory over NBD.
+// rctd: serves the disks of a state directory over NBD and as ublk devices.
 //
 // Threads: one listener (accepts NBD clients), N workers (each an io_uring
-// event loop for its connections and their disk I/O), the control API's
-// server threads, and this main thread, which only sets up, waits for a
-// signal and tears down. See docs/architecture.md.
+// event loop for its connections, its ublk queues and their disk I/O), the
+// control API's server threads, and this main thread, which only sets up,
+// recovers ublk devices, waits for a signal and tears down. See
+// docs/architecture.md.
 #include "config.hh"
 #include "control/api_server.hh"
 #include "listener.hh"
+#include "ublk/frontend.hh"
 #include "worker.hh"
 
 #include <rct/disk_registry.hh>
@@ -97,11 +99,15 @@ int run(const daemon_config& cfg)
         }
     }
 
-    rct::daemon::api_server api(registry, cfg.control_socket, addrs);
+    // Destroyed before the workers, after they stopped: devices stay for
+    // the next rctd to recover.
+    rct::daemon::ublk::frontend ublk(registry, workers, cfg.state_dir);
+    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs);
 
     for (auto& w : workers) {
         w->start();
     }
+    ublk.recover(cfg.ublk);
     listener.start();
     rct::log::notice("rctd ready: {} disk(s), {} worker(s), state dir {}, control socket {}",
                      registry.list().size(), workers.size(), cfg.state_dir.string(), cfg.control_socket.string());
@@ -152,7 +158,7 @@ int main(int argc, char** argv)
     std::string control_socket;
     std::string log_level = "info";
 
-    CLI::App app{"rctd: serves change-tracked virtual disks over NBD"};
+    CLI::App app{"rctd: serves change-tracked virtual disks over NBD and ublk"};
     app.add_option("--state-dir", state_dir, "directory holding the disks")->capture_default_str();
     app.add_option("--socket", nbd_socket, "NBD Unix socket (default STATE/nbd.sock)");
     app.add_option("--listen", cfg.listen, "also listen for NBD on tcp:HOST[:PORT] (port 10809 by default)")
@@ -161,6 +167,7 @@ int main(int argc, char** argv)
         });
     app.add_option("--control-socket", control_socket, "control API socket (default STATE/control.sock)");
     app.add_option("--default-export", cfg.default_export, "disk served for the empty export name");
+    app.add_option("--ublk", cfg.ublk, "attach this disk as /dev/ublkbN at start (repeatable)");
     app.add_option("--workers", cfg.workers, "I/O worker threads (default: one per CPU)")
         ->check(CLI::Range(0u, 256u));
     app.add_option("--io-threads", cfg.io_threads,

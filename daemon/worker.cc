@@ -1,12 +1,14 @@
 #include "worker.hh"
 
 #include "nbd/connection.hh"
+#include "ublk/queue.hh"
 
 #include <rct/error.hh>
 #include <rct/log.hh>
 
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <future>
 
@@ -76,6 +78,9 @@ void worker::request_stop()
         for (connection* c : live_) {
             c->stop();
         }
+        for (ublk::queue* q : queues_) {
+            q->stop();
+        }
     });
 }
 
@@ -95,6 +100,22 @@ void worker::adopt(unique_fd sock, std::string peer)
     live_.insert(c);
     live_count_.fetch_add(1, std::memory_order_relaxed);
     c->start();
+}
+
+void worker::serve(ublk::queue* q)
+{
+    queues_.push_back(q);
+    if (stopping_) {
+        q->stop();
+    }
+}
+
+void worker::forget(ublk::queue* q) noexcept { std::erase(queues_, q); }
+
+bool worker::drained() const noexcept
+{
+    return stopping_ && live_.size() == retired_.size() &&
+           std::all_of(queues_.begin(), queues_.end(), [](const ublk::queue* q) { return q->busy() == 0; });
 }
 
 void worker::retire(connection* c) noexcept
@@ -132,7 +153,7 @@ void worker::run_tasks() noexcept
 void worker::loop() noexcept
 {
     log::debug("worker {} running (ring flags {:#x})", index_, ring_.setup_flags());
-    while (!(stopping_ && live_.size() == retired_.size())) {
+    while (!drained()) {
         const int r = ring_.run(true);
         if (r < 0) {
             log::error("worker {}: io_uring_enter failed: {}", index_, std::strerror(-r));
@@ -141,6 +162,9 @@ void worker::loop() noexcept
         reap_retired();
     }
     reap_retired();
+    // Hands the last ublk commits to the driver; requests left unanswered
+    // are re-issued to the next rctd.
+    ring_.run(false);
     log::debug("worker {} stopped", index_);
 }
 

@@ -1,9 +1,9 @@
 // worker: one thread, one io_uring, many connections.
 //
 // Each worker runs a single event loop over its ring: the sockets of the NBD
-// connections it owns and the disk I/O those connections cause all complete
-// there, so a request is parsed, executed and answered on one thread without
-// locks. Other threads talk to a worker only through post(), a mutex-guarded
+// connections it owns, the uring_cmds of the ublk queues it serves, and the
+// disk I/O both cause all complete there, so a request is parsed, executed
+// and answered on one thread without locks. Other threads talk to a worker only through post(), a mutex-guarded
 // mailbox whose eventfd the ring watches. The listener hands new sockets over
 // that way; the main thread asks for shutdown that way.
 #pragma once
@@ -28,6 +28,9 @@
 namespace rct::daemon {
 
 class connection;
+namespace ublk {
+class queue;
+}
 
 class worker final : public executor {
 public:
@@ -54,6 +57,10 @@ public:
     const daemon_config& config() const noexcept { return config_; }
     void adopt(unique_fd sock, std::string peer);
     void retire(connection* c) noexcept;
+    // ublk queues this worker serves (ublk/queue.hh); a stopping worker
+    // tells them to take no new requests and waits for their busy ones.
+    void serve(ublk::queue* q);
+    void forget(ublk::queue* q) noexcept;
 
 private:
     class mailbox final : public completion {
@@ -70,6 +77,7 @@ private:
     void loop() noexcept;
     void run_tasks() noexcept;
     void reap_retired() noexcept;
+    bool drained() const noexcept;
 
     const unsigned index_;
     const daemon_config& config_;
@@ -86,6 +94,7 @@ private:
     // Worker thread only.
     std::unordered_set<connection*> live_;
     std::vector<connection*> retired_;
+    std::vector<ublk::queue*> queues_;
     bool stopping_ = false;
     std::atomic<unsigned> live_count_{0};
 };

@@ -285,6 +285,9 @@ void cmd_info(client& c, const options& opt, const std::string& name)
         {"clients:", std::to_string(d.value("clients", 0u))},
         {"export URI:", str(d, "export_uri")},
     };
+    if (const json u = d.value("ublk", json()); u.is_object()) {
+        rows.push_back({"ublk device:", str(u, "device")});
+    }
     for (const auto& uri : d.value("uris", json::array())) {
         if (uri.is_string() && uri != d.value("export_uri", json())) {
             rows.push_back({"other URI:", uri.get<std::string>()});
@@ -551,6 +554,12 @@ int main(int argc, char** argv)
     restore->add_option("--from", snap, "snapshot name")->required();
     restore->add_flag("--force", force, "disconnect the disk's clients first (they would see the data change)");
     std::string source, new_name;
+    bool ublk = false;
+    auto* attach = app.add_subcommand("attach", "expose a disk as a local block device; prints its path");
+    attach->add_option("NAME", name, "disk name")->required();
+    attach->add_flag("--ublk", ublk, "as /dev/ublkbN, through the kernel's ublk driver")->required();
+    auto* detach = app.add_subcommand("detach", "remove a disk's local block device");
+    detach->add_option("NAME", name, "disk name")->required();
     auto* clone = app.add_subcommand("clone", "make a new, independent disk from a snapshot");
     clone->add_option("SOURCE", source, "DISK@SNAPSHOT")->required();
     clone->add_option("NEWNAME", new_name, "name of the new disk")->required();
@@ -637,6 +646,20 @@ int main(int argc, char** argv)
             const response r = c.call("POST", "/disks/" + segment(name) + "/restore",
                                       json{{"from", snap}, {"force", force}});
             report_disk(opt, r, "restored");
+        } else if (*attach) {
+            const response r = c.call("POST", "/disks/" + segment(name) + "/ublk");
+            if (!print_json(opt, r)) {
+                // The path alone on stdout, so that DEV=$(rctctl attach d --ublk) works.
+                const json j = parse_reply(r);
+                std::cout << str(j, "device") << '\n';
+                std::cerr << "attached disk " << name << " as " << str(j, "device") << " (" << number(j, "queues")
+                          << " queue(s) of " << number(j, "depth") << " tags)\n";
+            }
+        } else if (*detach) {
+            c.call("DELETE", "/disks/" + segment(name) + "/ublk");
+            if (!opt.json_output) {
+                std::cout << "detached disk " << name << '\n';
+            }
         } else if (*clone) {
             const auto at = source.find('@');
             if (at == std::string::npos || at == 0 || at + 1 == source.size()) {

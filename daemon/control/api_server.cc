@@ -72,6 +72,7 @@ api_error from_error(const rct::error& e)
     case errc::io_error: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
     case errc::corrupt: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "corrupt", e.what()};
     case errc::full_backup_required: return {MHD_HTTP_CONFLICT, "full_backup_required", e.what()};
+    case errc::unsupported: return {MHD_HTTP_NOT_IMPLEMENTED, "unsupported", e.what()};
     }
     return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
 }
@@ -410,6 +411,12 @@ private:
                 const std::string snap(parts[4]);
                 return only(method_ == "POST", "POST", [&] { return clone_snapshot(name, snap); });
             }
+            if (n == 4 && parts[3] == "ublk") {
+                if (method_ == "POST") {
+                    return attach_ublk(name);
+                }
+                return only(method_ == "DELETE", "POST, DELETE", [&] { return detach_ublk(name); });
+            }
             if (n == 4 && parts[3] == "restore") {
                 return only(method_ == "POST", "POST", [&] { return restore(name); });
             }
@@ -603,7 +610,14 @@ private:
         j["export_uri"] = uris.empty() ? json(nullptr) : uris.front();
         j["uris"] = std::move(uris);
         j["tracking"] = tracking_json(d);
+        const auto attached = server_.ublk_.find(d.name());
+        j["ublk"] = attached ? ublk_json(*attached) : json(nullptr);
         return j;
+    }
+
+    static json ublk_json(const ublk::attachment& a)
+    {
+        return json{{"device", a.device}, {"dev_id", a.dev_id}, {"queues", a.queues}, {"depth", a.depth}};
     }
 
     std::shared_ptr<disk> lookup(const std::string& name) const
@@ -686,6 +700,9 @@ private:
         const bool force = query_flag("force");
         const auto d = server_.registry_.find(name);
         const unsigned clients = d ? d->clients() : 0;
+        if (force && server_.ublk_.find(name)) {
+            server_.ublk_.detach(name);
+        }
         server_.registry_.remove(name, force);
         if (clients > 0) {
             log::info("{}: deleted disk {}, disconnecting {} client(s)", peer_of(conn_), name, clients);
@@ -862,6 +879,23 @@ private:
         return ok(MHD_HTTP_CREATED, disk_json(*d));
     }
 
+    reply attach_ublk(const std::string& name) const
+    {
+        parse_body({});
+        lookup(name);
+        const ublk::attachment a = server_.ublk_.attach(name);
+        log::info("{}: attached disk {} as {}", peer_of(conn_), name, a.device);
+        return ok(MHD_HTTP_CREATED, ublk_json(a));
+    }
+
+    reply detach_ublk(const std::string& name) const
+    {
+        lookup(name);
+        server_.ublk_.detach(name);
+        log::info("{}: detached disk {} from its ublk device", peer_of(conn_), name);
+        return {MHD_HTTP_NO_CONTENT, {}};
+    }
+
     reply restore(const std::string& name) const
     {
         const json j = parse_body({"from", "force"});
@@ -869,7 +903,11 @@ private:
             throw bad_request("field 'from' (the snapshot to restore) is required");
         }
         const std::string snap = string_field(j, "from");
-        server_.registry_.restore(name, snap, bool_field(j, "force"));
+        const bool force = bool_field(j, "force");
+        if (force && server_.ublk_.find(name)) {
+            server_.ublk_.detach(name);  // like NBD clients, the device is cut off
+        }
+        server_.registry_.restore(name, snap, force);
         log::info("{}: restored disk {} from snapshot {}", peer_of(conn_), name, snap);
         return ok(MHD_HTTP_OK, disk_json(*lookup(name)));
     }
@@ -880,8 +918,9 @@ private:
     const std::string& body_;
 };
 
-api_server::api_server(disk_registry& reg, std::filesystem::path socket_path, export_addresses addrs)
-    : registry_(reg), socket_path_(std::move(socket_path)), addrs_(std::move(addrs))
+api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path,
+                       export_addresses addrs)
+    : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs))
 {
     unique_fd fd = make_listen_socket(socket_path_);
     struct stat st {};

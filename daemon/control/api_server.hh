@@ -4,13 +4,15 @@
 // libmicrohttpd serves it: one internal thread accepts and each connection
 // gets a thread of its own, so a long request (importing a large image)
 // never holds up the others. Handlers only call the disk_registry, which is
-// thread-safe, and hold no state of their own. Access control is the
+// thread-safe, and the ublk frontend, and hold no state of their own. Access control is the
 // socket's file mode (0660): whoever may connect may manage every disk.
 //
 // The server owns the socket path: it replaces a stale socket at start
 // (refusing when another process still answers on it) and unlinks it when
 // destroyed.
 #pragma once
+
+#include "../ublk/frontend.hh"
 
 #include <rct/disk_registry.hh>
 
@@ -35,7 +37,7 @@ class api_server {
 public:
     // Starts serving at once. Throws rct::error when the socket cannot be
     // set up or the HTTP server does not start.
-    api_server(disk_registry& reg, std::filesystem::path socket_path, export_addresses addrs);
+    api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path, export_addresses addrs);
     // Stops accepting, waits for running requests, unlinks the socket.
     ~api_server();
     api_server(const api_server&) = delete;
@@ -47,6 +49,7 @@ private:
     class handler;  // the request handling, all in api_server.cc
 
     disk_registry& registry_;
+    ublk::frontend& ublk_;
     const std::filesystem::path socket_path_;
     const export_addresses addrs_;
     ino_t socket_ino_ = 0;  // the socket we bound, so we never unlink another's

@@ -19,6 +19,7 @@ enum class errc {
     io_error,          // the operating system failed us
     corrupt,           // metadata failed validation
     full_backup_required,  // a change token that cannot be honoured
+    unsupported,       // this kernel or machine lacks what the operation needs
 };
 
 class error : public std::runtime_error {

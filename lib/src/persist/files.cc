@@ -1,4 +1,4 @@
-#include "files.hh"
+#include <rct/durable_file.hh>
 
 #include <rct/error.hh>
 #include <rct/unique_fd.hh>

@@ -1,6 +1,6 @@
 #include "record_log.hh"
 
-#include "files.hh"
+#include <rct/durable_file.hh>
 
 #include <rct/error.hh>
 

@@ -1,6 +1,6 @@
 #include "store.hh"
 
-#include "../persist/files.hh"
+#include <rct/durable_file.hh>
 
 #include <rct/error.hh>
 
