@@ -111,7 +111,11 @@ void queue::execute(slot& s) noexcept
     switch (op_flags & 0xff) {
     case UBLK_IO_OP_READ: s.op = io_op::read; break;
     case UBLK_IO_OP_WRITE: s.op = io_op::write; break;
-    case UBLK_IO_OP_FLUSH: s.op = io_op::flush; break;
+    case UBLK_IO_OP_FLUSH:
+        // A flush has no range; the block layer leaves its sector at -1.
+        s.op = io_op::flush;
+        s.offset = s.length = 0;
+        break;
     case UBLK_IO_OP_DISCARD: s.op = io_op::trim; break;
     case UBLK_IO_OP_WRITE_ZEROES:
         s.op = io_op::write_zeroes;
@@ -135,6 +139,10 @@ void queue::execute(slot& s) noexcept
 void queue::on_done(slot& s, int res) noexcept
 {
     --busy_;
+    if (res < 0) {
+        log::debug("ublk {} queue {} tag {}: op {} at {} len {} failed: {}", disk_->name(), shape_.id, s.tag,
+                   static_cast<int>(s.op), s.offset, s.length, std::strerror(-res));
+    }
     // Reads and writes report the bytes done; the driver completes the
     // rest of a request that reports fewer.
     const bool data = s.op == io_op::read || s.op == io_op::write;
