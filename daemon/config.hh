@@ -16,6 +16,7 @@ struct daemon_config {
     std::vector<std::string> listen;       // extra "tcp:HOST[:PORT]" endpoints
     std::string default_export;            // served for the empty export name
     std::vector<std::string> ublk;         // disks to attach as ublk devices at start
+    unsigned ublk_recovery_window = 60;    // seconds a device waits for the next rctd; 0 = for ever
     unsigned workers = 0;                  // 0 = one per CPU
     unsigned io_threads = 2;               // kernel io-wq threads per worker ring for blocking file work
     unsigned max_inflight = 256;           // per connection

@@ -9,6 +9,7 @@
 #include "control/api_server.hh"
 #include "listener.hh"
 #include "ublk/frontend.hh"
+#include "ublk/watchdog.hh"
 #include "worker.hh"
 
 #include <rct/disk_registry.hh>
@@ -101,7 +102,8 @@ int run(const daemon_config& cfg)
 
     // Destroyed before the workers, after they stopped: devices stay for
     // the next rctd to recover.
-    rct::daemon::ublk::frontend ublk(registry, workers, cfg.state_dir);
+    rct::daemon::ublk::frontend ublk(registry, workers, cfg.state_dir,
+                                     std::chrono::seconds(cfg.ublk_recovery_window));
     rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs);
 
     for (auto& w : workers) {
@@ -168,6 +170,13 @@ int main(int argc, char** argv)
     app.add_option("--control-socket", control_socket, "control API socket (default STATE/control.sock)");
     app.add_option("--default-export", cfg.default_export, "disk served for the empty export name");
     app.add_option("--ublk", cfg.ublk, "attach this disk as /dev/ublkbN at start (repeatable)");
+    app.add_option("--ublk-recovery-window", cfg.ublk_recovery_window,
+                   "seconds a ublk device holds its I/O for the next rctd after this one exits; then it is "
+                   "removed (0 = wait for ever)")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 86400u));
+    int watchdog_parent = 0;
+    app.add_option("--ublk-watchdog", watchdog_parent)->group("");  // internal: see ublk/watchdog.hh
     app.add_option("--workers", cfg.workers, "I/O worker threads (default: one per CPU)")
         ->check(CLI::Range(0u, 256u));
     app.add_option("--io-threads", cfg.io_threads,
@@ -223,6 +232,10 @@ int main(int argc, char** argv)
     }
 
     try {
+        if (watchdog_parent > 0) {
+            return rct::daemon::ublk::run_watchdog(watchdog_parent, cfg.state_dir,
+                                                   std::chrono::seconds(cfg.ublk_recovery_window));
+        }
         return run(cfg);
     } catch (const std::exception& e) {
         rct::log::error("cannot start: {}", e.what());

@@ -3,13 +3,13 @@
 #include "../worker.hh"
 #include "control.hh"
 #include "queue.hh"
+#include "record.hh"
+#include "watchdog.hh"
 
-#include <rct/durable_file.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -92,8 +92,9 @@ struct frontend::device {
 };
 
 frontend::frontend(disk_registry& reg, const std::vector<std::unique_ptr<worker>>& workers,
-                   const std::filesystem::path& state_dir)
-    : registry_(reg), workers_(workers), dir_(state_dir / "ublk")
+                   const std::filesystem::path& state_dir, std::chrono::seconds recovery_window)
+    : registry_(reg), workers_(workers), state_dir_(state_dir), dir_(state_dir / "ublk"),
+      recovery_window_(recovery_window)
 {
     std::error_code ec;
     std::filesystem::create_directories(dir_, ec);
@@ -261,21 +262,11 @@ void frontend::stop_and_delete(device& dev)
     ctrl.del_dev(id);
 }
 
-void frontend::save(const std::string& name, const device& dev) const
+void frontend::watch() const
 {
-    const nlohmann::ordered_json j = {
-        {"format", "rct-ublk"}, {"version", 1},         {"disk", name},
-        {"disk_id", dev.d->id()}, {"dev_id", dev.info.dev_id},
-    };
-    const std::string text = j.dump(4) + "\n";
-    persist::replace_file(dir_, name + ".json", std::vector<std::uint8_t>(text.begin(), text.end()));
-}
-
-void frontend::forget_record(const std::string& name) const
-{
-    std::error_code ec;
-    std::filesystem::remove(dir_ / (name + ".json"), ec);
-    persist::fsync_dir(dir_);
+    if (recovery_window_.count() > 0) {
+        start_watchdog(state_dir_, recovery_window_);
+    }
 }
 
 attachment frontend::attach(const std::string& name)
@@ -289,9 +280,10 @@ attachment frontend::attach(const std::string& name)
         throw error(errc::exists, fmt::format("disk '{}' is already attached as {}", name,
                                               device_path(it->second->info.dev_id)));
     }
+    watch();
     auto dev = create(d, any_dev_id);
     try {
-        save(name, *dev);
+        write_record(dir_, {name, dev->d->id(), dev->info.dev_id});
     } catch (...) {
         stop_and_delete(*dev);
         throw;
@@ -316,7 +308,7 @@ void frontend::detach(const std::string& name)
     stop_and_delete(dev);
     dev.d->detach_client(cdev);
     devices_.erase(it);
-    forget_record(name);
+    remove_record(dir_, name);
     log::info("ublk: detached disk {} ({} removed)", name, path);
 }
 
@@ -338,21 +330,17 @@ void frontend::recover(const std::vector<std::string>& wanted)
         if (p.extension() != ".json") {
             continue;
         }
-        bool exists = false;
-        const auto bytes = persist::read_file(p, exists);
-        const auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
-        if (j.is_discarded() || !j.is_object() || j.value("format", "") != "rct-ublk" || j.value("version", 0) != 1 ||
-            !j.contains("dev_id") || !j["dev_id"].is_number_unsigned() || !j.contains("disk") ||
-            !j["disk"].is_string() || j["disk"].get<std::string>() + ".json" != p.filename().string()) {
+        const auto rec = read_record(p);
+        if (!rec) {
             log::error("ublk: ignoring {}: not a valid rct-ublk record (see docs/format/ublk.md)", p.string());
             continue;
         }
-        const std::string name = j["disk"].get<std::string>();
-        const auto dev_id = j["dev_id"].get<std::uint32_t>();
+        const std::string& name = rec->disk;
+        const std::uint32_t dev_id = rec->dev_id;
         try {
             auto d = registry_.find(name);
             std::lock_guard lock(mutex_);
-            if (!d || d->id() != j.value("disk_id", "")) {
+            if (!d || d->id() != rec->disk_id) {
                 // The disk was deleted (or recreated) while rctd was down:
                 // its device would otherwise hold I/O forever.
                 control ctrl;
@@ -362,15 +350,16 @@ void frontend::recover(const std::vector<std::string>& wanted)
                     }
                     ctrl.del_dev(dev_id);
                 }
-                forget_record(name);
+                remove_record(dir_, name);
                 log::notice("ublk: removed device {} of disk {}, which no longer exists", device_path(dev_id), name);
                 continue;
             }
+            watch();
             auto dev = take_over(d, dev_id);
             const bool recovered = dev != nullptr;
             if (!dev) {
                 dev = create(d, dev_id);
-                save(name, *dev);
+                write_record(dir_, {name, dev->d->id(), dev->info.dev_id});
             }
             d->attach_client(dev->cdev.get());
             log::notice("ublk: {} disk {} as {}", recovered ? "recovered" : "re-attached", name,

@@ -18,6 +18,7 @@
 
 #include <rct/disk_registry.hh>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -44,8 +45,10 @@ struct attachment {
 
 class frontend {
 public:
+    // recovery_window: how long devices wait for the next rctd once this
+    // one is gone (see watchdog.hh); 0 = for ever.
     frontend(disk_registry& reg, const std::vector<std::unique_ptr<worker>>& workers,
-             const std::filesystem::path& state_dir);
+             const std::filesystem::path& state_dir, std::chrono::seconds recovery_window);
     // Leaves every device to the kernel for the next rctd to recover. Call
     // after the workers have stopped.
     ~frontend();
@@ -73,12 +76,13 @@ private:
     std::unique_ptr<device> take_over(std::shared_ptr<disk> d, std::uint32_t dev_id);
     void start_queues(device& dev);
     void stop_and_delete(device& dev);
-    void save(const std::string& name, const device& dev) const;
-    void forget_record(const std::string& name) const;
+    void watch() const;
 
     disk_registry& registry_;
     const std::vector<std::unique_ptr<worker>>& workers_;
+    const std::filesystem::path state_dir_;
     const std::filesystem::path dir_;  // STATE/ublk
+    const std::chrono::seconds recovery_window_;
     mutable std::mutex mutex_;
     std::map<std::string, std::unique_ptr<device>> devices_;  // guarded by mutex_
     std::vector<std::vector<std::unique_ptr<queue>>> abandoned_;  // guarded by mutex_
