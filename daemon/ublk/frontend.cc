@@ -159,6 +159,11 @@ std::unique_ptr<frontend::device> frontend::create(std::shared_ptr<disk> d, std:
     want.dev_id = want_id;
     want.ublksrv_pid = ::getpid();
     want.flags = f_user_recovery | f_user_recovery_reissue | (dev->ioctl_encoding ? f_cmd_ioctl_encode : 0);
+    if (ctrl.features() != 0 && (ctrl.features() & want.flags) != want.flags) {
+        // 6.1-6.4 cannot say what they support, but know recovery.
+        throw error(errc::unsupported, fmt::format("this kernel's ublk driver lacks user recovery (features {:#x})",
+                                                   ctrl.features()));
+    }
     try {
         dev->info = ctrl.add_dev(want);
     } catch (const error& e) {
