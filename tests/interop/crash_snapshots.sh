@@ -385,7 +385,7 @@ for line in open(logpath):
 if kill is None:
     problem("the workload did not kill rctd (log ends: %s)" % end_why)
     kill = dict(t=INF, mode="?", call="-", last_cut_end=-1)
-if end_why and not any(x in end_why for x in ("ENOTCONN", "ECONNRESET", "EPIPE", "disconnected",
+if end_why and not any(x in end_why for x in ("ENOTCONN", "ECONNRESET", "EPIPE", "disconnected", "DEAD",
                                                  "end of file", "EOF", "errno 107", "errno 104", "errno 32")):
     problem("the writer stopped for something other than the kill: %s" % end_why)
 last_flush = max(flush_s) if flush_s else -INF
