@@ -23,7 +23,9 @@
 #      cow     0-8 ms after a cut returned (first writes are held while
 #              their chunks are copied),
 #      delete  in the middle of a snapshot-delete call,
-#      any     at a random moment.
+#      any     at a random moment;
+#    and every 5th cycle ends instead with a clean stop (clean): the writer
+#    drains and flushes, the store figures are noted, then SIGTERM.
 #    Every 4th cycle, rctd is killed a second time 0-150 ms into its restart
 #    (while it replays the store and reclaims garbage).
 #
@@ -49,10 +51,10 @@
 #      possibly written between its cut and the next one's (any write whose
 #      interval overlaps), and chunks.dat's allocated space is at most
 #      `store.bytes` (a restart punches out every slot no copy uses). The
-#      sum of exclusive_bytes never exceeds store.bytes. Every 5th cycle rctd
-#      is also stopped and started cleanly before the workload, and the
-#      listing and store figures must not change (no garbage that only a
-#      restart frees).
+#      sum of exclusive_bytes never exceeds store.bytes. After a clean stop
+#      (every 5th cycle, after cuts and deletes under load), the listing and
+#      the store figures (copies, bytes, exclusive_bytes) must be what they
+#      were just before the stop: no garbage that only a restart frees.
 #
 # Default run: about 60 s here. Long run (about 2.5 s per cycle):
 #   CRASH_CYCLES=500 RCT_TEST_TIMEOUT=8000 meson test -C build crash_snapshots \
@@ -88,6 +90,7 @@ cat >"$T/workload.py" <<'PY'
 #   C name start end status   (end = -1, status = -1: in flight at the kill)
 #   D name start end status
 #   K time mode in_flight_call last_cut_end
+#   S figures   (mode clean: the store figures before the SIGTERM)
 import http.client, json, nbd, os, random, signal, socket, struct, sys, threading, time
 
 (uri, logpath, seed, cycle, size, ctl, disk, pid, mode, kill_after, max_alive) = (
@@ -128,6 +131,13 @@ def call(method, path, body=None):
         c.close()
 
 durations = {"C": [0.01], "D": [0.01]}
+pause = threading.Event()
+writer_done = threading.Event()
+
+def figures(j):
+    """The store figures a restart must not change, as one word."""
+    return ",".join(["%s:%s:%s" % (x["name"], x["valid"], x["exclusive_bytes"]) for x in j["snapshots"]] +
+                    ["copies:%s" % j["store"]["copies"], "bytes:%s" % j["store"]["bytes"]])
 
 def action(kind, name, kill_in=None):
     """Run one cut (C) or delete (D); with kill_in, kill rctd that long after
@@ -178,6 +188,17 @@ def controller():
         while True:
             time.sleep(crng.uniform(0.04, 0.2))
             armed = mono() - t0 >= kill_after
+            if armed and mode == "clean":
+                # no kill: quiesce the writer, note the store figures, SIGTERM
+                pause.set()
+                writer_done.wait(30)
+                st, body = call("GET", "/v1/disks/%s/snapshots" % disk)
+                j = json.loads(body)
+                lines.append("S " + figures(j))
+                kt = mono()
+                os.kill(pid, signal.SIGTERM)
+                lines.append("K %.6f clean - %.6f" % (kt, last_cut_end))
+                return
             if armed and mode == "any":
                 kt = mono()
                 os.kill(pid, signal.SIGKILL)
@@ -192,7 +213,7 @@ def controller():
                 # the oldest half the time, else any
                 name = alive.pop(0 if crng.random() < 0.5 else crng.randrange(len(alive)))
                 if armed and mode == "delete":
-                    st, infl, kt = action("D", name, crng.uniform(0, est("D")))
+                    st, infl, kt = action("D", name, crng.uniform(0, 0.8 * est("D")))
                     lines.append("K %.6f delete %s %.6f" % (kt, "D" if infl else "-", last_cut_end))
                     return
                 st, _, _ = action("D", name)
@@ -200,7 +221,7 @@ def controller():
                 k += 1
                 name = "c%ds%d" % (cycle, k)
                 if armed and mode == "cut":
-                    st, infl, kt = action("C", name, crng.uniform(0, est("C")))
+                    st, infl, kt = action("C", name, crng.uniform(0, 0.8 * est("C")))
                     lines.append("K %.6f cut %s %.6f" % (kt, "C" if infl else "-", last_cut_end))
                     return
                 st, _, _ = action("C", name)
@@ -291,6 +312,17 @@ ctl_thread.start()
 why = "?"
 try:
     while True:
+        if pause.is_set():
+            while inflight > 0:
+                h.poll(-1)
+            op = ["F", mono(), -1.0, 0]
+            h.flush()
+            op[2], op[3] = mono(), 1
+            ops.append(op)
+            why = "paused"
+            writer_done.set()
+            h.poll(-1)  # until the server goes away
+            break
         while inflight < QD:
             submit_one()
         h.poll(-1)
@@ -298,7 +330,8 @@ try:
             why = "a request failed with errno %d" % err_seen[0]
             break
 except nbd.Error as e:
-    why = str(e)
+    why = str(e) if why != "paused" else why
+writer_done.set()
 ctl_thread.join()
 with open(logpath, "w") as f:
     for l in lines:
@@ -360,6 +393,7 @@ flush_s = []  # submit times of acknowledged flushes
 cuts, deletes = [], []
 kill = None
 end_why = None
+before_stop = None
 for line in open(logpath):
     w = line.split()
     if not w:
@@ -378,6 +412,8 @@ for line in open(logpath):
         deletes.append(dict(name=w[1], s=float(w[2]), e=float(w[3]), st=int(w[4])))
     elif k == "K":
         kill = dict(t=float(w[1]), mode=w[2], call=w[3], last_cut_end=float(w[4]))
+    elif k == "S":
+        before_stop = w[1]
     elif k == "X":
         problem("workload: " + " ".join(w[1:]))
     elif k == "E":
@@ -385,7 +421,12 @@ for line in open(logpath):
 if kill is None:
     problem("the workload did not kill rctd (log ends: %s)" % end_why)
     kill = dict(t=INF, mode="?", call="-", last_cut_end=-1)
-if end_why and not any(x in end_why for x in ("ENOTCONN", "ECONNRESET", "EPIPE", "disconnected", "DEAD",
+if kill["mode"] == "clean":
+    if end_why != "paused":
+        problem("the writer stopped for %s, not the clean stop" % end_why)
+    if any(not w["ok"] for w in writes):
+        problem("a write failed or went unanswered before the clean stop")
+elif end_why and not any(x in end_why for x in ("ENOTCONN", "ECONNRESET", "EPIPE", "disconnected", "DEAD",
                                                  "end of file", "EOF", "errno 107", "errno 104", "errno 32")):
     problem("the writer stopped for something other than the kill: %s" % end_why)
 last_flush = max(flush_s) if flush_s else -INF
@@ -460,6 +501,12 @@ if p.returncode != 0:
     listing = {"snapshots": [], "store": {}}
 else:
     listing = json.loads(p.stdout)
+    if before_stop is not None:
+        after = ",".join(["%s:%s:%s" % (x["name"], x["valid"], x["exclusive_bytes"]) for x in listing["snapshots"]] +
+                         ["copies:%s" % listing["store"]["copies"], "bytes:%s" % listing["store"]["bytes"]])
+        if after != before_stop:
+            problem("a clean restart changed the snapshots or the store figures (garbage that only a restart "
+                    "frees?): before %s, after %s" % (before_stop, after))
 listed = {s["name"]: s for s in listing["snapshots"]}
 for n, s in listed.items():
     if not s["valid"]:
@@ -672,27 +719,15 @@ PY
 UFMT="nbd+unix:///%s?socket=$STATE/nbd.sock"
 MODES=(cut cow delete any)
 
-store_figures() {
-    rctctl --json snapshots "$DISK" | py -c '
-import json, sys
-j = json.load(sys.stdin)
-print(" ".join("%s:%s:%s" % (s["name"], s["valid"], s["exclusive_bytes"]) for s in j["snapshots"]),
-      j["store"]["copies"], j["store"]["bytes"])'
-}
-
-declare -A NKILL=([cut]=0 [cow]=0 [delete]=0 [any]=0)
+declare -A NKILL=([cut]=0 [cow]=0 [delete]=0 [any]=0 [clean]=0)
 in_cut=0 in_delete=0 held_total=0 new_total=0 old_total=0 cuts_total=0 deletes_total=0 ops_total=0
 lost_total=0 double_total=0 max_store=0
 for ((i = 1; i <= CRASH_CYCLES; i++)); do
     if ((i % 5 == 0)); then
-        before=$(store_figures)
-        stop_rctd
-        ((RCTD_EXIT == 0)) || fail "cycle $i: clean stop exited $RCTD_EXIT"
-        start_rctd
-        after=$(store_figures)
-        [[ "$before" == "$after" ]] || fail "cycle $i: a clean restart changed the snapshots or the store: '$before' -> '$after'"
+        mode=clean
+    else
+        mode=${MODES[(i - 1 - i / 5) % 4]}
     fi
-    mode=${MODES[(i - 1) % 4]}
     alive=$(rctctl --json snapshots "$DISK" | py -c '
 import json, sys
 print(" ".join(s["name"] for s in json.load(sys.stdin)["snapshots"] if s["valid"]))')
@@ -701,9 +736,14 @@ print(" ".join(s["name"] for s in json.load(sys.stdin)["snapshots"] if s["valid"
     # shellcheck disable=SC2086 # $alive is a list of names
     py "$T/workload.py" "$U" "$log" "$CRASH_SEED" "$i" $SIZE "$STATE/control.sock" "$DISK" "$RCTD_PID" \
         "$mode" "$after_s" $MAX_ALIVE $alive 2>>"$T/workload.log" || fail "cycle $i: the workload failed (see workload.log)"
-    crash_rctd_at "$STATE"  # reaps it; the workload has killed it already
     double=0
-    if ((i % 4 == 2)); then
+    if [[ $mode == clean ]]; then
+        stop_rctd  # reaps it; the workload has sent SIGTERM already
+        ((RCTD_EXIT == 0)) || fail "cycle $i: rctd exited $RCTD_EXIT on SIGTERM"
+    else
+        crash_rctd_at "$STATE"  # reaps it; the workload has killed it already
+    fi
+    if ((i % 4 == 2)) && [[ $mode != clean ]]; then
         # a second crash while rctd opens the store (replay, reclaim, compact)
         double=$((RANDOM % 150))
         "$RCTD" --state-dir "$STATE" </dev/null >>"$T/rctd-$(basename "$STATE").log" 2>&1 &
@@ -740,8 +780,8 @@ print(" ".join(s["name"] for s in json.load(sys.stdin)["snapshots"] if s["valid"
     daemon_alive "cycle $i"
 done
 
-printf 'SUMMARY: cycles=%d kills: cut=%d (call in flight %d) cow=%d (first writes held at the kill: %d) delete=%d (call in flight %d) any=%d; double=%d writes=%d cuts=%d deletes=%d snapshots_verified=%d (new %d, re-read %d) lost_unflushed=%d store_max=%d (seed %d)\n' \
+printf 'SUMMARY: cycles=%d kills: cut=%d (call in flight %d) cow=%d (first writes held at the kill: %d) delete=%d (call in flight %d) any=%d; clean stops=%d; double=%d writes=%d cuts=%d deletes=%d snapshots_verified=%d (new %d, re-read %d) lost_unflushed=%d store_max=%d (seed %d)\n' \
     "$CRASH_CYCLES" "${NKILL[cut]}" "$in_cut" "${NKILL[cow]}" "$held_total" "${NKILL[delete]}" "$in_delete" \
-    "${NKILL[any]}" "$double_total" "$ops_total" "$cuts_total" "$deletes_total" "$((new_total + old_total))" \
+    "${NKILL[any]}" "${NKILL[clean]}" "$double_total" "$ops_total" "$cuts_total" "$deletes_total" "$((new_total + old_total))" \
     "$new_total" "$old_total" "$lost_total" "$max_store" "$CRASH_SEED"
 say "PASS"
