@@ -4,12 +4,15 @@
 #   write workload through NBD + snapshot cuts and deletes under it  ->
 #   kill -9 rctd at a chosen moment  ->  restart rctd  ->  check
 #
-# on one 32 MiB disk (granularity 64K; 512 chunks, so almost every write
-# after a cut is a first write that waits for a copy-on-write copy).
+# on one 32 MiB disk (granularity 64K), prefilled with written blocks so that
+# chunk copies hold data.
 #
 # The workload (workload.py, /usr/bin/python3 + libnbd) is one process:
 #  - the writer: one connection, up to 32 requests in flight, writes of 1-16
-#    4 KiB blocks (5% WRITE_ZEROES, 10% FUA, a FLUSH every ~50 requests).
+#    4 KiB blocks (5% WRITE_ZEROES, 10% FUA, a FLUSH every ~50 requests),
+#    99% of them in a 2 MiB hot window that moves every 0.1-0.5 s (so each
+#    snapshot keeps different chunks, and right after a cut most writes are
+#    first writes waiting for a copy).
 #    Each 4 KiB block of a write carries (cycle, sequence number, block
 #    number), so a read-back names the write it came from; no two requests
 #    in flight share a block, so the writes of one block are ordered. Every
@@ -18,11 +21,11 @@
 #    the control API on control.sock, timing each call), keeping at most 8;
 #    then, once the cycle's kill time has come, it kills rctd (SIGKILL) in
 #    the cycle's mode, rotating:
-#      cut     in the middle of a cut call (a random point of its typical
-#              duration, measured in this cycle),
+#      cut     during a cut call (0-80% of its median duration in this
+#              cycle after sending it),
 #      cow     0-8 ms after a cut returned (first writes are held while
 #              their chunks are copied),
-#      delete  in the middle of a snapshot-delete call,
+#      delete  during a snapshot-delete call (likewise),
 #      any     at a random moment;
 #    and every 5th cycle ends instead with a clean stop (clean): the writer
 #    drains and flushes, the store figures are noted, then SIGTERM.
@@ -56,7 +59,10 @@
 #      the store figures (copies, bytes, exclusive_bytes) must be what they
 #      were just before the stop: no garbage that only a restart frees.
 #
-# Default run: about 60 s here. Long run (about 2.5 s per cycle):
+# The summary counts the kills that found the call still in flight, and the
+# first writes (unacknowledged writes to chunks not yet written since the
+# last cut) that were held at the "cow" kills.
+# Default run: 60-80 s here. Long run (about 3 s per cycle):
 #   CRASH_CYCLES=500 RCT_TEST_TIMEOUT=8000 meson test -C build crash_snapshots \
 #       --timeout-multiplier 0
 # or directly: CRASH_CYCLES=500 bash tests/interop/crash_snapshots.sh
