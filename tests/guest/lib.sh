@@ -142,12 +142,25 @@ covers() {
             '/^ *[0-9]+:/ {gsub(/ /, ""); print $4 * bs, ($5 - $4 + 1) * bs}'
     done >/tmp/extents.txt
     [[ -s /tmp/extents.txt ]] || fail "filefrag found no extents for $*"
-    awk 'NR == FNR {o[NR] = $1; e[NR] = $1 + $2; n = NR; next}
+    # Merge touching ranges first: one file extent may span two listed ranges.
+    sort -n -k1,1 "$changes" | awk '
+        NR == 1 {o = $1; e = $1 + $2; next}
+        $1 <= e {if ($1 + $2 > e) e = $1 + $2; next}
+        {print o, e - o; o = $1; e = $1 + $2}
+        END {if (NR) print o, e - o}' >/tmp/changes-merged.txt
+    if ! awk 'NR == FNR {o[NR] = $1; e[NR] = $1 + $2; n = NR; next}
          {lo = $1; hi = $1 + $2; ok = 0
           for (i = 1; i <= n; i++) if (o[i] <= lo && hi <= e[i]) {ok = 1; break}
           if (!ok) {print "   uncovered extent at", lo, "length", $2; bad = 1}}
-         END {exit bad}' "$changes" /tmp/extents.txt
+         END {exit bad}' /tmp/changes-merged.txt /tmp/extents.txt; then
+        echo "   changes (merged):"; sed 's/^/   | /' /tmp/changes-merged.txt
+        echo "   file extents:"; sed 's/^/   | /' /tmp/extents.txt
+        return 1
+    fi
 }
+
+# has_size DEV: the block device has a non-zero size.
+has_size() { [[ $(cat "/sys/block/${1#/dev/}/size") -gt 0 ]]; }
 
 # nbd_connect DEV EXPORT [OPTS...]: attach kernel nbd device DEV to EXPORT
 # over rctd's Unix socket and wait until it has a size.
@@ -156,13 +169,72 @@ nbd_connect() {
     shift 2
     indent nbd-client -unix "$STATE/nbd.sock" "$dev" -N "$export" -b 4096 "$@" ||
         fail "nbd-client $dev -N $export failed"
-    wait_for 10 test "$(cat "/sys/block/${dev#/dev/}/size")" -gt 0 ||
+    wait_for 10 has_size "$dev" ||
         fail "$dev has no size after nbd-client"
 }
 
 nbd_disconnect() {
     local dev=$1
     indent nbd-client -d "$dev"
-    wait_for 10 test "$(cat "/sys/block/${dev#/dev/}/size")" -eq 0 ||
+    wait_for 10 eval '! has_size "$dev"' ||
         fail "$dev still has a size after nbd-client -d"
+}
+
+# cut_workload DEV MNT DISK SIZE: the checkpoint/snapshot workload shared by
+# the nbd and ublk scenarios, on a fresh ext4 on DEV (which serves DISK):
+#   files A, sync, checkpoint c1; files B, fsfreeze + snapshot s1 (a frozen
+#   ext4 is clean on the device: journal flushed), unfreeze; files C, all of
+#   a1 rewritten, a2 deleted, sync. Asserts `changes DISK --since c1` is
+#   non-empty, inside the disk, and covers every block of the files written
+#   after c1. Leaves MNT unmounted and /tmp/sums-s1 naming the files (and
+#   checksums) of the cut s1: A and B.
+cut_workload() {
+    local dev=$1 mnt=$2 disk=$3 size=$4
+    rm -f /tmp/sums-A /tmp/sums-B /tmp/sums-C
+    indent mkfs.ext4 -q -b 4096 -E nodiscard "$dev"
+    mkdir -p "$mnt"
+    mount -t ext4 "$dev" "$mnt"
+    write_files "$mnt" a 4 /tmp/sums-A
+    sync
+    step "ext4 on $dev; files A written and synced"
+
+    indent rctctl checkpoint "$disk" --name c1
+    write_files "$mnt" b 4 /tmp/sums-B
+    # busybox fsfreeze takes only the long options.
+    fsfreeze --freeze "$mnt"
+    local rc=0
+    indent rctctl snapshot "$disk" --name s1 || rc=$?
+    fsfreeze --unfreeze "$mnt"
+    ((rc == 0)) || fail "rctctl snapshot $disk --name s1 exited $rc"
+    step "checkpoint c1 after A; files B; snapshot s1 under fsfreeze"
+
+    write_files "$mnt" c 3 /tmp/sums-C
+    # Rewrite all of a1 in place (ext4 keeps its blocks): every one of them
+    # is then written after c1.
+    dd if=/dev/urandom of="$mnt/a1" bs=1024 count=$(($(stat -c %s "$mnt/a1") / 1024)) \
+        conv=notrunc status=none
+    rm "$mnt/a2"
+    sync
+    rctctl changes "$disk" --since c1 >/tmp/changes.txt
+    [[ -s /tmp/changes.txt ]] || fail "changes --since c1 is empty"
+    awk -v size="$size" '$1 < 0 || $2 <= 0 || $1 + $2 > size {print "   bad extent:", $0; bad = 1} END {exit bad}' \
+        /tmp/changes.txt || fail "changes --since c1 lists ranges outside the disk"
+    covers /tmp/changes.txt "$mnt"/b* "$mnt"/c* "$mnt/a1" ||
+        fail "changes --since c1 misses blocks of files written after c1"
+    step "changes --since c1: $(wc -l </tmp/changes.txt) extents, $(awk '{s += $2} END {print s}' /tmp/changes.txt) bytes, all in the disk, covering every block of B, C and the rewritten a1"
+    umount "$mnt"
+    cat /tmp/sums-A /tmp/sums-B >/tmp/sums-s1
+}
+
+# check_cut DEV WHAT [ro]: DEV holds the cut s1 of cut_workload: e2fsck -fn
+# is clean and the filesystem has exactly the files of A and B (old a1, a2
+# present, no C). With ro, mount read-only without journal replay.
+check_cut() {
+    local dev=$1 what=$2 opts=
+    [[ "${3:-}" != ro ]] || opts=ro,noload
+    indent e2fsck -fn "$dev" || fail "e2fsck -fn on $what ($dev) found errors"
+    mkdir -p /mnt/check
+    mount -t ext4 ${opts:+-o "$opts"} "$dev" /mnt/check
+    check_files /mnt/check /tmp/sums-s1 "$what on $dev, e2fsck -fn clean"
+    umount /mnt/check
 }

@@ -91,8 +91,8 @@ timeout --kill-after=10 "$RCT_GUEST_TIMEOUT" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kdir/vmlinuz" -initrd "$work/initrd.cpio" \
     -append "console=ttyS0 quiet panic=-1 rct.scenario=$SCENARIO" \
-    </dev/null 2>&1 | tr -d '\r' | tee "$work/console.log" |
-    grep --line-buffered -E '^RCT-|^   \| |BUG|WARNING|Call Trace|blocked for more than|Kernel panic'
+    </dev/null 2>&1 | tr -d '\r' | sed -u 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' | tee "$work/console.log" |
+    grep --line-buffered -E 'RCT-|^   \| |BUG|WARNING|Call Trace|blocked for more than|Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
 set -e
 elapsed=$((SECONDS - boot_start))
