@@ -4,7 +4,8 @@
 # Reporting: the host (run.sh) reads the serial console. Each check that
 # passed prints "RCT-STEP ok WHAT"; facts worth reporting but not asserted
 # print "RCT-INFO ...". The scenario ends with exactly one
-# "RCT-RESULT pass|fail|skip REASON" line. Any command that fails outside an
+# "RCT-RESULT pass|fail|skip REASON" line that counts (a failure inside a
+# command substitution reports first; run.sh takes the first result). Any command that fails outside an
 # `if`/`||` fails the scenario with its line number (ERR trap).
 #
 # Provides: step/info/fail/skip/pass, load_module, start_rctd/stop_rctd/
@@ -18,18 +19,20 @@ RCTD_LOG=/tmp/rctd.log
 RCTD_PID=
 _RESULT_SENT=
 
-step() { echo "RCT-STEP ok $*"; }
-info() { echo "RCT-INFO $*"; }
+# The report goes to stderr (the console, like stdout): functions whose
+# stdout is captured, as in DEV=$(ublk_attach d), can still report.
+step() { echo "RCT-STEP ok $*" >&2; }
+info() { echo "RCT-INFO $*" >&2; }
 _result() {
     _RESULT_SENT=1
-    echo "RCT-RESULT $*"
+    echo "RCT-RESULT $*" >&2
 }
 fail() {
     trap - ERR
     # Show the daemon's last words: most failures are explained there.
     if [[ -s "$RCTD_LOG" ]]; then
-        echo "---- last lines of $RCTD_LOG ----"
-        tail -n 30 "$RCTD_LOG"
+        echo "---- last lines of $RCTD_LOG ----" >&2
+        tail -n 30 "$RCTD_LOG" >&2
     fi
     _result "fail $*"
     exit 1
@@ -41,8 +44,8 @@ trap 'fail "line $LINENO: \"$BASH_COMMAND\" exited $?"' ERR
 trap '[[ -n "$_RESULT_SENT" ]] || _result "fail scenario ended without a result (exit $?)"' EXIT
 
 # indent CMD...: run CMD with its output indented, so it reads apart from the
-# RCT-* lines.
-indent() { "$@" 2>&1 | sed 's/^/   | /'; }
+# RCT-* lines (on stderr, so it is never captured by accident).
+indent() { "$@" 2>&1 | sed 's/^/   | /' >&2; }
 
 # load_module NAME [PARAMS...]: insmod a module the host packed (kernel.sh
 # lists them with dependencies first in /rct/modules/order).
@@ -238,3 +241,29 @@ check_cut() {
     check_files /mnt/check /tmp/sums-s1 "$what on $dev, e2fsck -fn clean"
     umount /mnt/check
 }
+
+# has_attach: this rctctl has the ublk frontend's `attach` command.
+has_attach() { command rctctl --help 2>/dev/null | grep -qE '^ +attach( |$)'; }
+
+# ublk_attach DISK: `rctctl attach DISK --ublk` must print the block device
+# (/dev/ublkbN) and exit 0; the device must appear with the disk's size.
+# Prints the device path.
+ublk_attach() {
+    local disk=$1 dev
+    dev=$(rctctl attach "$disk" --ublk) || fail "rctctl attach $disk --ublk exited $?"
+    [[ "$dev" =~ ^/dev/ublkb[0-9]+$ ]] || fail "rctctl attach $disk --ublk printed '$dev', not /dev/ublkbN"
+    wait_for 10 test -b "$dev" || fail "$dev did not appear after rctctl attach $disk --ublk"
+    wait_for 10 has_size "$dev" || fail "$dev has no size after rctctl attach $disk --ublk"
+    echo "$dev"
+}
+
+# ublk_detach DISK DEV: `rctctl detach DISK` exits 0 and DEV disappears.
+ublk_detach() {
+    local disk=$1 dev=$2
+    indent rctctl detach "$disk" || fail "rctctl detach $disk exited $?"
+    wait_for 10 eval '[[ ! -e "$dev" ]]' || fail "$dev still exists after rctctl detach $disk"
+}
+
+# block_stat DEV FIELD: a counter from /sys/block/DEV/stat (1 = reads
+# completed, 5 = writes completed).
+block_stat() { awk -v f="$2" '{print $f}' "/sys/block/${1#/dev/}/stat"; }

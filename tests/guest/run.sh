@@ -106,7 +106,7 @@ if ((qemu_rc == 124 || qemu_rc == 137)); then
     show_console
     fail "the guest did not finish within ${RCT_GUEST_TIMEOUT}s (RCT_GUEST_TIMEOUT)"
 fi
-result=$(grep -E '^RCT-RESULT ' "$work/console.log" | tail -1 || true)
+result=$(grep -E '^RCT-RESULT ' "$work/console.log" | head -1 || true)
 case "$result" in
     "RCT-RESULT pass"*) say "pass (guest ran ${elapsed}s, ${SECONDS}s in all)" ;;
     "RCT-RESULT skip"*) skip "${result#RCT-RESULT skip }" ;;

@@ -1,0 +1,81 @@
+#!/bin/bash
+# Guest scenario: ublk user recovery across rctd crashes.
+# requires-rctctl: attach
+#
+# fio writes 64 MiB of 4 KiB random blocks through /dev/ublkbN (io_uring,
+# O_DIRECT, QD16) and then verifies them (crc32c). rctd is killed with
+# SIGKILL once during the write phase and once during the verify phase,
+# and restarted on the same state dir each time with no arguments: it must
+# find the attached device in its state dir and recover it (UBLK user
+# recovery). fio must finish without an error, and the device node (same
+# major:minor) must exist throughout.
+source /rct/lib.sh
+
+BLOCKS=$((64 << 20 >> 12))  # 4 KiB blocks fio writes, then reads
+
+has_attach || skip "rctd has no ublk frontend yet (rctctl --help lists no attach command)"
+load_module ublk_drv
+start_rctd
+rctctl create d --size 256M >/dev/null
+DEV=$(ublk_attach d)
+NODE=$(stat -c %t:%T "$DEV")
+step "rctctl attach d --ublk -> $DEV ($NODE)"
+
+fio --name=v --filename="$DEV" --rw=randwrite --bs=4k --iodepth=16 \
+    --ioengine=io_uring --direct=1 --size=64M --verify=crc32c --do_verify=1 \
+    --verify_fatal=1 --time_based=0 >/tmp/fio.log 2>&1 &
+FIO=$!
+
+# wait_counter FIELD MIN: wait (up to 120 s) until DEV's FIELD counter
+# reaches MIN while fio runs; fail if fio ends first.
+wait_counter() {
+    local field=$1 min=$2 i
+    for ((i = 0; i < 1200; i++)); do
+        (($(block_stat "$DEV" "$field") >= min)) && return 0
+        kill -0 "$FIO" 2>/dev/null || { cat /tmp/fio.log; fail "fio ended before $DEV's stat field $field reached $min"; }
+        sleep 0.1
+    done
+    fail "$DEV's stat field $field stayed below $min for 120 s"
+}
+
+# crash_and_recover PHASE: SIGKILL rctd with fio's I/O in flight, check the
+# device node stayed, restart rctd with no arguments.
+crash_and_recover() {
+    local phase=$1
+    kill -0 "$FIO" 2>/dev/null || fail "fio is not running at the $phase crash"
+    kill_rctd
+    [[ -b "$DEV" && $(stat -c %t:%T "$DEV") == "$NODE" ]] ||
+        fail "$DEV ($NODE) is gone right after rctd was killed ($phase)"
+    start_rctd
+    [[ -b "$DEV" && $(stat -c %t:%T "$DEV") == "$NODE" ]] ||
+        fail "$DEV ($NODE) is gone after rctd restarted ($phase)"
+    step "rctd killed -9 during fio's $phase phase and restarted; $DEV still $NODE"
+}
+
+# The write phase: kill after a quarter of the blocks are written.
+wait_counter 5 $((BLOCKS / 4))
+crash_and_recover write
+# The verify phase: fio reads back only after writing all blocks.
+reads0=$(block_stat "$DEV" 1)
+wait_counter 1 $((reads0 + BLOCKS / 16))
+crash_and_recover verify
+
+rc=0
+for ((i = 0; i < 3000; i++)); do
+    kill -0 "$FIO" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$FIO" 2>/dev/null && { kill -KILL "$FIO"; cat /tmp/fio.log; fail "fio did not finish within 300 s after the recoveries"; }
+wait "$FIO" || rc=$?
+sed 's/^/   | /' /tmp/fio.log
+((rc == 0)) || fail "fio exited $rc (verify errors or I/O errors across the recoveries)"
+grep -qE 'err= *0' /tmp/fio.log || fail "fio reports an error"
+if grep -qiE 'verify: bad|bad magic|crc32c: verify failed' /tmp/fio.log; then
+    fail "fio reports verify failures"
+fi
+step "fio wrote and verified 64 MiB across two rctd crashes with no error"
+
+[[ -b "$DEV" && $(stat -c %t:%T "$DEV") == "$NODE" ]] || fail "$DEV changed after the recoveries"
+ublk_detach d "$DEV"
+step "rctctl detach d after recovery: $DEV is gone"
+pass
