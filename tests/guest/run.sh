@@ -73,8 +73,9 @@ trap cleanup EXIT
 
 start=$SECONDS
 rc=0
-kdir=$("$here/kernel.sh") || rc=$?
-((rc != 77)) || skip "the guest kernel is unavailable (kernel.sh skipped; see above)"
+kdir=$("$here/kernel.sh" 2>"$work/kernel.log") || rc=$?
+sed 's/^/   | /' "$work/kernel.log"
+((rc != 77)) || skip "the guest kernel is unavailable: $(sed -n 's/^SKIP: //p' "$work/kernel.log" | tail -1)"
 ((rc == 0)) || fail "kernel.sh failed (exit $rc)"
 say "kernel $(cat "$kdir/version") from $kdir"
 
