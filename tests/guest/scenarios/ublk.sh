@@ -26,7 +26,7 @@ out=$(rctctl attach d --ublk 2>&1) || rc=$?
 printf '%s\n' "$out" | sed 's/^/   | /'
 ((rc != 0)) || fail "rctctl attach d --ublk succeeded without ublk_drv loaded"
 grep -q ublk_drv <<<"$out" || fail "rctctl attach d --ublk failed (exit $rc) without naming ublk_drv"
-ls /dev/ublkb* >/dev/null 2>&1 && fail "a ublk device exists after the failed attach"
+if ls /dev/ublkb* >/dev/null 2>&1; then fail "a ublk device exists after the failed attach"; fi
 step "without ublk_drv: rctctl attach d --ublk exits $rc and names ublk_drv"
 
 # A fresh daemon after the module is loaded, so that the test does not

@@ -31,8 +31,11 @@ FIO=$!
 wait_counter() {
     local field=$1 min=$2 i
     for ((i = 0; i < 1200; i++)); do
-        (($(block_stat "$DEV" "$field") >= min)) && return 0
-        kill -0 "$FIO" 2>/dev/null || { cat /tmp/fio.log; fail "fio ended before $DEV's stat field $field reached $min"; }
+        if (($(block_stat "$DEV" "$field") >= min)); then return 0; fi
+        if ! kill -0 "$FIO" 2>/dev/null; then
+            cat /tmp/fio.log >&2
+            fail "fio ended before $DEV's stat field $field reached $min"
+        fi
         sleep 0.1
     done
     fail "$DEV's stat field $field stayed below $min for 120 s"
@@ -65,9 +68,13 @@ for ((i = 0; i < 3000; i++)); do
     kill -0 "$FIO" 2>/dev/null || break
     sleep 0.1
 done
-kill -0 "$FIO" 2>/dev/null && { kill -KILL "$FIO"; cat /tmp/fio.log; fail "fio did not finish within 300 s after the recoveries"; }
+if kill -0 "$FIO" 2>/dev/null; then
+    kill -KILL "$FIO"
+    cat /tmp/fio.log >&2
+    fail "fio did not finish within 300 s after the recoveries"
+fi
 wait "$FIO" || rc=$?
-sed 's/^/   | /' /tmp/fio.log
+sed 's/^/   | /' /tmp/fio.log >&2
 ((rc == 0)) || fail "fio exited $rc (verify errors or I/O errors across the recoveries)"
 grep -qE 'err= *0' /tmp/fio.log || fail "fio reports an error"
 if grep -qiE 'verify: bad|bad magic|crc32c: verify failed' /tmp/fio.log; then
