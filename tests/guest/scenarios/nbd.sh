@@ -7,6 +7,7 @@
 # read-only on /dev/nbd2 both hold exactly A+B (e2fsck -fn clean), and
 # nbd-client -d removes the devices. Last, an rctd crash under a connected
 # /dev/nbd0 (see the comment there).
+# shellcheck source=../lib.sh
 source /rct/lib.sh
 
 SIZE=$((256 << 20))

@@ -11,6 +11,7 @@
 #    export d@s1 over NBD (/dev/nbd0, read-only), both hold exactly A+B;
 #  - detach removes both devices;
 #  - `rctd --ublk d` attaches d at start; detach removes it.
+# shellcheck source=../lib.sh
 source /rct/lib.sh
 
 SIZE=$((256 << 20))

@@ -9,6 +9,7 @@
 # find the attached device in its state dir and recover it (UBLK user
 # recovery). fio must finish without an error, and the device node (same
 # major:minor) must exist throughout.
+# shellcheck source=../lib.sh
 source /rct/lib.sh
 
 BLOCKS=$((64 << 20 >> 12))  # 4 KiB blocks fio writes, then reads
