@@ -72,10 +72,19 @@ rctctl() { command rctctl --state-dir "$STATE" "$@"; }
 # start_rctd [ARGS...]: rctd on $STATE in its own mount namespace (a daemon
 # sharing a namespace with mounts of its own devices can deadlock on exit;
 # ublk-notes 5.7), waits until its control API answers.
+# The new namespace starts as a copy of ours: a filesystem mounted on an
+# nbd or ublk device before a restart would be copied in, pinned by rctd
+# itself (our umount does not reach a private copy; the filesystem stays
+# alive and `rctctl detach` of its device then hung here). So the copies of
+# such mounts are detached (umount -l) before rctd starts.
 start_rctd() {
     mkdir -p "$STATE"
     echo "---- rctd --state-dir $STATE $* ----" >>"$RCTD_LOG"
-    unshare -m --propagation private rctd --state-dir "$STATE" "$@" </dev/null >>"$RCTD_LOG" 2>&1 &
+    # shellcheck disable=SC2016
+    unshare -m --propagation private sh -c '
+        awk '\''$1 ~ /^\/dev\/(ublkb|nbd)[0-9]/ {print $2}'\'' /proc/mounts | sort -r |
+            while read -r m; do umount -l "$m"; done
+        exec rctd "$@"' rctd --state-dir "$STATE" "$@" </dev/null >>"$RCTD_LOG" 2>&1 &
     RCTD_PID=$!
     local i
     for ((i = 0; i < 300; i++)); do
