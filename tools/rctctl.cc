@@ -560,6 +560,8 @@ int main(int argc, char** argv)
     attach->add_flag("--ublk", ublk, "as /dev/ublkbN, through the kernel's ublk driver")->required();
     auto* detach = app.add_subcommand("detach", "remove a disk's local block device");
     detach->add_option("NAME", name, "disk name")->required();
+    detach->add_flag("--force", force,
+                     "detach even while the device is mounted or held (its users then get I/O errors)");
     auto* clone = app.add_subcommand("clone", "make a new, independent disk from a snapshot");
     clone->add_option("SOURCE", source, "DISK@SNAPSHOT")->required();
     clone->add_option("NEWNAME", new_name, "name of the new disk")->required();
@@ -656,7 +658,7 @@ int main(int argc, char** argv)
                           << " queue(s) of " << number(j, "depth") << " tags)\n";
             }
         } else if (*detach) {
-            c.call("DELETE", "/disks/" + segment(name) + "/ublk");
+            c.call("DELETE", "/disks/" + segment(name) + "/ublk" + (force ? "?force=1" : ""));
             if (!opt.json_output) {
                 std::cout << "detached disk " << name << '\n';
             }

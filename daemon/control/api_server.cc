@@ -701,7 +701,7 @@ private:
         const auto d = server_.registry_.find(name);
         const unsigned clients = d ? d->clients() : 0;
         if (force && server_.ublk_.find(name)) {
-            server_.ublk_.detach(name);
+            server_.ublk_.detach(name, true);
         }
         server_.registry_.remove(name, force);
         if (clients > 0) {
@@ -891,7 +891,7 @@ private:
     reply detach_ublk(const std::string& name) const
     {
         lookup(name);
-        server_.ublk_.detach(name);
+        server_.ublk_.detach(name, query_flag("force"));
         log::info("{}: detached disk {} from its ublk device", peer_of(conn_), name);
         return {MHD_HTTP_NO_CONTENT, {}};
     }
@@ -905,7 +905,7 @@ private:
         const std::string snap = string_field(j, "from");
         const bool force = bool_field(j, "force");
         if (force && server_.ublk_.find(name)) {
-            server_.ublk_.detach(name);  // like NBD clients, the device is cut off
+            server_.ublk_.detach(name, true);  // like NBD clients, the device is cut off
         }
         server_.registry_.restore(name, snap, force);
         log::info("{}: restored disk {} from snapshot {}", peer_of(conn_), name, snap);

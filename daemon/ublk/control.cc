@@ -28,6 +28,7 @@ const char* command_name(unsigned nr)
     case cmd_start_user_recovery: return "START_USER_RECOVERY";
     case cmd_end_user_recovery: return "END_USER_RECOVERY";
     case cmd_get_features: return "GET_FEATURES";
+    case cmd_del_dev_async: return "DEL_DEV_ASYNC";
     }
     return "command";
 }
@@ -76,7 +77,10 @@ int control::command(unsigned nr, std::uint32_t dev_id, std::uint64_t addr, std:
     std::memset(sqe, 0, 2 * sizeof *sqe);
     sqe->opcode = IORING_OP_URING_CMD;
     sqe->fd = fd_.get();
-    sqe->cmd_op = nr == cmd_get_features ? u_cmd_get_features : ioctl_encoding() ? ctrl_ioctl(nr) : nr;
+    sqe->cmd_op = nr == cmd_get_features    ? u_cmd_get_features
+                  : nr == cmd_del_dev_async ? u_cmd_del_dev_async
+                  : ioctl_encoding()        ? ctrl_ioctl(nr)
+                                            : nr;
     auto* c = reinterpret_cast<ublksrv_ctrl_cmd*>(sqe->cmd);
     c->dev_id = dev_id;
     c->queue_id = 0xffff;  // not a per-queue command
@@ -135,6 +139,18 @@ void control::stop_dev(std::uint32_t dev_id)
 
 void control::del_dev(std::uint32_t dev_id)
 {
+    // DEL_DEV waits until the last reference to the device is gone, and a
+    // filesystem still mounted on it (a forced detach, a watchdog clean-up)
+    // holds one until it is unmounted: the caller would hang that long.
+    // DEL_DEV_ASYNC removes the device now and lets the kernel free it
+    // later; drivers before 6.9 do not know it.
+    if (ioctl_encoding()) {
+        const int r = command(cmd_del_dev_async, dev_id);
+        if (r != -EOPNOTSUPP && r != -EINVAL) {
+            check(r, command_name(cmd_del_dev_async), dev_id);
+            return;
+        }
+    }
     check(command(cmd_del_dev, dev_id), command_name(cmd_del_dev), dev_id);
 }
 

@@ -33,6 +33,15 @@ constexpr auto finish_timeout = std::chrono::seconds(30);
 
 std::string device_path(std::uint32_t id) { return "/dev/ublkb" + std::to_string(id); }
 
+// Whether something holds the block device exclusively: a mounted
+// filesystem, swap, a device-mapper or md table on top. Removing the device
+// under them turns their I/O into errors, so detach refuses unless forced.
+bool claimed(const std::string& path)
+{
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC));
+    return !fd && errno == EBUSY;
+}
+
 // udev may hold the new char device open for a moment (ublksrv#176).
 unique_fd open_cdev(std::uint32_t id)
 {
@@ -300,7 +309,7 @@ attachment frontend::attach(const std::string& name)
     return a;
 }
 
-void frontend::detach(const std::string& name)
+void frontend::detach(const std::string& name, bool force)
 {
     std::lock_guard lock(mutex_);
     auto it = devices_.find(name);
@@ -310,6 +319,11 @@ void frontend::detach(const std::string& name)
     device& dev = *it->second;
     const int cdev = dev.cdev.get();
     const std::string path = device_path(dev.info.dev_id);
+    if (!force && claimed(path)) {
+        throw error(errc::busy, fmt::format("{} (disk '{}') is in use: mounted, or held by swap, device-mapper "
+                                            "or md; unmount it first, or force the detach (its users get I/O errors)",
+                                            path, name));
+    }
     stop_and_delete(dev);
     dev.d->detach_client(cdev);
     devices_.erase(it);

@@ -60,8 +60,9 @@ public:
     // ublk driver), io_error.
     attachment attach(const std::string& name);
     // Removes NAME's device (STOP_DEV, DEL_DEV). Throws not_found when the
-    // disk has none.
-    void detach(const std::string& name);
+    // disk has none, busy when something holds the device exclusively (a
+    // mounted filesystem) unless forced; forced, its users get EIO.
+    void detach(const std::string& name, bool force);
     std::optional<attachment> find(const std::string& name) const;
 
     // At start, once the workers run: takes back the devices a previous

@@ -24,6 +24,7 @@ inline constexpr unsigned cmd_set_params = UBLK_CMD_SET_PARAMS;
 inline constexpr unsigned cmd_start_user_recovery = UBLK_CMD_START_USER_RECOVERY;
 inline constexpr unsigned cmd_end_user_recovery = UBLK_CMD_END_USER_RECOVERY;
 inline constexpr unsigned cmd_get_features = 0x13;  // 6.5+, ioctl-encoded only
+inline constexpr unsigned cmd_del_dev_async = 0x14;  // 6.9+, ioctl-encoded only
 
 // I/O commands (on /dev/ublkcN), legacy numbers.
 inline constexpr unsigned io_fetch_req = UBLK_IO_FETCH_REQ;
@@ -34,6 +35,7 @@ inline constexpr unsigned io_commit_and_fetch_req = UBLK_IO_COMMIT_AND_FETCH_REQ
 constexpr unsigned ctrl_ioctl(unsigned nr) { return _IOWR('u', nr, struct ublksrv_ctrl_cmd); }
 constexpr unsigned io_ioctl(unsigned nr) { return _IOWR('u', nr, struct ublksrv_io_cmd); }
 inline constexpr unsigned u_cmd_get_features = _IOR('u', cmd_get_features, struct ublksrv_ctrl_cmd);
+inline constexpr unsigned u_cmd_del_dev_async = _IOR('u', cmd_del_dev_async, struct ublksrv_ctrl_cmd);
 
 // Feature bits beyond the 6.1 header.
 inline constexpr std::uint64_t f_user_recovery = UBLK_F_USER_RECOVERY;

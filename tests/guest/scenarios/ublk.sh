@@ -10,7 +10,10 @@
 #  - clone d@s1 -> d2 attached as a second ublk device, and the snapshot
 #    export d@s1 over NBD (/dev/nbd0, read-only), both hold exactly A+B;
 #  - detach removes both devices;
-#  - `rctd --ublk d` attaches d at start; detach removes it.
+#  - `rctd --ublk d` attaches d at start; detach of it while mounted is
+#    refused ("in use") and the filesystem keeps working; --force returns at
+#    once and the filesystem gets errors; re-attached, d holds what was
+#    synced before and passes e2fsck.
 # shellcheck source=../lib.sh
 source /rct/lib.sh
 
@@ -67,6 +70,31 @@ wait_for 10 has_size "$DEV" || fail "$DEV (rctd --ublk d) has no size"
 # d's filesystem was unmounted cleanly after the workload.
 indent e2fsck -fn "$DEV" || fail "e2fsck -fn on d through $DEV (rctd --ublk d) found errors"
 step "rctd --ublk d attaches d at start as $DEV; e2fsck -fn clean"
+
+# Detach refuses a mounted device (the filesystem would lose its disk);
+# forced, it returns at once and the filesystem gets I/O errors.
+mount "$DEV" /mnt/d || fail "mount $DEV failed"
+rc=0
+out=$(timeout 20 rctctl --state-dir "$STATE" detach d 2>&1) || rc=$?
+printf '%s\n' "$out" | sed 's/^/   | /'
+((rc != 0 && rc != 124)) || fail "rctctl detach d of a mounted $DEV exited $rc, not a refusal"
+grep -q "in use" <<<"$out" || fail "rctctl detach d of a mounted $DEV did not say it is in use"
+[[ -b "$DEV" ]] || fail "$DEV is gone after a refused detach"
+echo refused >/mnt/d/after-refusal && sync -f /mnt/d/after-refusal || fail "writing to d after a refused detach failed"
+step "rctctl detach d while $DEV is mounted: refused (exit $rc, 'in use'), the filesystem still works"
+timeout 20 rctctl --state-dir "$STATE" detach d --force >/dev/null || fail "rctctl detach d --force of a mounted $DEV exited $? (124: hung)"
+wait_for 10 eval '[[ ! -e "$DEV" ]]' || fail "$DEV still exists after rctctl detach d --force"
+if (echo lost >/mnt/d/after-force && sync -f /mnt/d/after-force) 2>/dev/null; then
+    fail "writes to d's filesystem still succeed after rctctl detach d --force"
+fi
+timeout 20 umount /mnt/d || fail "umount after a forced detach exited $?"
+step "rctctl detach d --force while mounted: returns, $DEV is gone, the filesystem gets errors, umount works"
+
+DEV=$(ublk_attach d)
+mount "$DEV" /mnt/d || fail "mount $DEV (journal replay) after a forced detach failed"
+[[ $(cat /mnt/d/after-refusal) == refused ]] || fail "d lost a file synced before the forced detach"
+umount /mnt/d
+indent e2fsck -fn "$DEV" || fail "e2fsck -fn on d after a forced detach found errors"
 ublk_detach d "$DEV"
 step "rctctl detach d: $DEV is gone"
 
