@@ -19,7 +19,10 @@
 #            half the snapshot comes from the store): bar >= 90% of live.
 # Prints markdown tables; --out FILE keeps them.
 #
-# Usage: bench/snapshots.sh [--quick] [--parts cut,steady,read] [--out FILE]
+# Usage: bench/snapshots.sh [--quick] [--parts cut,steady,read] [--granularity SIZE] [--out FILE]
+#   --granularity  the disks' chunk size (default 64K, rctd's default): also the
+#                  unit a first overwrite copies. Set, the disks are created at
+#                  that size and filled through NBD instead of imported.
 # Environment: RCT_BENCH_DIR (default /var/tmp), RCTD, RCTCTL.
 set -euo pipefail
 
@@ -28,6 +31,7 @@ RCTD=${RCTD:-$ROOT/build/daemon/rctd}
 RCTCTL=${RCTCTL:-$ROOT/build/tools/rctctl}
 parts=cut,steady,read
 out=
+granularity=
 runtime=30
 size=2G
 while (($#)); do
@@ -35,6 +39,7 @@ while (($#)); do
         --quick) runtime=6; size=512M; shift ;;
         --parts) parts=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
+        --granularity) granularity=$2; shift 2 ;;
         -h | --help) sed -n '/^# Usage:/,/^# Environment/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "snapshots: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -70,7 +75,13 @@ start() {
 fresh_disk() { # name: a disk full of random data, page cache warm
     rctctl delete "$1" --force >/dev/null 2>&1 || true
     head -c "$size" /dev/urandom >"$W/img.raw"
-    rctctl import "$1" --from "$W/img.raw" --move >/dev/null
+    if [[ -n $granularity ]]; then
+        rctctl create "$1" --size "$size" --granularity "$granularity" >/dev/null
+        nbdcopy "$W/img.raw" "$(uri "$1")"
+        rm -f "$W/img.raw"
+    else
+        rctctl import "$1" --from "$W/img.raw" --move >/dev/null
+    fi
     cat "$STATE/disks/$1/data.raw" >/dev/null
     sync
 }
@@ -210,7 +221,7 @@ fi
 header="# Snapshot benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)
-- rctd $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), 64 KiB chunks; disk $size of random data on $(findmnt -no FSTYPE -T "$W")
+- rctd $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), ${granularity:-64K} chunks; disk $size of random data on $(findmnt -no FSTYPE -T "$W")
 "
 echo "$header"
 echo "$table"

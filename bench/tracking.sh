@@ -830,7 +830,7 @@ if want profile; then
             pct_of() { awk -v re="$2" '$0 ~ re { gsub("%", "", $1); s += $1 } END { printf "%.2f%%", s }' "$1"; }
             echo "| samples in | share |"
             echo "|---|---:|"
-            echo "| change tracking (tracker begin_write/end_write, gated_backend, bitmap) | $(pct_of "$PROF.sym" 'tracking::|gated_backend|atomic_bitmap') |"
+            echo "| the write gates --no-tracking removes (tracker and snapshot store begin_write/end_write, gated_backend, bitmap) | $(pct_of "$PROF.sym" 'tracking::|snapshots::store_impl::(begin|end)_write|gated_backend|atomic_bitmap') |"
             echo "| all of rctd's own code (the rctd binary) | $(pct_of "$PROF.dso" '%[ \t]+rctd[ \t]*$') |"
             echo "| the kernel | $(pct_of "$PROF.dso" 'kernel') |"
             echo "| io_uring workers (iou-wrk threads: buffered writes punted by the kernel) | $(pct_of "$PROF.comm" 'iou-wrk') |"
