@@ -30,7 +30,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <future>
 #include <set>
 #include <span>
 
@@ -69,42 +68,6 @@ store_index open_index(const fs::path& dir, bool& damaged)
         damaged = true;
         return store_index(dir);
     }
-}
-
-int read_full(int fd, std::byte* buf, std::size_t n, std::uint64_t off) noexcept
-{
-    std::size_t done = 0;
-    while (done < n) {
-        const ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        if (r == 0) {
-            std::memset(buf + done, 0, n - done);  // past the end of the file: zeroes
-            break;
-        }
-        done += static_cast<std::size_t>(r);
-    }
-    return 0;
-}
-
-int write_full(int fd, const std::byte* buf, std::size_t n, std::uint64_t off) noexcept
-{
-    std::size_t done = 0;
-    while (done < n) {
-        const ssize_t w = ::pwrite(fd, buf + done, n - done, static_cast<off_t>(off + done));
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        done += static_cast<std::size_t>(w);
-    }
-    return 0;
 }
 
 bool all_zero(const std::byte* p, std::size_t n) noexcept
@@ -195,6 +158,7 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
     }
     idx_.compact_if_worthwhile();
     install(build_map(size));
+    copy_io_ = std::make_unique<chunk_copier>(data_.get(), chunks_.get(), dir_ / "chunks.dat", granularity_);
     thread_ = std::thread([this] { copier(); });
 }
 
@@ -340,6 +304,14 @@ void store_impl::end_write(io_request& r) noexcept
 
 void store_impl::copier() noexcept
 {
+    try {
+        copy_io_->enable();
+    } catch (const std::exception& e) {
+        log::error("snapshots {}: cannot start the copier's ring: {}; first writes after a cut will mark the "
+                   "snapshots invalid",
+                   dir_.string(), e.what());
+        copy_io_.reset();
+    }
     std::unique_lock lk(queue_mu_);
     waiters_.reserve(4096);
     for (;;) {
@@ -409,31 +381,42 @@ int store_impl::preserve_slice(cow_map* m, std::span<const std::uint64_t> need) 
     std::vector<std::uint64_t> failed;
     std::vector<std::uint64_t> written;  // slots holding this slice's data
     std::string reason;
-    std::vector<std::byte> buf(granularity_);
     auto fail = [&](std::uint64_t c, std::string why) {
         failed.push_back(c);
         if (reason.empty()) {
             reason = std::move(why);
         }
     };
-    for (std::uint64_t c : need) {
-        int rc = read_full(data_.get(), buf.data(), granularity_, c * granularity_);
-        if (rc < 0) {
-            fail(c, std::string("reading the data file for a copy failed: ") + std::strerror(-rc));
-            continue;
+    if (!copy_io_) {
+        for (std::uint64_t c : need) {
+            fail(c, "the snapshot store's copier could not start");
         }
-        if (all_zero(buf.data(), buf.size())) {
-            copies.push_back({c, {label, zero_slot}, 0});
-            continue;
-        }
-        std::uint64_t slot;
-        {
+        need = {};
+    }
+    const std::size_t window = copy_io_ ? copy_io_->window() : 1;
+    std::vector<int> res(window);
+    std::vector<chunk_copier::slot_write> writes;
+    for (std::size_t first = 0; first < need.size(); first += window) {
+        const auto part = need.subspan(first, std::min(window, need.size() - first));
+        copy_io_->read(part, res);
+        writes.clear();
+        for (std::size_t i = 0; i < part.size(); ++i) {
+            const std::uint64_t c = part[i];
+            if (res[i] < 0) {
+                fail(c, std::string("reading the data file for a copy failed: ") + std::strerror(-res[i]));
+                continue;
+            }
+            if (all_zero(copy_io_->buffer(i), granularity_)) {
+                copies.push_back({c, {label, zero_slot}, 0});
+                continue;
+            }
             std::unique_lock lk(slot_mu_);
             if (opts_.store_limit != 0 && (used_slots_ + 1) * granularity_ > opts_.store_limit) {
                 lk.unlock();
                 fail(c, "the snapshot store is full (limit " + std::to_string(opts_.store_limit) + " bytes)");
                 continue;
             }
+            std::uint64_t slot;
             if (!free_slots_.empty()) {
                 slot = free_slots_.back();
                 free_slots_.pop_back();
@@ -441,38 +424,47 @@ int store_impl::preserve_slice(cow_map* m, std::span<const std::uint64_t> need) 
                 slot = next_slot_++;
             }
             ++used_slots_;
+            writes.push_back({i, slot});
         }
-        rc = write_full(chunks_.get(), buf.data(), granularity_, slot * granularity_);
-        if (rc < 0) {
-            release_slots({slot});
-            fail(c, std::string("writing the snapshot store failed: ") + std::strerror(-rc));
-            continue;
+        copy_io_->write(writes, res);
+        for (std::size_t k = 0; k < writes.size(); ++k) {
+            const std::uint64_t c = part[writes[k].buffer];
+            if (res[k] < 0) {
+                release_slots({writes[k].slot});
+                fail(c, std::string("writing the snapshot store failed: ") + std::strerror(-res[k]));
+                continue;
+            }
+            written.push_back(writes[k].slot);
+            copies.push_back(
+                {c, {label, writes[k].slot}, XXH64(copy_io_->buffer(writes[k].buffer), granularity_, 0)});
         }
-        written.push_back(slot);
-        copies.push_back({c, {label, slot}, XXH64(buf.data(), buf.size(), 0)});
     }
     // The record carries each slot's checksum, so the two files may become
     // durable in either order: the slots' data and the record are synced
     // in parallel, and open checks the last record against the data.
     std::string sync_error;
+    bool recorded = false;
     try {
         idx_.write_copies(copies);
-        auto data_synced = std::async(std::launch::async, [&] {
-            return written.empty() || ::fdatasync(chunks_.get()) == 0 ? 0 : errno;
-        });
+        recorded = true;
+    } catch (const std::exception& e) {
+        sync_error = std::string("recording copies in the index failed: ") + e.what();
+    }
+    if (recorded) {
+        if (!written.empty()) {
+            copy_io_->start_sync();
+        }
         std::string log_error;
         try {
             idx_.sync_log();
         } catch (const std::exception& e) {
             log_error = e.what();
         }
-        if (const int err = data_synced.get(); err != 0) {
-            sync_error = std::string("syncing the snapshot store failed: ") + std::strerror(err);
+        if (const int err = written.empty() ? 0 : copy_io_->finish_sync(); err < 0) {
+            sync_error = std::string("syncing the snapshot store failed: ") + std::strerror(-err);
         } else if (!log_error.empty()) {
             sync_error = "recording copies in the index failed: " + log_error;
         }
-    } catch (const std::exception& e) {
-        sync_error = std::string("recording copies in the index failed: ") + e.what();
     }
     if (!sync_error.empty()) {
         // The record may yet be durable: its slots are not reused in this

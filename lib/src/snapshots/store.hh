@@ -5,6 +5,7 @@
 #pragma once
 
 #include "../tracking/bitmap.hh"
+#include "chunk_copier.hh"
 #include "index.hh"
 
 #include <rct/snapshots.hh>
@@ -105,6 +106,7 @@ private:
     const snapshot_options opts_;
     unique_fd data_;
     unique_fd chunks_;
+    std::unique_ptr<chunk_copier> copy_io_;  // the copier thread's, from attach on
     tracker* tracker_ = nullptr;
     std::uint32_t granularity_ = 0;
 
