@@ -4,6 +4,7 @@
 #include <rct/log.hh>
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -140,7 +141,10 @@ void listener::adopt_listening(unique_fd fd)
 
 void listener::start()
 {
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "rct-listener");
+        loop();
+    });
 }
 
 void listener::stop()

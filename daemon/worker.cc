@@ -6,6 +6,8 @@
 #include <rct/error.hh>
 #include <rct/log.hh>
 
+#include <fmt/format.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 
 #include <algorithm>
@@ -40,6 +42,7 @@ void worker::start()
     std::promise<void> enabled;
     auto ready = enabled.get_future();
     thread_ = std::thread([this, &enabled] {
+        ::pthread_setname_np(::pthread_self(), fmt::format("rct-worker-{}", index_).c_str());
         try {
             ring_.enable();
             ring_.limit_workers(config_.io_threads);

@@ -24,6 +24,7 @@
 #include <rct/log.hh>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/falloc.h>
 #include <unistd.h>
 
@@ -159,7 +160,10 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
     idx_.compact_if_worthwhile();
     install(build_map(size));
     copy_io_ = std::make_unique<chunk_copier>(data_.get(), chunks_.get(), dir_ / "chunks.dat", granularity_);
-    thread_ = std::thread([this] { copier(); });
+    thread_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "rct-snapcopy");
+        copier();
+    });
 }
 
 // The last COPIES record may have become durable before its slots' data

@@ -26,6 +26,8 @@
 #include <rct/log.hh>
 #include <rct/tracker.hh>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -410,7 +412,10 @@ void tracker_impl::end_write(io_request& r) noexcept
 
 void tracker_impl::start_thread()
 {
-    thread_ = std::thread([this] { background(); });
+    thread_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "rct-tracker");
+        background();
+    });
 }
 
 void tracker_impl::stop_thread()
