@@ -691,6 +691,14 @@ void store_impl::delete_snapshot(const std::string& name, bool force)
     }
     collect();
     std::shared_lock lk(mu_);
+    // Deletes are what leave dead records behind: without this a daemon
+    // that cuts and deletes for months grows index.log until a restart.
+    // No append can run meanwhile (mgmt_mu_, batch_mu_).
+    try {
+        idx_.compact_if_worthwhile();
+    } catch (const std::exception& e) {
+        log::warn("snapshots {}: compacting index.log failed: {}; it stays as it is", dir_.string(), e.what());
+    }
     install(build_map(size_.load()));
 }
 
