@@ -146,6 +146,9 @@ int chunk_copier::grow_to(std::uint64_t end) noexcept
 
 void chunk_copier::write(std::span<const slot_write> ws, std::span<int> res) noexcept
 {
+    if (ws.empty()) {
+        return;  // a window of zero chunks and failed reads
+    }
     std::uint64_t end = 0;
     for (const auto& w : ws) {
         end = std::max(end, (w.slot + 1) * granularity_);
