@@ -61,13 +61,14 @@ int write_full(int fd, const std::byte* buf, std::size_t n, std::uint64_t off) n
 
 chunk_copier::chunk_copier(int data_fd, int chunks_fd, const std::filesystem::path& chunks_path,
                            std::uint32_t granularity)
-    : ring_(static_cast<unsigned>(max_window)), data_fd_(data_fd), chunks_fd_(chunks_fd),
-      direct_(::open(chunks_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC)), granularity_(granularity),
+    : ring_(static_cast<unsigned>(max_window)), data_fd_(data_fd), chunks_fd_(chunks_fd), granularity_(granularity),
       window_(std::clamp<std::size_t>(window_bytes / granularity, 1, max_window)), ops_(window_)
 {
+    direct_.reset(::open(chunks_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
     if (!direct_) {
+        const int err = errno;
         log::info("snapshots: {} takes no O_DIRECT ({}); copies go through the page cache", chunks_path.string(),
-                  std::strerror(errno));
+                  std::strerror(err));
     }
 }
 
