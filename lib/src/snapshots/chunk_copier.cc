@@ -122,12 +122,12 @@ void chunk_copier::read(std::span<const std::uint64_t> chunks, std::span<int> re
     wait(ops);
     for (std::size_t i = 0; i < chunks.size(); ++i) {
         const int r = ops[i].res;
-        // A short read (the end of the file, or rare): finish it by hand.
-        res[i] = r < 0 ? r
-                       : static_cast<std::uint32_t>(r) == granularity_
-                             ? 0
-                             : read_full(data_fd_, buffer(i) + r, granularity_ - static_cast<std::uint32_t>(r),
-                                         chunks[i] * granularity_ + static_cast<std::uint32_t>(r));
+        res[i] = r < 0 ? r : 0;
+        if (r >= 0 && static_cast<std::uint32_t>(r) < granularity_) {
+            // A short read (the end of the file, or rare): finish it by hand.
+            const auto got = static_cast<std::uint32_t>(r);
+            res[i] = read_full(data_fd_, buffer(i) + got, granularity_ - got, chunks[i] * granularity_ + got);
+        }
     }
 }
 
@@ -154,12 +154,13 @@ void chunk_copier::write(std::span<const slot_write> ws, std::span<int> res) noe
     for (const auto& w : ws) {
         end = std::max(end, (w.slot + 1) * granularity_);
     }
-    if (const int rc = direct_ ? grow_to(end) : 0; rc < 0) {
+    const bool direct = static_cast<bool>(direct_);
+    if (const int rc = direct ? grow_to(end) : 0; rc < 0) {
         std::fill(res.begin(), res.end(), rc);
         return;
     }
     const auto ops = std::span(ops_).first(ws.size());
-    const int fd = direct_ ? direct_.get() : chunks_fd_;
+    const int fd = direct ? direct_.get() : chunks_fd_;
     for (std::size_t k = 0; k < ws.size(); ++k) {
         ops[k].done = false;
         io_uring_prep_write(ring_.sqe(&ops[k]), fd, buffer(ws[k].buffer), granularity_, ws[k].slot * granularity_);
@@ -167,21 +168,22 @@ void chunk_copier::write(std::span<const slot_write> ws, std::span<int> res) noe
     wait(ops);
     for (std::size_t k = 0; k < ws.size(); ++k) {
         int r = ops[k].res;
-        if (r == -EINVAL && direct_) {
-            // The filesystem took the open but not the write: page cache
-            // from now on.
-            log::info("snapshots: O_DIRECT writes to chunks.dat refused; copies go through the page cache");
-            direct_.reset();
-        }
-        if (r == -EINVAL && !direct_) {
-            res[k] = write_full(chunks_fd_, buffer(ws[k].buffer), granularity_, ws[k].slot * granularity_);
-            continue;
-        }
-        if (r >= 0 && static_cast<std::uint32_t>(r) < granularity_) {
-            r = write_full(chunks_fd_, buffer(ws[k].buffer) + r, granularity_ - static_cast<std::uint32_t>(r),
-                           ws[k].slot * granularity_ + static_cast<std::uint32_t>(r));
+        if (r == -EINVAL && direct) {
+            // The filesystem took the O_DIRECT open but not the write: this
+            // slot and all later ones go through the page cache.
+            if (direct_) {
+                log::info("snapshots: O_DIRECT writes to chunks.dat refused; copies go through the page cache");
+                direct_.reset();
+            }
+            r = 0;
         }
         res[k] = r < 0 ? r : 0;
+        if (r >= 0 && static_cast<std::uint32_t>(r) < granularity_) {
+            // Short (or refused above): the rest through the page cache.
+            const auto done = static_cast<std::uint32_t>(r);
+            res[k] = write_full(chunks_fd_, buffer(ws[k].buffer) + done, granularity_ - done,
+                                ws[k].slot * granularity_ + done);
+        }
     }
 }
 
@@ -189,7 +191,7 @@ void chunk_copier::start_sync() noexcept
 {
     sync_.done = false;
     io_uring_prep_fsync(ring_.sqe(&sync_), chunks_fd_, IORING_FSYNC_DATASYNC);
-    io_uring_submit(ring_.raw());
+    ring_.run(false);  // submitted now, so it overlaps the index log's sync
 }
 
 int chunk_copier::finish_sync() noexcept
