@@ -263,11 +263,15 @@ void cmd_list(client& c, const options& opt)
         return;
     }
     std::vector<std::vector<std::string>> rows{{"NAME", "SIZE", "CLIENTS", "CREATED", "URI"}};
-    for (const auto& d : parse_reply(r).value("disks", json::array())) {
+    const json reply = parse_reply(r);
+    for (const auto& d : reply.value("disks", json::array())) {
         rows.push_back({str(d, "name"), rct::format_size(bytes(d)), std::to_string(d.value("clients", 0u)),
                         str(d, "created_at"), str(d, "export_uri")});
     }
     print_table(rows);
+    for (const auto& q : reply.value("quarantined", json::array())) {
+        std::cout << "quarantined (not served): " << str(q, "name") << ": " << str(q, "reason") << '\n';
+    }
 }
 
 void cmd_info(client& c, const options& opt, const std::string& name)
@@ -374,9 +378,10 @@ void cmd_changes(client& c, const options& opt, const std::string& query, std::u
     };
 
     json since_epoch, until_epoch, granularity;
-    std::uint64_t cursor = 0;
+    std::string cursor = "0";
+    std::uint64_t position = 0;
     for (bool first = true;; first = false) {
-        const json page = parse_reply(c.call("GET", path + "&cursor=" + std::to_string(cursor)));
+        const json page = parse_reply(c.call("GET", path + "&cursor=" + cursor));
         if (first) {
             since_epoch = page.value("since_epoch", json());
             until_epoch = page.value("until_epoch", json());
@@ -393,16 +398,18 @@ void cmd_changes(client& c, const options& opt, const std::string& query, std::u
             }
         }
         const json next = page.value("next_cursor", json());
-        if (!next.is_number_unsigned()) {
+        if (!next.is_string()) {
             break;
         }
-        // A cursor is a position on the disk: one that does not move on
-        // would loop forever.
-        if (next.get<std::uint64_t>() <= cursor) {
-            throw failure{exit_failure,
-                          "rctd's change listing did not advance past cursor " + std::to_string(cursor), {}};
+        // A cursor starts with a position on the disk: one that does not
+        // move on would loop forever.
+        const std::string text = next.get<std::string>();
+        const std::uint64_t at = std::strtoull(text.c_str(), nullptr, 10);
+        if (at <= position) {
+            throw failure{exit_failure, "rctd's change listing did not advance past cursor " + cursor, {}};
         }
-        cursor = next.get<std::uint64_t>();
+        position = at;
+        cursor = text;
     }
     flush();
     if (!opt.json_output) {

@@ -104,6 +104,46 @@ json checkpoint_json(const checkpoint_info& c)
     return j;
 }
 
+// A changes cursor says where a listing goes on and which history it lists:
+// "OFFSET.GENERATION.SINCE_EPOCH.UNTIL_EPOCH" (0 = live). A listing that
+// spans a tracking reset, or the deletion (and re-creation) of a checkpoint
+// it names, then fails instead of mixing two histories.
+struct changes_cursor {
+    std::uint64_t offset = 0;
+    std::uint32_t generation = 0;
+    std::uint64_t since = 0;
+    std::uint64_t until = 0;
+};
+
+std::string format_cursor(const changes_page& p)
+{
+    return fmt::format("{}.{}.{}.{}", *p.next_cursor, p.generation, p.since_epoch, p.until_epoch.value_or(0));
+}
+
+std::optional<changes_cursor> parse_cursor(std::string_view text)
+{
+    changes_cursor c;
+    std::uint64_t gen = 0;
+    std::uint64_t* fields[] = {&c.offset, &gen, &c.since, &c.until};
+    const char* p = text.data();
+    const char* end = text.data() + text.size();
+    for (std::size_t i = 0; i < 4; ++i) {
+        if (i > 0 && (p == end || *p++ != '.')) {
+            return std::nullopt;
+        }
+        const auto r = std::from_chars(p, end, *fields[i]);
+        if (r.ec != std::errc{} || r.ptr == p) {
+            return std::nullopt;
+        }
+        p = r.ptr;
+    }
+    if (p != end || gen > std::numeric_limits<std::uint32_t>::max()) {
+        return std::nullopt;
+    }
+    c.generation = static_cast<std::uint32_t>(gen);
+    return c;
+}
+
 // A page of changes may hold a million extents: it is written out directly,
 // one extent per line, since a JSON tree would cost a heap node per value.
 std::string changes_body(const changes_page& p, std::uint32_t granularity)
@@ -122,7 +162,7 @@ std::string changes_body(const changes_page& p, std::uint32_t granularity)
         separator = ",\n    ";
     }
     fmt::format_to(it, "{}],\n  \"next_cursor\": {}\n}}\n", p.extents.empty() ? "" : "\n  ",
-                   number_or_null(p.next_cursor));
+                   p.next_cursor ? "\"" + format_cursor(p) + "\"" : std::string("null"));
     return out;
 }
 
@@ -624,6 +664,11 @@ private:
     {
         auto d = server_.registry_.find(name);
         if (!d) {
+            const auto q = server_.registry_.quarantined();
+            if (auto it = q.find(name); it != q.end()) {
+                throw api_error{MHD_HTTP_CONFLICT, "quarantined",
+                                fmt::format("disk {} is quarantined and not served: {}", name, it->second)};
+            }
             throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no disk named {}", name)};
         }
         return d;
@@ -649,7 +694,11 @@ private:
         for (const auto& d : server_.registry_.list()) {
             disks.push_back(disk_json(*d));
         }
-        return ok(MHD_HTTP_OK, json{{"disks", std::move(disks)}});
+        json quarantined = json::array();
+        for (const auto& [name, reason] : server_.registry_.quarantined()) {
+            quarantined.push_back(json{{"name", name}, {"reason", reason}});
+        }
+        return ok(MHD_HTTP_OK, json{{"disks", std::move(disks)}, {"quarantined", std::move(quarantined)}});
     }
 
     reply create_disk() const
@@ -770,13 +819,7 @@ private:
         if (!since) {
             throw bad_request("query parameter 'since' is required (a checkpoint name or token)");
         }
-        const auto until = query_checkpoint("until");
-        const std::uint64_t cursor = query_number("cursor", 0, 0, std::numeric_limits<std::uint64_t>::max());
-        const std::uint64_t limit = query_number("limit", default_changes_limit, 1, max_changes_limit);
-        const auto d = lookup(name);
-        const tracker& t = tracking_of(*d);
-        const changes_page page = t.changes(*since, until, cursor, static_cast<std::size_t>(limit));
-        return {MHD_HTTP_OK, changes_body(page, t.status().granularity)};
+        return list_changes(name, *since, query_checkpoint("until"));
     }
 
     // diff FROM TO: snapshots, checkpoints or tokens; TO may be "live".
@@ -791,12 +834,32 @@ private:
         if (*from == "live") {
             throw bad_request("'from' must be a snapshot or checkpoint: 'live' has no changes after it");
         }
-        const std::uint64_t cursor = query_number("cursor", 0, 0, std::numeric_limits<std::uint64_t>::max());
+        return list_changes(name, *from, *to == "live" ? std::nullopt : to);
+    }
+
+    // One page of changes since..until, continuing at the cursor if given.
+    reply list_changes(const std::string& name, const std::string& since,
+                       const std::optional<std::string>& until) const
+    {
+        changes_cursor cursor;
+        if (const auto text = query_value("cursor"); text && *text != "0") {
+            const auto c = parse_cursor(*text);
+            if (!c) {
+                throw bad_request("'cursor' must be the next_cursor of an earlier page");
+            }
+            cursor = *c;
+        }
         const std::uint64_t limit = query_number("limit", default_changes_limit, 1, max_changes_limit);
         const auto d = lookup(name);
         const tracker& t = tracking_of(*d);
-        const auto until = *to == "live" ? std::nullopt : to;
-        const changes_page page = t.changes(*from, until, cursor, static_cast<std::size_t>(limit));
+        const changes_page page = t.changes(since, until, cursor.offset, static_cast<std::size_t>(limit));
+        if (cursor.generation != 0 && (cursor.generation != page.generation || cursor.since != page.since_epoch ||
+                                       cursor.until != page.until_epoch.value_or(0))) {
+            throw rct::error(errc::full_backup_required,
+                             "the checkpoints this listing started from were deleted or recreated, or tracking "
+                             "was reset, after its first page; start the listing again (a full backup may be "
+                             "required)");
+        }
         return {MHD_HTTP_OK, changes_body(page, t.status().granularity)};
     }
 
@@ -855,6 +918,9 @@ private:
         store["limit"] = ss.store_limit == 0 ? json(nullptr) : json(ss.store_limit);
         store["first_writes"] = ss.first_writes;
         store["index_damaged"] = ss.index_damaged;
+        if (ss.index_damaged) {
+            store["index_damage"] = ss.index_damage;
+        }
         return ok(MHD_HTTP_OK, json{{"snapshots", std::move(list)}, {"store", std::move(store)}});
     }
 

@@ -299,7 +299,8 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
             if (m.kind == meta_kind::base_allocation) {
                 r = export_.io().allocation(offset, length, max, extents_);
             } else if (const tracker* t = export_.d->tracking()) {
-                t->dirty_map(m.epoch, export_.until_epoch(), offset, length, max, extents_);
+                // -ESTALE (reset, or the checkpoint deleted) goes out as EIO.
+                r = t->dirty_map(m.generation, m.epoch, export_.until_epoch(), offset, length, max, extents_);
             } else {
                 r = -EINVAL;
             }

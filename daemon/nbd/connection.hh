@@ -70,7 +70,8 @@ private:
     struct meta_selection {
         std::uint32_t id;
         meta_kind kind;
-        std::uint64_t epoch;  // dirty_bitmap: the checkpoint's epoch
+        std::uint64_t epoch;         // dirty_bitmap: the checkpoint's epoch
+        std::uint32_t generation;    // ... in this tracking generation (answers stop if it changes)
         std::string name;
     };
 

@@ -109,13 +109,14 @@ std::vector<connection::meta_selection> connection::match_contexts(const nbd_exp
     }
     auto add_base = [&] {
         if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
-            out.push_back({1, meta_kind::base_allocation, 0, "base:allocation"});
+            out.push_back({1, meta_kind::base_allocation, 0, 0, "base:allocation"});
         }
     };
     auto add_bitmap = [&](std::size_t i) {
         const auto id = static_cast<std::uint32_t>(2 + i);
         if (std::none_of(out.begin(), out.end(), [&](auto& m) { return m.id == id; })) {
-            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, std::string(bitmap_prefix) + cps[i].name});
+            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, cps[i].generation,
+                           std::string(bitmap_prefix) + cps[i].name});
         }
     };
     if (queries.empty()) {

@@ -17,6 +17,8 @@
 // Slow work (copying an import) runs without the mutex so that lookups by
 // the frontends are never held up; the mutex covers the map and the final
 // rename into place.
+#include "tracking/rules.hh"
+
 #include <rct/disk_registry.hh>
 
 #include <rct/error.hh>
@@ -469,7 +471,9 @@ disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
             try {
                 disks_.emplace(name, open_disk(p));
             } catch (const std::exception& e) {
-                log::error("disk {} is not served: {}", name, e.what());
+                log::error("disk {} is quarantined (not served; its files are left as they are): {}", name,
+                           e.what());
+                quarantined_.emplace(name, e.what());
             }
         }
     }
@@ -545,6 +549,12 @@ std::vector<std::shared_ptr<disk>> disk_registry::list() const
     return out;
 }
 
+std::map<std::string, std::string> disk_registry::quarantined() const
+{
+    std::lock_guard lock(mutex_);
+    return quarantined_;
+}
+
 bool disk_registry::valid_name(std::string_view name) noexcept
 {
     if (name.empty() || name.size() > 64 || name.front() == '.' || name.front() == '-') {
@@ -602,11 +612,16 @@ std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shar
 }
 
 void check_not_taken(std::mutex& mutex, const std::map<std::string, std::shared_ptr<disk>, std::less<>>& disks,
-                     const std::string& name)
+                     const std::map<std::string, std::string>& quarantined, const std::string& name)
 {
     std::lock_guard lock(mutex);
     if (disks.count(name) != 0) {
         throw error(errc::exists, fmt::format("disk {} already exists", name));
+    }
+    if (auto q = quarantined.find(name); q != quarantined.end()) {
+        throw error(errc::exists, fmt::format("disk {} exists but is quarantined ({}); repair or remove its "
+                                              "directory by hand and restart rctd",
+                                              name, q->second));
     }
 }
 
@@ -618,13 +633,13 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
     check_size(size);
     disk_options opts = opts_;
     if (granularity != 0) {
-        if (granularity < 4096 || granularity > (1u << 20) || (granularity & (granularity - 1)) != 0) {
+        if (!tracking::valid_granularity(granularity)) {
             throw error(errc::invalid_argument,
                         fmt::format("granularity {} is not a power of two between 4K and 1M", granularity));
         }
         opts.tracker.granularity = granularity;
     }
-    check_not_taken(mutex_, disks_, name);
+    check_not_taken(mutex_, disks_, quarantined_, name);
 
     disk_meta meta{name, new_uuid(), size, now_unix()};
     const fs::path disks_dir = state_dir_ / "disks";
@@ -681,7 +696,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
                         fmt::format("{} is inside the state directory; it cannot be moved", from.string()));
         }
     }
-    check_not_taken(mutex_, disks_, name);
+    check_not_taken(mutex_, disks_, quarantined_, name);
 
     disk_meta meta{name, new_uuid(), size, now_unix()};
     const fs::path staging = disks_dir / fmt::format(".{}-{}-{}.tmp", move ? "move" : "import", name, meta.id);

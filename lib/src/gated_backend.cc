@@ -1,5 +1,8 @@
 #include <rct/write_gate.hh>
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace rct {
 namespace {
 
@@ -65,15 +68,23 @@ std::unique_ptr<backend> make_gated_backend(std::unique_ptr<backend> inner, writ
 
 void resume_on_owner(io_request& r, std::function<void(io_request&, int)> resume, int err) noexcept
 {
-    executor* ex = r.ring != nullptr ? r.ring->owner() : nullptr;
-    if (ex != nullptr) {
-        try {
-            ex->post([&r, resume = std::move(resume), err]() mutable { resume(r, err); });
-            return;
-        } catch (...) {
-        }
+    if (r.ring == nullptr) {
+        resume(r, err);  // no ring to submit to: any thread will do
+        return;
     }
-    resume(r, err);
+    executor* ex = r.ring->owner();
+    if (ex == nullptr) {
+        std::fprintf(stderr, "rctd: a held write's ring has no owner to resume it on\n");
+        std::abort();
+    }
+    try {
+        ex->post([&r, resume = std::move(resume), err]() mutable { resume(r, err); });
+    } catch (...) {
+        // Resuming here would submit to another thread's single-issuer
+        // ring; dropping the request would hang its client for ever.
+        std::fprintf(stderr, "rctd: cannot hand a held write back to its worker (out of memory)\n");
+        std::abort();
+    }
 }
 
 }  // namespace rct

@@ -210,7 +210,7 @@ BOOST_AUTO_TEST_CASE(index_survives_reopen_and_detects_damage)
         f.seekp(30);
         f.put('\x5a');
     }
-    BOOST_CHECK_EXCEPTION(store_index{t.path}, error, [](const error& e) { return e.code() == errc::corrupt; });
+    BOOST_TEST(!store_index{t.path}.damage().empty());
 }
 
 BOOST_AUTO_TEST_CASE(views_hold_point_in_time_content)

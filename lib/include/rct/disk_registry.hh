@@ -22,15 +22,19 @@ namespace rct {
 
 class disk_registry {
 public:
-    // Creates STATE/disks if needed and loads every disk in it. A disk whose
-    // metadata is unreadable is skipped with an error in the log, never
-    // served. Throws if the state directory itself is unusable.
+    // Creates STATE/disks if needed and loads every disk in it. A disk that
+    // cannot be opened (metadata that fails its checks, files it cannot
+    // read) is quarantined: never served, listed by quarantined() with the
+    // reason, its files left as they are; the other disks are unaffected.
+    // Throws if the state directory itself is unusable.
     explicit disk_registry(std::filesystem::path state_dir, disk_options opts = {});
 
     const std::filesystem::path& state_dir() const noexcept { return state_dir_; }
 
     std::shared_ptr<disk> find(std::string_view name) const;
     std::vector<std::shared_ptr<disk>> list() const;  // sorted by name
+    // Disks found at start that are not served, with why: name -> reason.
+    std::map<std::string, std::string> quarantined() const;
 
     // Names: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'.
     static bool valid_name(std::string_view name) noexcept;
@@ -64,6 +68,7 @@ private:
     const disk_options opts_;
     mutable std::mutex mutex_;
     std::map<std::string, std::shared_ptr<disk>, std::less<>> disks_;  // guarded by mutex_
+    std::map<std::string, std::string> quarantined_;                   // guarded by mutex_
 };
 
 }  // namespace rct

@@ -52,6 +52,7 @@ struct snapshot_store_status {
     std::uint64_t store_limit = 0;
     std::uint64_t first_writes = 0;  // writes that waited for a copy since start
     bool index_damaged = false;      // the index was damaged at open and set aside
+    std::string index_damage;        // what was wrong with it
 };
 
 // A read-only backend over one snapshot (writes fail with -EPERM).

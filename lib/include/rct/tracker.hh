@@ -50,7 +50,8 @@ struct checkpoint_info {
     std::int64_t created_at = 0;  // unix seconds
     std::uint64_t size = 0;       // disk size at the cut
     std::string token;
-    std::uint64_t cut_ns = 0;  // duration of the cut (epoch switch); set by checkpoint() only
+    std::uint64_t cut_ns = 0;       // duration of the cut (epoch switch); set by checkpoint() only
+    std::uint32_t generation = 0;   // tracking generation the checkpoint belongs to
 };
 
 struct tracking_status {
@@ -77,6 +78,7 @@ struct changes_page {
     std::optional<std::uint64_t> next_cursor;
     std::uint64_t since_epoch = 0;
     std::optional<std::uint64_t> until_epoch;  // empty = live
+    std::uint32_t generation = 0;              // the generation since/until were resolved in
 };
 
 // Identity of the data file, to notice changes made behind our back.
@@ -119,8 +121,12 @@ public:
     // plus live, or up to until_epoch) within [offset, offset+length), for NBD block status: each
     // extent is (length, dirty?). Coalesced, covering the range exactly.
     // until_epoch: up to that checkpoint instead of up to now.
-    virtual void dirty_map(std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch, std::uint64_t offset,
-                           std::uint64_t length, std::size_t max_extents, std::vector<extent>& out) const = 0;
+    // The caller names the generation it learnt the epochs in: if tracking
+    // was reset since, or either checkpoint was deleted, the answer would
+    // come from another history, so it returns -ESTALE and adds nothing.
+    virtual int dirty_map(std::uint32_t generation, std::uint64_t since_epoch,
+                          std::optional<std::uint64_t> until_epoch, std::uint64_t offset, std::uint64_t length,
+                          std::size_t max_extents, std::vector<extent>& out) const = 0;
     virtual std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const = 0;
 
     virtual void resize(std::uint64_t new_size) = 0;

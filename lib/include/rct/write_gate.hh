@@ -35,7 +35,9 @@ protected:
 std::unique_ptr<backend> make_gated_backend(std::unique_ptr<backend> inner, write_gate& gate);
 
 // Runs resume(r, err) on the thread that owns r's ring (through the ring's
-// executor), or right here when r has no ring or its executor refuses.
+// executor), or right here when r has no ring. Never on a thread that does
+// not own the ring: if the executor cannot take the task, the process ends
+// (a request dropped silently would hang its client for ever).
 void resume_on_owner(io_request& r, std::function<void(io_request&, int)> resume, int err) noexcept;
 
 }  // namespace rct

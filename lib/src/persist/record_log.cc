@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 namespace rct::persist {
@@ -29,52 +30,150 @@ record_log::record_log(fs::path path, std::uint32_t magic) : path_(std::move(pat
     end_ = static_cast<std::uint64_t>(st.st_size);
 }
 
-record_log::replay_result record_log::replay(const std::function<void(std::uint16_t, payload_reader&)>& fn)
+namespace {
+
+std::uint32_t header_check(const record_header& h)
 {
-    bool exists = true;
-    const auto bytes = read_file(path_, exists);
+    // Over magic, type, flags and length: a torn record can be told from a
+    // damaged one only if its length can be trusted. Never 0, which marks
+    // the records of older versions, written without it.
+    const auto v = static_cast<std::uint32_t>(checksum(&h, offsetof(record_header, hcheck), nullptr, 0));
+    return v == 0 ? 1 : v;
+}
+
+bool all_zero(const std::uint8_t* p, std::size_t n)
+{
+    return std::all_of(p, p + n, [](std::uint8_t b) { return b == 0; });
+}
+
+// Whether a record starts at pos and passes every check.
+bool valid_at(const std::uint8_t* p, std::size_t n, std::size_t pos, std::uint32_t magic, record_header& h)
+{
+    if (n - pos < sizeof h) {
+        return false;
+    }
+    std::memcpy(&h, p + pos, sizeof h);
+    return h.magic == magic && (h.hcheck == 0 || h.hcheck == header_check(h)) &&
+           n - pos - sizeof h >= h.length && header_checksum(h, p + pos + sizeof h, h.length) == h.checksum;
+}
+
+bool any_valid_after(const std::uint8_t* p, std::size_t n, std::size_t from, std::uint32_t magic)
+{
+    record_header h;
+    for (std::size_t pos = from; pos + sizeof h <= n; ++pos) {
+        if (valid_at(p, n, pos, magic, h)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Why the record at pos is not a torn tail, or "" if it is one.
+std::string classify(const std::uint8_t* p, std::size_t n, std::size_t pos, std::uint32_t magic)
+{
+    if (all_zero(p + pos, n - pos)) {
+        return {};  // an append whose data never reached the disk
+    }
+    if (any_valid_after(p, n, pos + 1, magic)) {
+        return "a record that valid records follow fails its checks";
+    }
+    if (n - pos < sizeof(record_header)) {
+        return {};  // the file ends inside a header
+    }
+    record_header h;
+    std::memcpy(&h, p + pos, sizeof h);
+    if (h.magic != magic) {
+        return "bad record magic";
+    }
+    if (h.hcheck != 0 && h.hcheck != header_check(h)) {
+        return "the record header fails its check";
+    }
+    if (n - pos - sizeof h < h.length) {
+        return {};  // runs past the end: the append was cut short
+    }
+    return "a complete record fails its checksum";
+}
+
+}  // namespace
+
+record_log::replay_result record_log::parse(const std::uint8_t* p, std::size_t n, std::uint32_t magic,
+                                            const record_fn& fn)
+{
     replay_result res;
     std::size_t pos = 0;
-    while (pos < bytes.size()) {
-        if (bytes.size() - pos < sizeof(record_header)) {
-            res.torn_tail = true;
-            break;
-        }
-        record_header h;
-        std::memcpy(&h, bytes.data() + pos, sizeof h);
-        const std::size_t body = pos + sizeof h;
-        const bool complete = bytes.size() - body >= h.length;
-        if (h.magic != magic_ || !complete || header_checksum(h, bytes.data() + body, h.length) != h.checksum) {
-            // An append cut short by a crash leaves a short record or a
-            // zero-filled tail (never acknowledged); anything else is damage.
-            const bool zero_tail = std::all_of(bytes.begin() + static_cast<long>(pos), bytes.end(),
-                                               [](std::uint8_t b) { return b == 0; });
-            if (!(zero_tail || (h.magic == magic_ && !complete))) {
-                throw error(errc::corrupt, path_.string() + ": record at byte " + std::to_string(pos) +
-                                               " fails its checksum");
-            }
-            res.torn_tail = true;
+    record_header h;
+    while (pos < n) {
+        if (!valid_at(p, n, pos, magic, h)) {
+            res.damage = classify(p, n, pos, magic);
+            res.torn_tail = res.damage.empty();
             break;
         }
         if (h.flags != 0) {
-            throw error(errc::corrupt, path_.string() + ": record with unknown feature flags");
+            res.damage = "a record with unknown feature flags";
+            break;
         }
-        payload_reader r(bytes.data() + body, h.length);
-        fn(h.type, r);
+        payload_reader r(p + pos + sizeof h, h.length);
+        try {
+            fn(h.type, r);
+        } catch (const error& e) {
+            if (e.code() != errc::corrupt) {
+                throw;
+            }
+            res.damage = e.what();
+            break;
+        }
         ++res.records;
-        pos = body + h.length;
+        pos += sizeof h + h.length;
     }
     res.valid_bytes = pos;
-    if (res.torn_tail && ::ftruncate(fd_.get(), static_cast<off_t>(pos)) != 0) {
+    if (!res.damage.empty()) {
+        res.damage = "record at byte " + std::to_string(pos) + ": " + res.damage;
+    }
+    return res;
+}
+
+void record_log::salvage(const std::uint8_t* p, std::size_t n, std::size_t from, std::uint32_t magic,
+                         const record_fn& fn)
+{
+    record_header h;
+    for (std::size_t pos = from; pos + sizeof h <= n;) {
+        if (!valid_at(p, n, pos, magic, h) || h.flags != 0) {
+            ++pos;
+            continue;
+        }
+        payload_reader r(p + pos + sizeof h, h.length);
+        try {
+            fn(h.type, r);
+        } catch (const error& e) {
+            if (e.code() != errc::corrupt) {
+                throw;
+            }
+        }
+        pos += sizeof h + h.length;
+    }
+}
+
+std::vector<std::uint8_t> record_log::read_all() const
+{
+    bool exists = true;
+    return read_file(path_, exists);
+}
+
+record_log::replay_result record_log::replay(const record_fn& fn)
+{
+    const auto bytes = read_all();
+    const auto res = parse(bytes.data(), bytes.size(), magic_, fn);
+    if (res.torn_tail && ::ftruncate(fd_.get(), static_cast<off_t>(res.valid_bytes)) != 0) {
         throw_errno("truncate " + path_.string(), errno);
     }
-    end_ = pos;
+    end_ = res.damage.empty() ? res.valid_bytes : bytes.size();
     return res;
 }
 
 std::vector<std::uint8_t> record_log::frame(std::uint16_t type, const std::vector<std::uint8_t>& payload) const
 {
     record_header h{magic_, type, 0, static_cast<std::uint32_t>(payload.size()), 0, 0};
+    h.hcheck = header_check(h);
     h.checksum = header_checksum(h, payload.data(), payload.size());
     std::vector<std::uint8_t> rec(sizeof h + payload.size());
     std::memcpy(rec.data(), &h, sizeof h);
@@ -107,9 +206,13 @@ void record_log::sync()
     sync_fd(fd_.get(), path_);
 }
 
-void record_log::set_aside(const std::string& suffix)
+fs::path record_log::set_aside(const std::string& suffix)
 {
-    const fs::path aside = path_.string() + suffix;
+    // Evidence of earlier damage is never overwritten.
+    fs::path aside = path_.string() + suffix;
+    for (int i = 1; ::access(aside.c_str(), F_OK) == 0; ++i) {
+        aside = path_.string() + suffix + "." + std::to_string(i);
+    }
     if (::rename(path_.c_str(), aside.c_str()) != 0) {
         throw_errno("rename " + path_.string(), errno);
     }
@@ -119,6 +222,7 @@ void record_log::set_aside(const std::string& suffix)
     }
     end_ = 0;
     fsync_dir(path_.parent_path());
+    return aside;
 }
 
 void record_log::rewrite(const std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>>& records)

@@ -3,11 +3,14 @@
 // docs/format/snapshots.md describe the framing and each log's records).
 //
 // Every append is one record, written and fdatasync'ed before the next one
-// is written, so a crash can only leave a torn *last* record: short, or
-// zero-filled. replay() cuts such a tail off and reports it; a record that
-// fails its checksum anywhere else is damage to acknowledged state and
-// throws errc::corrupt, because trusting records around it could lose
-// information. Not thread-safe: its owner serialises calls.
+// is written, so a crash can only leave a torn *last* record: one that runs
+// past the end of the file with an intact header (its header carries its own
+// check), or a zero-filled tail. replay() cuts such a tail off and reports
+// it. Anything else that fails a check — a bad header check, a complete
+// record whose checksum fails, a record some valid record follows — is
+// damage to acknowledged state: replay() stops there and reports it, and
+// the owner decides what the loss means. Not thread-safe: its owner
+// serialises calls.
 #pragma once
 
 #include "codec.hh"
@@ -27,7 +30,7 @@ struct record_header {
     std::uint16_t type;
     std::uint16_t flags;     // must be 0 (no feature bits defined yet)
     std::uint32_t length;    // payload bytes following the header
-    std::uint32_t reserved;  // 0
+    std::uint32_t hcheck;    // header check over magic..length (0 in logs of rct <= 0.1)
     std::uint64_t checksum;  // XXH64 over header (checksum = 0) and payload
 };
 static_assert(sizeof(record_header) == 24);
@@ -37,14 +40,25 @@ public:
     // Opens (creating if needed) the log at path.
     record_log(std::filesystem::path path, std::uint32_t magic);
 
+    using record_fn = std::function<void(std::uint16_t, payload_reader&)>;
     struct replay_result {
         std::uint64_t valid_bytes = 0;  // prefix that parsed
         bool torn_tail = false;         // an incomplete last record was cut off
         std::uint64_t records = 0;
+        std::string damage;  // non-empty: what is wrong at byte valid_bytes
     };
-    // Calls fn(type, payload) for each record in order. fn throws
-    // errc::corrupt for a record it cannot accept.
-    replay_result replay(const std::function<void(std::uint16_t, payload_reader&)>& fn);
+    // Calls fn(type, payload) for each record in order, up to the first
+    // damaged one. fn throws errc::corrupt for a record it cannot accept,
+    // which counts as damage at that record. A torn tail is cut off the
+    // file; a damaged log is left as it is (the owner sets it aside).
+    replay_result replay(const record_fn& fn);
+    // The same over bytes in memory, without touching the file.
+    static replay_result parse(const std::uint8_t* p, std::size_t n, std::uint32_t magic, const record_fn& fn);
+    // After damage: calls fn for every record past `from` that passes its
+    // checks, resynchronising on the magic (what can be salvaged).
+    static void salvage(const std::uint8_t* p, std::size_t n, std::size_t from, std::uint32_t magic,
+                        const record_fn& fn);
+    std::vector<std::uint8_t> read_all() const;
     // Durable when it returns.
     void append(std::uint16_t type, const std::vector<std::uint8_t>& payload);
     // The same in two steps, for a caller that syncs this log in parallel
@@ -53,8 +67,8 @@ public:
     void write(std::uint16_t type, const std::vector<std::uint8_t>& payload);
     void sync();
     // Renames a damaged log to path+suffix (kept for inspection) and starts
-    // an empty one.
-    void set_aside(const std::string& suffix);
+    // an empty one. Returns the path it was kept under.
+    std::filesystem::path set_aside(const std::string& suffix);
     // Atomically replaces the whole log with the given records (compaction):
     // written to a temp file, synced, renamed over the log.
     void rewrite(const std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>>& records);

@@ -1,5 +1,7 @@
 #include "index.hh"
 
+#include "../tracking/rules.hh"
+
 #include <rct/error.hh>
 
 #include <algorithm>
@@ -32,6 +34,20 @@ std::vector<std::uint8_t> snap_payload(const snapshot_record& s)
     return w.buf;
 }
 
+snapshot_record read_snap(payload_reader& r)
+{
+    snapshot_record s;
+    s.epoch = r.get<std::uint64_t>();
+    s.generation = r.get<std::uint32_t>();
+    s.created_at = r.get<std::int64_t>();
+    s.size = r.get<std::uint64_t>();
+    s.name = r.get_string();
+    if (s.epoch == 0 || !tracking::valid_checkpoint_name(s.name)) {
+        throw error(errc::corrupt, "SNAP: epoch 0 or an invalid name");
+    }
+    return s;
+}
+
 std::vector<std::uint8_t> invalid_payload(const std::vector<std::uint64_t>& epochs, const std::string& reason)
 {
     payload_writer w;
@@ -46,82 +62,144 @@ std::vector<std::uint8_t> invalid_payload(const std::vector<std::uint64_t>& epoc
 
 store_index::store_index(const std::filesystem::path& dir) : log_(dir / "index.log", index_magic)
 {
-    log_.replay([&](std::uint16_t type, payload_reader& r) {
-        switch (type) {
-        case rec_init:
-            granularity_ = r.get<std::uint32_t>();
-            created_at_ = r.get<std::int64_t>();
-            disk_id_ = r.get_string();
-            if (granularity_ < 4096 || granularity_ > (1u << 20) || (granularity_ & (granularity_ - 1)) != 0) {
-                throw error(errc::corrupt, log_.path().string() + ": impossible granularity");
-            }
-            break;
-        case rec_snap: {
-            snapshot_record s;
-            s.epoch = r.get<std::uint64_t>();
-            s.generation = r.get<std::uint32_t>();
-            s.created_at = r.get<std::int64_t>();
-            s.size = r.get<std::uint64_t>();
-            s.name = r.get_string();
-            max_epoch_ = std::max(max_epoch_, s.epoch);
-            snaps_[s.epoch] = std::move(s);
-            break;
+    const auto res = log_.replay([&](std::uint16_t type, payload_reader& r) { replay_record(type, r); });
+    if (res.damage.empty()) {
+        try {
+            check_slots_unique();
+        } catch (const error& e) {
+            damage_ = e.what();
         }
-        case rec_drop:
-            snaps_.erase(r.get<std::uint64_t>());
-            break;
-        case rec_invalid: {
-            const std::string reason = r.get_string();
-            const auto n = r.get<std::uint32_t>();
-            for (std::uint32_t i = 0; i < n; ++i) {
-                if (auto it = snaps_.find(r.get<std::uint64_t>()); it != snaps_.end()) {
-                    it->second.invalid_reason = reason;
-                }
-            }
-            break;
+    } else {
+        damage_ = res.damage;
+    }
+    if (!damage_.empty()) {
+        for (const auto& [e, s] : snaps_) {
+            salvaged_.push_back(s);
         }
-        case rec_copies: {
-            const auto n = r.get<std::uint32_t>();
-            if (n > r.remaining() / 32) {
-                throw error(errc::corrupt, log_.path().string() + ": copy count exceeds record");
-            }
-            last_copies_.clear();
-            for (std::uint32_t i = 0; i < n; ++i) {
-                new_copy nc;
-                nc.chunk = r.get<std::uint64_t>();
-                nc.c.label = r.get<std::uint64_t>();
-                nc.c.slot = r.get<std::uint64_t>();
-                nc.sum = r.get<std::uint64_t>();
-                last_copies_.push_back(nc);
-            }
-            apply_copies(last_copies_);
-            break;
+        salvage(log_.read_all(), res.valid_bytes + 1);
+    }
+}
+
+void store_index::salvage(const std::vector<std::uint8_t>& bytes, std::size_t from)
+{
+    persist::record_log::salvage(bytes.data(), bytes.size(), from, index_magic,
+                                 [&](std::uint16_t type, payload_reader& r) {
+                                     if (type == rec_snap) {
+                                         snapshot_record s = read_snap(r);
+                                         if (std::none_of(salvaged_.begin(), salvaged_.end(),
+                                                          [&](auto& x) { return x.epoch == s.epoch; })) {
+                                             salvaged_.push_back(std::move(s));
+                                         }
+                                     }
+                                 });
+}
+
+void store_index::replay_record(std::uint16_t type, payload_reader& r)
+{
+    switch (type) {
+    case rec_init:
+        granularity_ = r.get<std::uint32_t>();
+        created_at_ = r.get<std::int64_t>();
+        disk_id_ = r.get_string();
+        if (!tracking::valid_granularity(granularity_)) {
+            throw error(errc::corrupt, "INIT: impossible granularity");
         }
-        case rec_free: {
-            const auto n = r.get<std::uint32_t>();
-            for (std::uint32_t i = 0; i < n; ++i) {
-                const auto chunk = r.get<std::uint64_t>();
-                const auto label = r.get<std::uint64_t>();
-                auto it = copies_.find(chunk);
-                if (it == copies_.end()) {
-                    continue;
-                }
-                auto& v = it->second;
-                auto c = std::find_if(v.begin(), v.end(), [&](const copy& x) { return x.label == label; });
-                if (c != v.end()) {
-                    v.erase(c);
-                    --ncopies_;
-                }
-                if (v.empty()) {
-                    copies_.erase(it);
-                }
+        break;
+    case rec_snap: {
+        snapshot_record s = read_snap(r);
+        max_epoch_ = std::max(max_epoch_, s.epoch);
+        snaps_[s.epoch] = std::move(s);
+        break;
+    }
+    case rec_drop:
+        snaps_.erase(r.get<std::uint64_t>());
+        break;
+    case rec_invalid: {
+        const std::string reason = r.get_string();
+        const auto n = r.get<std::uint32_t>();
+        if (n > r.remaining() / 8) {
+            throw error(errc::corrupt, "INVALID: count exceeds record");
+        }
+        for (std::uint32_t i = 0; i < n; ++i) {
+            if (auto it = snaps_.find(r.get<std::uint64_t>()); it != snaps_.end()) {
+                it->second.invalid_reason = reason.empty() ? "marked invalid" : reason;
             }
-            break;
         }
-        default:
-            throw error(errc::corrupt, log_.path().string() + ": unknown record type " + std::to_string(type));
+        break;
+    }
+    case rec_copies:
+        replay_copies(r);
+        break;
+    case rec_free:
+        replay_free(r);
+        break;
+    default:
+        throw error(errc::corrupt, "unknown record type " + std::to_string(type));
+    }
+    if (type != rec_init && granularity_ == 0) {
+        throw error(errc::corrupt, "the first record is not INIT");
+    }
+}
+
+void store_index::replay_copies(payload_reader& r)
+{
+    const auto n = r.get<std::uint32_t>();
+    if (n > r.remaining() / 32) {
+        throw error(errc::corrupt, "COPIES: count exceeds record");
+    }
+    last_copies_.clear();
+    for (std::uint32_t i = 0; i < n; ++i) {
+        new_copy nc;
+        nc.chunk = r.get<std::uint64_t>();
+        nc.c.label = r.get<std::uint64_t>();
+        nc.c.slot = r.get<std::uint64_t>();
+        nc.sum = r.get<std::uint64_t>();
+        const std::uint64_t max_index = ~std::uint64_t{0} / std::max<std::uint32_t>(granularity_, 1);
+        if (nc.c.label == 0 || nc.chunk >= max_index || (nc.c.slot != zero_slot && nc.c.slot >= max_index)) {
+            throw error(errc::corrupt, "COPIES: a copy with label 0 or a chunk or slot past any file");
         }
-    });
+        const auto it = copies_.find(nc.chunk);
+        if (it != copies_.end() &&
+            std::any_of(it->second.begin(), it->second.end(), [&](const copy& c) { return c.label == nc.c.label; })) {
+            throw error(errc::corrupt, "COPIES: two copies of one chunk with the same label");
+        }
+        last_copies_.push_back(nc);
+        apply_copy(nc);
+    }
+}
+
+void store_index::replay_free(payload_reader& r)
+{
+    const auto n = r.get<std::uint32_t>();
+    if (n > r.remaining() / 16) {
+        throw error(errc::corrupt, "FREE: count exceeds record");
+    }
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const auto chunk = r.get<std::uint64_t>();
+        const auto label = r.get<std::uint64_t>();
+        auto it = copies_.find(chunk);
+        if (it == copies_.end()) {
+            continue;
+        }
+        auto& v = it->second;
+        auto c = std::find_if(v.begin(), v.end(), [&](const copy& x) { return x.label == label; });
+        if (c != v.end()) {
+            v.erase(c);
+            --ncopies_;
+        }
+        if (v.empty()) {
+            copies_.erase(it);
+        }
+    }
+}
+
+// Two copies in one slot would let freeing one destroy the other.
+void store_index::check_slots_unique() const
+{
+    const auto used = used_slots();
+    if (std::adjacent_find(used.begin(), used.end()) != used.end()) {
+        throw error(errc::corrupt, log_.path().string() + ": two chunk copies share a slot");
+    }
 }
 
 void store_index::init(std::uint32_t granularity, const std::string& disk_id)
@@ -201,13 +279,18 @@ void store_index::sync_log()
 void store_index::apply_copies(const std::vector<new_copy>& copies)
 {
     for (const auto& nc : copies) {
-        auto& v = copies_[nc.chunk];
-        auto at = std::upper_bound(v.begin(), v.end(), nc.c.label,
-                                   [](std::uint64_t l, const copy& c) { return l < c.label; });
-        v.insert(at, nc.c);
-        ++ncopies_;
-        max_epoch_ = std::max(max_epoch_, nc.c.label);
+        apply_copy(nc);
     }
+}
+
+void store_index::apply_copy(const new_copy& nc)
+{
+    auto& v = copies_[nc.chunk];
+    auto at = std::upper_bound(v.begin(), v.end(), nc.c.label,
+                               [](std::uint64_t l, const copy& c) { return l < c.label; });
+    v.insert(at, nc.c);
+    ++ncopies_;
+    max_epoch_ = std::max(max_epoch_, nc.c.label);
 }
 
 // Copy i of a chunk (labels ascending) is what snapshot S reads when S's

@@ -48,9 +48,15 @@ struct source {
 
 class store_index {
 public:
-    // Opens dir/index.log; replays it. Throws errc::corrupt for damage
-    // (the caller sets the log aside).
+    // Opens dir/index.log; replays it. Damage (framing, or a record that
+    // fails validation) stops the replay there: damage() says what, and the
+    // caller sets the log aside and starts a new one.
     explicit store_index(const std::filesystem::path& dir);
+    const std::string& damage() const noexcept { return damage_; }
+    // After damage: every snapshot the log names, before the damage and
+    // salvaged from valid records after it (none of them can be trusted).
+    const std::vector<snapshot_record>& named_in_damaged_log() const noexcept { return salvaged_; }
+    std::filesystem::path set_aside(const std::string& suffix) { return log_.set_aside(suffix); }
 
     // Creates the INIT record when the log is new.
     void init(std::uint32_t granularity, const std::string& disk_id);
@@ -114,6 +120,12 @@ public:
     void compact_if_worthwhile();
 
 private:
+    void replay_record(std::uint16_t type, persist::payload_reader& r);
+    void replay_copies(persist::payload_reader& r);
+    void replay_free(persist::payload_reader& r);
+    void salvage(const std::vector<std::uint8_t>& bytes, std::size_t from);
+    void check_slots_unique() const;
+    void apply_copy(const new_copy& nc);
     bool needed(const std::vector<copy>& v, std::size_t i) const;
     std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> live_records() const;
 
@@ -127,6 +139,8 @@ private:
     std::unordered_map<std::uint64_t, std::vector<copy>> copies_;  // sorted by label
     std::uint64_t ncopies_ = 0;
     std::vector<new_copy> last_copies_;  // of the last COPIES record replayed
+    std::string damage_;
+    std::vector<snapshot_record> salvaged_;
 };
 
 inline constexpr std::size_t max_copies_per_record = 1 << 16;

@@ -20,6 +20,7 @@
 //   starts above every label (min_live_epoch).
 #include "store.hh"
 
+#include <rct/durable_file.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
 
@@ -42,33 +43,30 @@ namespace {
 namespace fs = std::filesystem;
 using clock = std::chrono::steady_clock;
 
-// Writers hold a map pointer only between loading and re-checking it;
-// replaced maps are freed this long after they drained.
-constexpr auto retire_delay = std::chrono::seconds(10);
-
-unsigned thread_stripe() noexcept
+// A damaged index is set aside with the slots it described (evidence is
+// never deleted); the snapshots it names come back as invalid in a new one.
+store_index open_index(const fs::path& dir, std::string& damage, std::vector<snapshot_record>& lost)
 {
-    static std::atomic<unsigned> next{0};
-    static thread_local const unsigned k = next.fetch_add(1, std::memory_order_relaxed) % 8;
-    return k;
-}
-
-store_index open_index(const fs::path& dir, bool& damaged)
-{
-    try {
-        return store_index(dir);
-    } catch (const error& e) {
-        if (e.code() != errc::corrupt) {
-            throw;
+    {
+        store_index old(dir);
+        if (!old.damage().empty()) {
+            damage = old.damage();
+            lost = old.named_in_damaged_log();
+            const std::string suffix = fmt::format(".damaged-{}", ::time(nullptr));
+            const auto kept = old.set_aside(suffix);
+            const fs::path chunks = dir / "chunks.dat";
+            const fs::path chunks_kept = dir / ("chunks.dat" + kept.filename().string().substr(9));
+            if (::rename(chunks.c_str(), chunks_kept.c_str()) != 0 && errno != ENOENT) {
+                throw_errno("rename " + chunks.string(), errno);
+            }
+            persist::fsync_dir(dir);
+            log::error("snapshots {}: index.log is damaged ({}); kept as {} with {}; its {} snapshot{} are "
+                       "invalid",
+                       dir.string(), damage, kept.filename().string(), chunks_kept.filename().string(),
+                       lost.size(), lost.size() == 1 ? "" : "s");
         }
-        log::error("snapshots {}: {}; keeping it as index.log.damaged, and the snapshots it held are lost",
-                   dir.string(), e.what());
-        if (::rename((dir / "index.log").c_str(), (dir / "index.log.damaged").c_str()) != 0) {
-            throw_errno("rename " + (dir / "index.log").string(), errno);
-        }
-        damaged = true;
-        return store_index(dir);
     }
+    return store_index(dir);
 }
 
 bool all_zero(const std::byte* p, std::size_t n) noexcept
@@ -80,7 +78,7 @@ bool all_zero(const std::byte* p, std::size_t n) noexcept
 
 store_impl::store_impl(const fs::path& dir, std::string disk_id, int data_fd, const snapshot_options& opts)
     : dir_(dir), disk_id_(std::move(disk_id)), opts_(opts), data_(::dup(data_fd)),
-      idx_(open_index(dir, index_damaged_))
+      idx_(open_index(dir, index_damage_, lost_))
 {
     if (!data_) {
         throw_errno("dup", errno);
@@ -110,6 +108,7 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
     if (!idx_.initialized()) {
         idx_.init(granularity_, disk_id_);
     }
+    restore_lost();
     std::vector<std::uint64_t> all;
     for (const auto& [e, s] : idx_.snaps()) {
         if (s.invalid_reason.empty()) {
@@ -164,6 +163,23 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
         ::pthread_setname_np(::pthread_self(), "rct-snapcopy");
         copier();
     });
+}
+
+// Snapshots of a damaged index stay listed, invalid, with the reason.
+void store_impl::restore_lost()
+{
+    std::vector<std::uint64_t> epochs;
+    for (snapshot_record s : lost_) {
+        if (idx_.snaps().count(s.epoch) == 0) {
+            s.invalid_reason.clear();
+            idx_.log_snapshot(s);
+            idx_.apply_snapshot(s);
+            epochs.push_back(s.epoch);
+        }
+    }
+    invalidate(epochs, "the snapshot index was damaged (" + index_damage_ + "); the damaged index and its "
+                       "chunk store were set aside");
+    lost_.clear();
 }
 
 // The last COPIES record may have become durable before its slots' data
@@ -224,7 +240,7 @@ void store_impl::install(std::unique_ptr<cow_map> m)
     std::lock_guard lk(queue_mu_);
     maps_.push_back(std::move(m));
     if (old != nullptr) {
-        retired_.emplace_back(old, clock::time_point{});
+        retired_.emplace_back(old, false);
     }
 }
 
@@ -233,8 +249,8 @@ void store_impl::wait_drained()
     std::vector<cow_map*> pending;
     {
         std::lock_guard lk(queue_mu_);
-        for (auto& [m, drained_at] : retired_) {
-            if (drained_at == clock::time_point{}) {
+        for (auto& [m, drained] : retired_) {
+            if (!drained) {
                 pending.push_back(m);
             }
         }
@@ -247,14 +263,14 @@ void store_impl::wait_drained()
         }
     }
     std::lock_guard lk(queue_mu_);
-    const auto now = clock::now();
+    // A writer that loaded a replaced map but has not yet counted itself in
+    // it is inside readers_: free drained maps only when that is quiet.
+    const bool quiet = readers_.quiet();
     std::vector<cow_map*> dead;
-    for (auto& [m, drained_at] : retired_) {
-        if (drained_at == clock::time_point{}) {
-            if (std::find(pending.begin(), pending.end(), m) != pending.end()) {
-                drained_at = now;
-            }
-        } else if (now - drained_at > retire_delay) {
+    for (auto& [m, drained] : retired_) {
+        if (!drained) {
+            drained = std::find(pending.begin(), pending.end(), m) != pending.end();
+        } else if (quiet) {
             dead.push_back(m);
         }
     }
@@ -266,13 +282,16 @@ bool store_impl::begin_write(io_request& r, std::function<void(io_request&, int)
 {
     const unsigned k = thread_stripe();
     cow_map* m;
-    for (;;) {
-        m = current_.load();
-        m->inflight[k].n.fetch_add(1);
-        if (current_.load() == m) {
-            break;
+    {
+        const quiescence::guard g(readers_);
+        for (;;) {
+            m = current_.load();
+            m->inflight[k].n.fetch_add(1);
+            if (current_.load() == m) {
+                break;
+            }
+            m->inflight[k].n.fetch_sub(1);
         }
-        m->inflight[k].n.fetch_sub(1);
     }
     if (m->label != 0 && r.length != 0) {
         const std::uint64_t c0 = r.offset / granularity_;
@@ -719,7 +738,8 @@ snapshot_store_status store_impl::status() const
     }
     s.store_limit = opts_.store_limit;
     s.first_writes = first_writes_.load(std::memory_order_relaxed);
-    s.index_damaged = index_damaged_;
+    s.index_damaged = !index_damage_.empty();
+    s.index_damage = index_damage_;
     return s;
 }
 

@@ -7,6 +7,7 @@
 #include "../tracking/bitmap.hh"
 #include "chunk_copier.hh"
 #include "index.hh"
+#include "../quiescence.hh"
 
 #include <rct/snapshots.hh>
 #include <rct/unique_fd.hh>
@@ -93,6 +94,7 @@ private:
     int preserve(cow_map* m, const std::vector<std::uint64_t>& need) noexcept;  // batch_mu_ held
     int preserve_slice(cow_map* m, std::span<const std::uint64_t> need) noexcept;
     void drop_torn_copies();
+    void restore_lost();
     void release_slots(const std::vector<std::uint64_t>& slots);
     // Durable, then visible. Callers hold batch_mu_ (or run before the copier).
     void invalidate(const std::vector<std::uint64_t>& epochs, const std::string& reason);
@@ -111,7 +113,8 @@ private:
     std::uint32_t granularity_ = 0;
 
     std::atomic<std::uint64_t> size_{0};
-    bool index_damaged_ = false;
+    std::string index_damage_;          // what was wrong with index.log at open
+    std::vector<snapshot_record> lost_;  // snapshots it named, until attach lists them invalid
 
     // Lock order: mgmt_mu_, batch_mu_, mu_, queue_mu_, slot_mu_.
     std::mutex mgmt_mu_;            // serialises cuts and deletes
@@ -129,7 +132,8 @@ private:
 
     std::atomic<cow_map*> current_{nullptr};
     std::vector<std::unique_ptr<cow_map>> maps_;  // queue_mu_: current and retired
-    std::vector<std::pair<cow_map*, std::chrono::steady_clock::time_point>> retired_;  // queue_mu_
+    std::vector<std::pair<cow_map*, bool>> retired_;  // queue_mu_; true once drained
+    quiescence readers_;  // writers between loading current_ and counting themselves in it
 
     std::mutex queue_mu_;
     std::condition_variable queue_cv_;

@@ -1,5 +1,7 @@
 #include "store.hh"
 
+#include "rules.hh"
+
 #include <rct/durable_file.hh>
 
 #include <rct/error.hh>
@@ -46,9 +48,9 @@ std::vector<run> get_runs(payload_reader& r)
 
 epoch_log::epoch_log(const fs::path& path) : log_(path, format::record_magic) {}
 
-void epoch_log::set_aside(const std::string& suffix)
+fs::path epoch_log::set_aside(const std::string& suffix)
 {
-    log_.set_aside(suffix);
+    return log_.set_aside(suffix);
 }
 
 log_state epoch_log::replay()
@@ -64,6 +66,10 @@ log_state epoch_log::replay()
             st.region_size = r.get<std::uint64_t>();
             r.get<std::int64_t>();
             st.disk_id = r.get_string();
+            if (!valid_granularity(st.granularity) || st.region_size < st.granularity ||
+                (st.region_size & (st.region_size - 1)) != 0) {
+                throw error(errc::corrupt, "INIT: impossible granularity or region size");
+            }
             break;
         case format::rec_seal: {
             sealed_epoch s;
@@ -72,6 +78,10 @@ log_state epoch_log::replay()
             s.size = r.get<std::uint64_t>();
             s.name = r.get_string();
             s.runs = get_runs(r);
+            if (!st.initialized || !valid_checkpoint_name(s.name)) {
+                throw error(errc::corrupt, "SEAL before INIT, or with an invalid checkpoint name");
+            }
+            check_runs(s.runs, (s.size + st.granularity - 1) / st.granularity, "SEAL");
             if (s.epoch != st.next_epoch) {
                 throw error(errc::corrupt, log_.path().string() + ": seal of epoch " + std::to_string(s.epoch) +
                                                " out of order (expected " + std::to_string(st.next_epoch) + ")");
@@ -82,6 +92,7 @@ log_state epoch_log::replay()
                 // The previous checkpoint was deleted while it was the
                 // newest: its changes went into this epoch.
                 s.runs.insert(s.runs.end(), st.sealed.back().runs.begin(), st.sealed.back().runs.end());
+                normalize(s.runs);
                 st.sealed.pop_back();
             }
             st.sealed.push_back(std::move(s));
@@ -98,6 +109,7 @@ log_state epoch_log::replay()
                 if (i + 1 < st.sealed.size()) {
                     auto& next = st.sealed[i + 1].runs;
                     next.insert(next.end(), st.sealed[i].runs.begin(), st.sealed[i].runs.end());
+                    normalize(next);  // readers binary-search run lists
                     st.sealed.erase(st.sealed.begin() + static_cast<long>(i));
                 } else {
                     st.sealed[i].name.clear();  // marks "merged into live"
@@ -128,6 +140,9 @@ log_state epoch_log::replay()
             throw error(errc::corrupt, log_.path().string() + ": unknown record type " + std::to_string(type));
         }
     });
+    if (!res.damage.empty()) {
+        throw error(errc::corrupt, log_.path().string() + ": " + res.damage);
+    }
     st.valid_bytes = res.valid_bytes;
     st.torn_tail = res.torn_tail;
     return st;
@@ -209,6 +224,7 @@ std::optional<current_state> read_current(const fs::path& dir)
         x.start = r.get<std::uint64_t>();
         x.count = r.get<std::uint64_t>();
     }
+    check_runs(st.runs, h.chunks, "current.map");
     return st;
 }
 

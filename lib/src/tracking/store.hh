@@ -47,8 +47,9 @@ struct log_state {
 class epoch_log {
 public:
     explicit epoch_log(const std::filesystem::path& path);
-    // Replays the log; a torn or corrupt tail is cut off (and reported in
-    // the result), a corrupt record in the middle throws errc::corrupt.
+    // Replays the log; a torn tail is cut off (and reported in the
+    // result); damage anywhere (framing, or a record that fails validation)
+    // throws errc::corrupt.
     log_state replay();
     void append_init(std::uint32_t generation, std::uint32_t granularity, std::uint64_t region_size,
                      const std::string& disk_id);
@@ -58,9 +59,9 @@ public:
     // Moves the live epoch's number up to next_epoch, so that numbers used
     // elsewhere (snapshot copies labelled before a crash) are never reused.
     void append_advance(std::uint64_t next_epoch);
-    // Renames a damaged log to path+suffix (kept for inspection) and starts
-    // an empty one.
-    void set_aside(const std::string& suffix);
+    // Renames a damaged log to path+suffix (kept for inspection; an
+    // earlier one is never overwritten) and starts an empty one.
+    std::filesystem::path set_aside(const std::string& suffix);
     // Granularity of the INIT record seen by the last replay (0 if none),
     // even when a later record was damaged.
     std::uint32_t init_granularity() const noexcept { return init_granularity_; }

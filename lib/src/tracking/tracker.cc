@@ -19,8 +19,11 @@
 // epoch (end_write), so a change can never be attributed only to an epoch
 // whose backup might have been read before the data landed.
 #include "bitmap.hh"
+#include "rules.hh"
 #include "store.hh"
 #include "token.hh"
+
+#include "../quiescence.hh"
 
 #include <rct/error.hh>
 #include <rct/log.hh>
@@ -48,37 +51,6 @@ struct live_map {
     std::uint64_t epoch;
     atomic_bitmap bits;
 };
-
-// Late writers may still hold a pointer to a replaced map for the few
-// microseconds between loading it and re-checking; maps are freed this
-// long after being replaced.
-constexpr auto retire_delay = std::chrono::seconds(10);
-
-bool valid_checkpoint_name(std::string_view n)
-{
-    if (n.empty() || n.size() > 128 || n.substr(0, token_prefix.size()) == token_prefix) {
-        return false;
-    }
-    return std::all_of(n.begin(), n.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-               c == '_' || c == '-' || c == ':';
-    });
-}
-
-void normalize(std::vector<run>& runs)
-{
-    std::sort(runs.begin(), runs.end(), [](const run& a, const run& b) { return a.start < b.start; });
-    std::vector<run> out;
-    for (const run& r : runs) {
-        if (!out.empty() && r.start <= out.back().start + out.back().count) {
-            const std::uint64_t end = std::max(out.back().start + out.back().count, r.start + r.count);
-            out.back().count = end - out.back().start;
-        } else {
-            out.push_back(r);
-        }
-    }
-    runs.swap(out);
-}
 
 // Sets bits [a, b) of a plain word vector whose bit 0 is chunk `base`.
 void set_bits(std::vector<std::uint64_t>& w, std::uint64_t base, std::uint64_t a, std::uint64_t b)
@@ -114,8 +86,9 @@ public:
     void delete_checkpoint(const std::string& name) override;
     changes_page changes(const std::string& since, const std::optional<std::string>& until, std::uint64_t cursor,
                          std::size_t limit) const override;
-    void dirty_map(std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch, std::uint64_t offset,
-                   std::uint64_t length, std::size_t max_extents, std::vector<extent>& out) const override;
+    int dirty_map(std::uint32_t generation, std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch,
+                  std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
+                  std::vector<extent>& out) const override;
     std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const override;
     void resize(std::uint64_t new_size) override;
     tracking_status status() const override;
@@ -191,7 +164,8 @@ private:
     std::vector<waiter> waiters_;           // guarded by queue_mu_
     std::deque<seal_request*> seals_;       // guarded by queue_mu_
     std::unique_ptr<live_map> spare_;       // guarded by queue_mu_
-    std::vector<std::pair<live_map*, clock::time_point>> retired_;  // guarded by queue_mu_
+    std::vector<live_map*> retired_;        // guarded by queue_mu_; freed once readers_ is quiet
+    quiescence readers_;                    // writers between loading current_ and their last use
     bool persist_now_ = false;              // guarded by queue_mu_
     bool stop_ = false;                     // guarded by queue_mu_
     std::thread thread_;
@@ -212,9 +186,9 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
     if (!damage.empty()) {
         // Never trust a damaged log: start a new generation (every older
         // token then asks for a full backup) with the whole disk changed.
-        log::error("tracking {}: {}; keeping it as epochs.log.damaged and restarting tracking", dir_.string(),
-                   damage);
-        log_.set_aside(".damaged");
+        const auto kept = log_.set_aside(".damaged");
+        log::error("tracking {}: {}; kept as {}; restarting tracking: every checkpoint now asks for a full backup",
+                   dir_.string(), damage, kept.filename().string());
         st = {};
         st.generation = static_cast<std::uint32_t>(::time(nullptr));
     }
@@ -231,8 +205,8 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
     } else {
         granularity_ = st.granularity;
         region_size_ = st.region_size;
-        if (granularity_ < 4096 || granularity_ > (1u << 20) || (granularity_ & (granularity_ - 1)) != 0 ||
-            region_size_ < granularity_) {
+        if (!valid_granularity(granularity_) || region_size_ < granularity_ ||
+            (region_size_ & (region_size_ - 1)) != 0) {
             throw error(errc::corrupt, dir_.string() + ": impossible granularity or region size in epochs.log");
         }
     }
@@ -368,6 +342,7 @@ void tracker_impl::reset_generation(const std::string& reason, std::uint64_t liv
 
 bool tracker_impl::begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept
 {
+    const quiescence::guard g(readers_);
     std::uint64_t c0, c1;
     chunk_range(r, c0, c1);
     live_map* m = current_.load();
@@ -402,6 +377,7 @@ bool tracker_impl::begin_write(io_request& r, std::function<void(io_request&, in
 
 void tracker_impl::end_write(io_request& r) noexcept
 {
+    const quiescence::guard g(readers_);
     live_map* now = current_.load();
     if (reinterpret_cast<std::uintptr_t>(now) != r.layer_tag) {
         std::uint64_t c0, c1;
@@ -481,16 +457,11 @@ void tracker_impl::background() noexcept
             persist();
             lock.lock();
             next_persist = clock::now() + opts_.persist_interval;
-            // Free maps replaced long enough ago.
-            const auto cutoff = clock::now() - retire_delay;
+            // Free replaced maps once no writer can still hold one.
             std::vector<live_map*> dead;
-            std::erase_if(retired_, [&](auto& p) {
-                if (p.second < cutoff) {
-                    dead.push_back(p.first);
-                    return true;
-                }
-                return false;
-            });
+            if (!retired_.empty() && readers_.quiet()) {
+                dead.swap(retired_);
+            }
             if (!dead.empty()) {
                 std::unique_lock st(state_mu_);
                 std::erase_if(owned_maps_, [&](auto& m) {
@@ -594,7 +565,7 @@ std::unique_ptr<live_map> tracker_impl::take_spare(std::uint64_t epoch)
 void tracker_impl::retire(live_map* m)
 {
     std::lock_guard lock(queue_mu_);
-    retired_.emplace_back(m, clock::now());
+    retired_.push_back(m);
 }
 
 std::string tracker_impl::token_for(const sealed_epoch& s) const
@@ -612,7 +583,7 @@ std::string tracker_impl::token_for(const sealed_epoch& s) const
 
 checkpoint_info tracker_impl::info_of(const sealed_epoch& s) const
 {
-    return {s.name, s.epoch, s.created_at, s.size, token_for(s)};
+    return {s.name, s.epoch, s.created_at, s.size, token_for(s), 0, generation_};
 }
 
 checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
@@ -788,6 +759,7 @@ changes_page tracker_impl::changes(const std::string& since, const std::optional
 {
     std::shared_lock st(state_mu_);
     changes_page page;
+    page.generation = generation_;
     page.since_epoch = resolve(since, "since");
     if (until) {
         page.until_epoch = resolve(*until, "until");
@@ -835,11 +807,17 @@ changes_page tracker_impl::changes(const std::string& since, const std::optional
     return page;
 }
 
-void tracker_impl::dirty_map(std::uint64_t since_epoch, std::optional<std::uint64_t> until_epoch,
-                             std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
-                             std::vector<extent>& out) const
+int tracker_impl::dirty_map(std::uint32_t generation, std::uint64_t since_epoch,
+                            std::optional<std::uint64_t> until_epoch, std::uint64_t offset, std::uint64_t length,
+                            std::size_t max_extents, std::vector<extent>& out) const
 {
     std::shared_lock st(state_mu_);
+    const auto sealed = [&](std::uint64_t e) {
+        return std::any_of(sealed_.begin(), sealed_.end(), [&](const sealed_epoch& s) { return s.epoch == e; });
+    };
+    if (generation != generation_ || !sealed(since_epoch) || (until_epoch && !sealed(*until_epoch))) {
+        return -ESTALE;
+    }
     const std::uint64_t end = offset + length;
     const std::uint64_t c0 = offset / granularity_;
     const std::uint64_t c1 = (end + granularity_ - 1) / granularity_;
@@ -859,6 +837,7 @@ void tracker_impl::dirty_map(std::uint64_t since_epoch, std::optional<std::uint6
         }
         pos = stop;
     }
+    return 0;
 }
 
 std::optional<std::uint64_t> tracker_impl::checkpoint_epoch(const std::string& name) const
