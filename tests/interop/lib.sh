@@ -41,6 +41,7 @@ requires() {
 # source tree, set by meson): `py -m rcttest.interop.NAME ...`.
 : "${RCT_SOURCE_ROOT:=$REPO_ROOT}"
 export PYTHONPATH=$RCT_SOURCE_ROOT/tests${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONDONTWRITEBYTECODE=1  # nothing written into the source tree
 py() { /usr/bin/python3 "$@"; }
 nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 # bg_nbdsh ARGS... &: like nbdsh, but exec'd so that $! is nbdsh itself.
