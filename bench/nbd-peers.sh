@@ -27,6 +27,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The benchmark's Python: tests/rcttest/bench (python3 -m rcttest.bench.NAME).
+export PYTHONPATH=$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}
 RCTD=${RCTD:-$ROOT/build/daemon/rctd}
 RCTCTL=${RCTCTL:-$ROOT/build/tools/rctctl}
 
@@ -213,18 +215,7 @@ run_job() {
         echo n/a
         return
     fi
-    /usr/bin/python3 - "$outf" "$job" <<'PY' || echo n/a
-import json, sys
-text = open(sys.argv[1]).read()
-doc = json.loads(text[text.index("{"):])  # fio may print warnings first
-j = doc["jobs"][0]
-if j.get("error"):
-    sys.exit(1)
-if sys.argv[2].startswith("seq"):
-    print(f"{(j['read']['bw_bytes'] + j['write']['bw_bytes']) / 1e6:.0f}")
-else:
-    print(f"{j['read']['iops'] + j['write']['iops']:.0f}")
-PY
+    /usr/bin/python3 -m rcttest.bench.nbd_peers result "$outf" "$job" || echo n/a
 }
 
 label() {

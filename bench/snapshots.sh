@@ -27,6 +27,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The benchmark's Python: tests/rcttest/bench (python3 -m rcttest.bench.NAME).
+export PYTHONPATH=$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}
 RCTD=${RCTD:-$ROOT/build/daemon/rctd}
 RCTCTL=${RCTCTL:-$ROOT/build/tools/rctctl}
 parts=cut,steady,read
@@ -95,20 +97,7 @@ fio_run() {
 }
 # stat FILE read|write iops|p99|p999|max  (latencies in microseconds)
 stat() {
-    /usr/bin/python3 - "$@" <<'PY'
-import json, sys
-t = open(sys.argv[1]).read()
-j = json.loads(t[t.index("{"):])["jobs"][0][sys.argv[2]]
-k = sys.argv[3]
-if k == "iops":
-    print(round(j["iops"]))
-elif k == "bw":
-    print(round(j["bw_bytes"] / 1e6))
-else:
-    p = j["clat_ns"]["percentile"]
-    key = {"p99": "99.000000", "p999": "99.900000", "max": "100.000000"}[k]
-    print(round(p[key] / 1000))
-PY
+    /usr/bin/python3 -m rcttest.bench.snapshots stat "$@"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
@@ -128,14 +117,14 @@ if want cut; then
         t0=$(date +%s%N)
         api -X POST -d "{\"name\":\"b$i\"}" http://localhost/v1/disks/c/snapshots >"$W/cut.json"
         t1=$(date +%s%N)
-        echo "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cut_ns"])' "$W/cut.json") $(((t1 - t0) / 1000))" >>"$W/cuts.txt"
+        echo "$(/usr/bin/python3 -m rcttest.bench.snapshots cut-ns "$W/cut.json") $(((t1 - t0) / 1000))" >>"$W/cuts.txt"
         sleep 0.5
     done
     wait "$fpid"
     cutmax=$(awk 'BEGIN{m=0} $1>m{m=$1} END{print m}' "$W/cuts.txt")
     apimean=$(awk '{s+=$2} END{printf "%.0f", s/NR}' "$W/cuts.txt")
     ncut=$(wc -l <"$W/cuts.txt")
-    for s in $(rctctl --json snapshots c | /usr/bin/python3 -c 'import json,sys; [print(x["name"]) for x in json.load(sys.stdin)["snapshots"]]'); do
+    for s in $(rctctl --json snapshots c | /usr/bin/python3 -m rcttest.bench.snapshots names); do
         rctctl snapshot-delete c "$s" >/dev/null
     done
     log "cut: randrw 50/50 ${runtime}s without, then with, snapshots"
@@ -176,7 +165,7 @@ if want steady; then
     # Until every chunk of the region has its copy.
     chunks=$(($(numfmt --from=iec "$region") / 65536))
     fio --name=fill --ioengine=nbd --uri="$(uri s)" --rw=write --bs=64k --iodepth=16 --size="$region" >/dev/null 2>&1
-    copies=$(api http://localhost/v1/disks/s/snapshots | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["copies"])')
+    copies=$(api http://localhost/v1/disks/s/snapshots | /usr/bin/python3 -m rcttest.bench.snapshots copies)
     log "steady: randwrite on $region after all $copies/$chunks chunks were copied"
     fio_run "$W/st-after.json" "$(uri s)" randwrite 10 --size="$region"
     base=$(stat "$W/st-base.json" write iops)

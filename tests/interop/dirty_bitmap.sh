@@ -37,10 +37,7 @@ qio() {
 }
 # map_of ARGS...: nbdinfo --map --json ARGS, normalized to "offset length type" lines.
 map_of() {
-    nbdinfo --json "$@" | py -c '
-import json, sys
-for e in json.load(sys.stdin):
-    print(e["offset"], e["length"], e["type"])'
+    nbdinfo --json "$@" | py -m rcttest.interop.dirty_bitmap map-json
 }
 # same_map WHAT A B: fail unless the two normalized maps are identical.
 same_map() {
@@ -111,30 +108,14 @@ ok "nbdinfo --map=qemu:dirty-bitmap:nope exited $rc"
 say "rctctl changes --since bitmap0 / the token equals the dirty extents"
 # dirty_extents FILE: the type-1 lines of a normalized map, merged, as "offset length"
 dirty_extents() {
-    py - "$1" <<'PY'
-import sys
-out = []
-for line in open(sys.argv[1]):
-    o, l, t = map(int, line.split())
-    if t & 1:
-        if out and out[-1][0] + out[-1][1] == o:
-            out[-1][1] += l
-        else:
-            out.append([o, l])
-for o, l in out:
-    print(o, l)
-PY
+    py -m rcttest.interop.dirty_bitmap dirty-extents "$1"
 }
 dirty_extents rct.json.txt >dirty.txt
 rctctl changes d0 --since bitmap0 >changes.txt
 rctctl changes d0 --since "$TOKEN0" >changes-token.txt
 diff -u dirty.txt changes.txt || fail "changes --since bitmap0 differs from the dirty extents"
 diff -u dirty.txt changes-token.txt || fail "changes --since TOKEN differs from the dirty extents"
-rctctl --json changes d0 --since bitmap0 | py -c '
-import json, sys
-d = json.load(sys.stdin)
-for e in d["extents"]:
-    print(e["offset"], e["length"])' >changes-json.txt
+rctctl --json changes d0 --since bitmap0 | py -m rcttest.interop.dirty_bitmap changes-json >changes-json.txt
 diff -u dirty.txt changes-json.txt || fail "changes --json differs from the dirty extents"
 sed 's/^/   | /' changes.txt
 ok "changes (name, token, --json) = dirty extents"
@@ -146,22 +127,7 @@ check_qemu_img_map() {
     qemu-img map --output=json --image-opts \
         "driver=nbd,server.type=unix,server.path=$SOCK,export=$1,x-dirty-bitmap=qemu:dirty-bitmap:$2" \
         >qmap.json || fail "qemu-img map with x-dirty-bitmap=qemu:dirty-bitmap:$2 failed"
-    py - qmap.json "$3" <<'PY'
-import json, sys
-q = json.load(open(sys.argv[1]))
-notdata = []
-for e in q:
-    if not e["data"]:
-        if notdata and notdata[-1][0] + notdata[-1][1] == e["start"]:
-            notdata[-1][1] += e["length"]
-        else:
-            notdata.append([e["start"], e["length"]])
-dirty = [list(map(int, l.split())) for l in open(sys.argv[2]) if l.strip()]
-if notdata != dirty:
-    print("   qemu-img map \"data\": false ranges:", notdata)
-    print("   rct dirty extents:                 ", dirty)
-    sys.exit(1)
-PY
+    py -m rcttest.interop.dirty_bitmap qemu-img-map qmap.json "$3"
 }
 check_qemu_img_map d0 bitmap0 dirty.txt || fail "qemu-img map disagrees with the dirty bitmap"
 ok "qemu-img map: \"data\": false exactly on the dirty extents"
@@ -171,30 +137,7 @@ say "REQ_ONE block status returns exactly one extent"
 # req_one URI CONTEXT: block_status with REQ_ONE at several offsets and lengths;
 # one chunk for the context, one extent in it, no longer than asked.
 req_one() {
-    py - "$1" "$2" <<'PY'
-import nbd, sys
-uri, ctx = sys.argv[1], sys.argv[2]
-h = nbd.NBD()
-h.add_meta_context(ctx)
-h.connect_uri(uri)
-assert h.can_meta_context(ctx), ctx + " not negotiated"
-size = h.get_size()
-for off, ln in ((0, size), (65536, size - 65536), (100000, 300000), (524288, 4096), (size - 512, 512), (1, 65535)):
-    got = []
-    def cb(c, o, e, err):
-        if c == ctx:
-            got.append(list(zip(e[0::2], e[1::2])))
-        return 0
-    h.block_status(ln, off, cb, nbd.CMD_FLAG_REQ_ONE)
-    if len(got) != 1 or len(got[0]) != 1:
-        sys.exit("%s %s: REQ_ONE gave %s" % (ctx, (off, ln), got))
-    l, f = got[0][0]
-    if not 0 < l <= ln:
-        sys.exit("%s %s: extent length %d" % (ctx, (off, ln), l))
-    if ctx.startswith("qemu:") and f not in (0, 1):
-        sys.exit("%s %s: flags %#x" % (ctx, (off, ln), f))
-    print("   ", ctx, (off, ln), "->", got[0][0])
-PY
+    py -m rcttest.interop.dirty_bitmap req-one "$1" "$2"
 }
 req_one "$U" qemu:dirty-bitmap:bitmap0 || fail "REQ_ONE on qemu:dirty-bitmap:bitmap0"
 req_one "$U" base:allocation || fail "REQ_ONE on base:allocation"
@@ -273,26 +216,7 @@ qemu-img create -f qcow2 big.qcow2 $BIG >/dev/null
 # gen N: N random qemu-io commands (write, zero, zero with unmap, discard;
 # unaligned offsets and lengths; some crossing chunk boundaries)
 gen() {
-    py - "$1" "$DIRTY_BITMAP_SEED" "$BIG" <<'PY'
-import random, sys
-n, seed, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(seed * 31 + n)
-for _ in range(n):
-    k = rng.random()
-    ln = rng.choice([1, 512, 4096, 65536, 65537, 131072, 300000, rng.randint(1, 1 << 20)])
-    off = rng.randrange(0, size - ln)
-    if rng.random() < 0.5:
-        off -= off % 512
-        ln = max(512, ln - ln % 512)
-    if k < 0.7:
-        print("write -P %d %d %d" % (rng.randint(1, 255), off, ln))
-    elif k < 0.8:
-        print("write -z %d %d" % (off, ln))
-    elif k < 0.9:
-        print("write -z -u %d %d" % (off - off % 512, max(512, ln - ln % 512)))
-    else:
-        print("discard %d %d" % (off - off % 512, max(512, ln - ln % 512)))
-PY
+    py -m rcttest.interop.dirty_bitmap gen "$1" "$DIRTY_BITMAP_SEED" "$BIG"
 }
 # apply FILE: the commands on both rct and qcow2
 apply() {
@@ -326,23 +250,7 @@ for b in b1 b2; do
     ok "$b: $(wc -l <dirty-$b.txt) dirty extents, $(awk '{s+=$2} END {print s}' dirty-$b.txt) bytes; identical to qcow2"
 done
 # changes --since b1 --until b2 must be exactly what the mid pattern touched
-py - mid.txt 65536 $BIG >truth-mid.txt <<'PY'
-import sys
-g, size = int(sys.argv[2]), int(sys.argv[3])
-dirty = set()
-for line in open(sys.argv[1]):
-    w = line.split()
-    off, ln = int(w[-2]), int(w[-1])
-    dirty.update(range(off // g, (off + ln - 1) // g + 1))
-out = []
-for c in sorted(dirty):
-    if out and out[-1][0] + out[-1][1] == c * g:
-        out[-1][1] += g
-    else:
-        out.append([c * g, g])
-for o, l in out:
-    print(o, l)
-PY
+py -m rcttest.interop.dirty_bitmap truth mid.txt 65536 $BIG >truth-mid.txt
 rctctl changes d1 --since "$T1" --until b2 >changes-b1-b2.txt
 diff -u truth-mid.txt changes-b1-b2.txt || fail "changes --since b1 --until b2 is not exactly the chunks the mid pattern touched"
 ok "changes --since TOKEN(b1) --until b2 = exactly the chunks written between the checkpoints"

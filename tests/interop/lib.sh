@@ -7,6 +7,7 @@
 #               say/ok/fail/skip/requires, start_rctd/stop_rctd (and the
 #               _at DIR forms, crash_rctd_at), rctctl,
 #               uri, nbdsh, py, expect_rc, track_mount, track_pid
+#               PYTHONPATH   the tests' Python package rcttest (tests/rcttest)
 # Exit codes follow meson: 0 pass, 77 skip, anything else fail.
 set -euo pipefail
 
@@ -36,7 +37,11 @@ requires() {
 }
 
 # The system Python has the nbd module; pyenv's python3 (first on PATH here)
-# does not.
+# does not. The tests' Python lives in tests/rcttest (RCT_SOURCE_ROOT is the
+# source tree, set by meson): `py -m rcttest.interop.NAME ...`.
+: "${RCT_SOURCE_ROOT:=$REPO_ROOT}"
+export PYTHONPATH=$RCT_SOURCE_ROOT/tests${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONDONTWRITEBYTECODE=1  # nothing written into the source tree
 py() { /usr/bin/python3 "$@"; }
 nbdsh() { PATH=/usr/bin:$PATH command nbdsh "$@"; }
 # bg_nbdsh ARGS... &: like nbdsh, but exec'd so that $! is nbdsh itself.

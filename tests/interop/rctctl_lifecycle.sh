@@ -14,29 +14,7 @@ M=$((1 << 20))
 # document in FILE (a list, {"disks": [...]}, or a single object); fails
 # if absent.
 json_disk() {
-    py - "$1" "$2" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-name = sys.argv[2]
-def walk(x):
-    if isinstance(x, dict):
-        if x.get("name") == name:
-            yield x
-        for v in x.values():
-            yield from walk(v)
-    elif isinstance(x, list):
-        for v in x:
-            yield from walk(v)
-found = list(walk(doc))
-if not found:
-    sys.exit(f"disk {name!r} not in {json.dumps(doc)}")
-d = found[0]
-for key in ("size", "size_bytes", "bytes"):
-    if isinstance(d.get(key), int):
-        print(d[key])
-        sys.exit(0)
-sys.exit(f"disk {name!r} has no integer size field: {json.dumps(d)}")
-PY
+    py -m rcttest.interop.rctctl_lifecycle json-disk "$1" "$2"
 }
 
 # nbd_size NAME: export size as seen by a fresh NBD client.

@@ -27,84 +27,19 @@ say "seed $SNAPSHOTS_SEED"
 SIZE=$((16 << 20))
 G=$((64 << 10))
 
-# writes.py URI IMG SEED N: N random writes (unaligned offsets and lengths,
-# some crossing chunks, some all-zero data) to the export URI and to the
-# local image IMG alike; prints "offset length" of each.
-cat >writes.py <<'PY'
-import nbd, os, random, sys
-uri, img, seed, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
-h = nbd.NBD()
-h.connect_uri(uri)
-size = h.get_size()
-fd = os.open(img, os.O_WRONLY)
-for _ in range(n):
-    ln = rng.choice([1, 512, 4096, 65536, 65537, 200000, rng.randint(1, 400000)])
-    off = rng.randrange(0, size - ln)
-    data = bytes(ln) if rng.random() < 0.1 else rng.randbytes(ln)
-    h.pwrite(data, off)
-    os.pwrite(fd, data, off)
-    print(off, ln)
-h.flush()
-os.close(fd)
-PY
-# chunks.py G SIZE FILE...: the chunks the "offset length" lines of FILEs
-# touch, coalesced, as "offset length".
-cat >chunks.py <<'PY'
-import sys
-g, size = int(sys.argv[1]), int(sys.argv[2])
-touched = set()
-for f in sys.argv[3:]:
-    for line in open(f):
-        off, ln = map(int, line.split())
-        touched.update(range(off // g, (off + ln - 1) // g + 1))
-out = []
-for c in sorted(touched):
-    if out and out[-1][0] + out[-1][1] == c * g:
-        out[-1][1] += g
-    else:
-        out.append([c * g, g])
-for o, l in out:
-    print(o, min(l, size - o))
-PY
-# differing.py G X Y: the chunks where images X and Y differ, "offset length".
-cat >differing.py <<'PY'
-import sys
-g = int(sys.argv[1])
-a, b = open(sys.argv[2], "rb").read(), open(sys.argv[3], "rb").read()
-for c in range(0, len(a), g):
-    if a[c:c + g] != b[c:c + g]:
-        print(c, min(g, len(a) - c))
-PY
+# `snapshots writes URI IMG SEED N`: N random writes (unaligned offsets and
+# lengths, some crossing chunks, some all-zero data) to the export URI and to
+# the local image IMG alike; prints "offset length" of each.
+# `snapshots chunks G SIZE FILE...`: the chunks the "offset length" lines of
+# FILEs touch, coalesced, as "offset length".
+# `snapshots differing G X Y`: the chunks where images X and Y differ.
 # map_dirty: nbdinfo --json map on stdin -> dirty extents, coalesced.
 map_dirty() {
-    py -c '
-import json, sys
-out = []
-for e in json.load(sys.stdin):
-    if e["type"] & 1:
-        if out and out[-1][0] + out[-1][1] == e["offset"]:
-            out[-1][1] += e["length"]
-        else:
-            out.append([e["offset"], e["length"]])
-for o, l in out:
-    print(o, l)'
+    py -m rcttest.interop.snapshots map-dirty
 }
 # covers NEED HAVE: fail unless every chunk of NEED is inside an extent of HAVE.
 covers() {
-    py - "$1" "$2" "$G" <<'PY'
-import sys
-g = int(sys.argv[3])
-def chunks(f):
-    s = set()
-    for line in open(f):
-        o, l = map(int, line.split())
-        s.update(range(o // g, (o + l - 1) // g + 1))
-    return s
-missing = sorted(chunks(sys.argv[1]) - chunks(sys.argv[2]))
-if missing:
-    sys.exit("   missing chunks at offsets %s" % [c * g for c in missing[:10]])
-PY
+    py -m rcttest.interop.snapshots covers "$1" "$2" "$G"
 }
 # same_file WHAT GOT WANT
 same_file() { cmp "$2" "$3" >/dev/null || { cmp "$2" "$3" || true; fail "$1: content differs"; }; }
@@ -139,26 +74,22 @@ truncate -s $SIZE img.raw
 
 # ---------------------------------------------------------------------------
 say "writes A, snapshot s1, writes B, snapshot s2, writes C"
-py writes.py "$U" img.raw $((SNAPSHOTS_SEED * 3 + 0)) 40 >A.txt || fail "writing A failed"
+py -m rcttest.interop.snapshots writes "$U" img.raw $((SNAPSHOTS_SEED * 3 + 0)) 40 >A.txt || fail "writing A failed"
 cp img.raw A.raw
 TOK1=$(rctctl snapshot d --name s1 2>s1.err) || { cat s1.err; fail "rctctl snapshot d --name s1 failed"; }
 [[ "$TOK1" == rct1.* ]] || fail "snapshot s1 printed no token: '$TOK1'"
 sed 's/^/   | /' s1.err
-py writes.py "$U" img.raw $((SNAPSHOTS_SEED * 3 + 1)) 25 >B.txt || fail "writing B failed"
+py -m rcttest.interop.snapshots writes "$U" img.raw $((SNAPSHOTS_SEED * 3 + 1)) 25 >B.txt || fail "writing B failed"
 cp img.raw AB.raw
 TOK2=$(rctctl snapshot d --name s2 2>/dev/null) || fail "rctctl snapshot d --name s2 failed"
-py writes.py "$U" img.raw $((SNAPSHOTS_SEED * 3 + 2)) 25 >C.txt || fail "writing C failed"
+py -m rcttest.interop.snapshots writes "$U" img.raw $((SNAPSHOTS_SEED * 3 + 2)) 25 >C.txt || fail "writing C failed"
 cp img.raw ABC.raw
 rctctl snapshots d | sed 's/^/   | /'
 ok "A: $(wc -l <A.txt) writes, B: $(wc -l <B.txt), C: $(wc -l <C.txt)"
 
 say "NBD LIST shows d@s1 and d@s2"
 nbdinfo --list --json "$U" >list.json || fail "nbdinfo --list failed"
-py -c '
-import json, sys
-names = sorted(e["export-name"] for e in json.load(open("list.json"))["exports"])
-print("   exports:", names)
-sys.exit(0 if {"d", "d@s1", "d@s2"} <= set(names) else 1)' || fail "NBD LIST lacks d@s1 or d@s2"
+py -m rcttest.interop.snapshots listed list.json d d@s1 d@s2 || fail "NBD LIST lacks d@s1 or d@s2"
 ok "listed"
 
 say "contents: d@s1 = A, d@s2 = A+B, live = A+B+C"
@@ -171,18 +102,15 @@ same_file "live vs A+B+C" got-live.raw ABC.raw
 ok "all three byte-identical to the local images"
 
 say "diff d s1 s2 = the chunks B wrote; qemu:dirty-bitmap:s1 on d@s2 agrees"
-py chunks.py $G $SIZE B.txt >want-s1-s2.txt
+py -m rcttest.interop.snapshots chunks $G $SIZE B.txt >want-s1-s2.txt
 rctctl diff d s1 s2 >diff-s1-s2.txt || fail "rctctl diff d s1 s2 failed"
 diff -u want-s1-s2.txt diff-s1-s2.txt || fail "diff s1 s2 is not exactly B's chunks (- expected, + rct)"
-rctctl --json diff d "$TOK1" s2 | py -c '
-import json, sys
-for e in json.load(sys.stdin)["extents"]:
-    print(e["offset"], e["length"])' >diff-json.txt || fail "rctctl --json diff d TOKEN(s1) s2 failed"
+rctctl --json diff d "$TOK1" s2 | py -m rcttest.interop.snapshots extents-json >diff-json.txt || fail "rctctl --json diff d TOKEN(s1) s2 failed"
 diff -u want-s1-s2.txt diff-json.txt || fail "diff --json from s1's token differs"
 nbdinfo --json --map=qemu:dirty-bitmap:s1 "$(uri d@s2)" | map_dirty >bitmap-s1.txt ||
     fail "nbdinfo --map=qemu:dirty-bitmap:s1 on d@s2 failed"
 diff -u want-s1-s2.txt bitmap-s1.txt || fail "qemu:dirty-bitmap:s1 on d@s2 is not B's chunks"
-py chunks.py $G $SIZE B.txt C.txt >want-s1-live.txt
+py -m rcttest.interop.snapshots chunks $G $SIZE B.txt C.txt >want-s1-live.txt
 rctctl diff d s1 live >diff-s1-live.txt || fail "rctctl diff d s1 live failed"
 diff -u want-s1-live.txt diff-s1-live.txt || fail "diff s1 live is not B+C's chunks"
 ok "$(wc -l <want-s1-s2.txt) extents, $(awk '{s+=$2} END {print s}' want-s1-s2.txt) bytes; diff s1 live = B+C"
@@ -225,7 +153,7 @@ read_export d@s2 got-s2c.raw
 same_file "d@s2 after restoring s1" got-s2c.raw AB.raw
 read_export d@s1 got-s1d.raw
 same_file "d@s1 after restoring it" got-s1d.raw A.raw
-py differing.py $G AB.raw A.raw >rewritten.txt
+py -m rcttest.interop.snapshots differing $G AB.raw A.raw >rewritten.txt
 rctctl changes d --since s2 >changes-s2.txt || fail "changes --since s2 failed after restore"
 covers rewritten.txt changes-s2.txt || fail "changes --since s2 misses chunks the restore rewrote"
 ok "live = A, s1 = A, s2 = A+B; changes --since s2 ($(wc -l <changes-s2.txt) extents) covers the $(wc -l <rewritten.txt) rewritten chunks"
@@ -237,11 +165,7 @@ expect_rc 4 rctctl snapshot-delete d s1
 release
 rctctl snapshot-delete d s1 | sed 's/^/   | /'
 rctctl --json snapshots d >snaps.json
-py -c '
-import json
-names = [s["name"] for s in json.load(open("snaps.json"))["snapshots"]]
-print("   snapshots:", names)
-assert "s1" not in names and "s2" in names, names' || fail "s1 still listed as a snapshot (or s2 gone)"
+py -m rcttest.interop.snapshots deleted snaps.json s1 s2 || fail "s1 still listed as a snapshot (or s2 gone)"
 rctctl checkpoints d >cps.txt
 grep -q '^s1 ' cps.txt || { cat cps.txt; fail "s1 is not kept as a checkpoint"; }
 rctctl diff d s1 s2 >diff-after-del.txt || fail "diff d s1 s2 failed after deleting snapshot s1"
@@ -269,15 +193,8 @@ head -c $((8 << 20)) /dev/urandom >l.raw
 nbdcopy l.raw "$(uri2 l)" || fail "filling l failed"
 rctl2 snapshot l --name full >/dev/null 2>&1 || fail "snapshot l failed"
 head -c $((4 << 20)) /dev/urandom >new.raw
-py - "$(uri2 l)" <<'PY' || fail "a write was refused after the store limit was reached"
-import nbd, sys
-h = nbd.NBD()
-h.connect_uri(sys.argv[1])
-data = open("new.raw", "rb").read()
-for off in range(0, len(data), 256 << 10):
-    h.pwrite(data[off:off + (256 << 10)], (2 << 20) + off)
-h.flush()
-PY
+py -m rcttest.interop.snapshots overwrite "$(uri2 l)" new.raw $((2 << 20)) ||
+    fail "a write was refused after the store limit was reached"
 dd if=new.raw of=l.raw bs=1M seek=2 conv=notrunc status=none
 rm -f got-l.raw
 nbdcopy "$(uri2 l)" got-l.raw || fail "reading l back failed"
@@ -285,16 +202,7 @@ same_file "l after overwriting 4 MiB past the limit" got-l.raw l.raw
 ok "every write accepted and read back"
 rctl2 snapshots l | sed 's/^/   | /'
 rctl2 --json snapshots l >lim.json
-py -c '
-import json
-j = json.load(open("lim.json"))
-s = [x for x in j["snapshots"] if x["name"] == "full"]
-assert s, "snapshot full is gone"
-s = s[0]
-print("   valid:", s["valid"], "reason:", s.get("invalid_reason"), "store:", j["store"])
-assert not s["valid"], "snapshot full is still valid"
-assert "limit" in (s.get("invalid_reason") or "").lower(), "reason does not mention the limit"
-assert j["store"]["bytes"] <= 1 << 20, "the store holds more than its limit"' ||
+py -m rcttest.interop.snapshots limit-invalid lim.json full $((1 << 20)) ||
     fail "store limit: snapshot not INVALID with a reason naming the limit (or store over its limit)"
 rc=0
 nbdinfo "$(uri2 l@full)" >lim-open.txt 2>&1 || rc=$?
@@ -307,12 +215,7 @@ stop_rctd_at "$S2"
 say "clean restart keeps snapshots, checkpoints and contents"
 # the listing without counters that restart with the daemon
 listing() {
-    rctctl --json snapshots d | py -c '
-import json, sys
-j = json.load(sys.stdin)
-for s in j["snapshots"]:
-    print(s["name"], s["epoch"], s["token"], s["valid"], s.get("invalid_reason"), s["exclusive_bytes"], s.get("size"))
-print("store", j["store"]["copies"], j["store"]["bytes"])'
+    rctctl --json snapshots d | py -m rcttest.interop.snapshots listing
 }
 listing >before.txt
 rctctl checkpoints d >cps-before.txt
@@ -332,10 +235,7 @@ rctctl diff d s1 s2 >diff-restart.txt || fail "diff s1 s2 failed after restart"
 diff -u want-s1-s2.txt diff-restart.txt || fail "diff s1 s2 changed across restart"
 expect_no_open d@s1
 start_rctd_at "$S2" --snapshot-store-limit 1M
-rctl2 --json snapshots l | py -c '
-import json, sys
-s = [x for x in json.load(sys.stdin)["snapshots"] if x["name"] == "full"][0]
-assert not s["valid"] and "limit" in s["invalid_reason"].lower(), s' ||
+rctl2 --json snapshots l | py -m rcttest.interop.snapshots still-limit-invalid full ||
     fail "after restart, snapshot l@full is no longer INVALID for the limit"
 rc=0
 nbdinfo "$(uri2 l@full)" >/dev/null 2>&1 || rc=$?
