@@ -1,6 +1,6 @@
 #include "record.hh"
 
-#include <rct/durable_file.hh>
+#include <rct/small_file.hh>
 
 #include <nlohmann/json.hpp>
 
@@ -37,9 +37,7 @@ void write_record(const std::filesystem::path& dir, const record& r)
 
 void remove_record(const std::filesystem::path& dir, const std::string& disk)
 {
-    std::error_code ec;
-    std::filesystem::remove(dir / (disk + ".json"), ec);
-    persist::fsync_dir(dir);
+    persist::remove_file(dir, disk + ".json");
 }
 
 }  // namespace rct::daemon::ublk

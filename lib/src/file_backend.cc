@@ -4,6 +4,8 @@
 // back to writing zeroes; FUA on an fallocate-based op adds an fdatasync step.
 #include <rct/file_backend.hh>
 
+#include "persist/env.hh"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/uio.h>
@@ -173,6 +175,9 @@ private:
             } else if ((r.progress += static_cast<unsigned>(res)) < r.length) {
                 issue_transfer(r);
             } else {
+                if (r.op == io_op::write && (r.flags & io_fua)) {
+                    persist::env::get().synced(fd_.get(), r.offset, r.length);
+                }
                 r.finish(0);
             }
             return;
@@ -205,6 +210,9 @@ private:
             return;
         case st_sync:
         case st_single:
+            if (res >= 0 && (r.stage == st_sync || r.op == io_op::flush)) {
+                persist::env::get().synced(fd_.get(), 0, 0);  // an fdatasync: the whole file
+            }
             r.finish(res < 0 ? res : 0);
             return;
         }

@@ -3,6 +3,9 @@
 // data through the engine's own layers with a private ring (sync_io): the
 // snapshot view for reading, and for restore the disk's data path, so that
 // change tracking records the rewrite and newer snapshots keep their content.
+#include "bytes.hh"
+#include "persist/durable_file.hh"
+
 #include <rct/disk_registry.hh>
 
 #include <rct/error.hh>
@@ -39,10 +42,6 @@ std::shared_ptr<snapshot_view> open_view(disk_registry& reg, const std::string& 
     return d->snapshots()->view(snap);
 }
 
-bool all_zero(const std::byte* p, std::size_t n)
-{
-    return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
-}
 
 // Calls fn(offset, length) for every extent of the view that may hold data.
 template <typename F>
@@ -93,16 +92,13 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
         rnd = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
     }
     const fs::path tmp = tmp_dir / fmt::format("clone-{}-{:016x}.raw", new_name, rnd);
-    unique_fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd) {
-        throw_errno("open " + tmp.string(), errno);
-    }
+    unique_fd fd(persist::open_file(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600));
     struct remover {
         fs::path p;
-        ~remover() { ::unlink(p.c_str()); }
+        ~remover() { persist::env::get().remove(p); }
     } cleanup{tmp};
-    if (::ftruncate(fd.get(), static_cast<off_t>(view->size())) != 0) {
-        throw_errno("truncate " + tmp.string(), errno);
+    if (const int rc = persist::env::get().truncate(fd.get(), view->size()); rc < 0) {
+        throw_errno("truncate " + tmp.string(), -rc);
     }
     sync_io io;
     std::vector<std::byte> buf(piece);
@@ -113,18 +109,10 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
             if (all_zero(buf.data(), n)) {
                 continue;  // stays a hole
             }
-            for (std::uint64_t done = 0; done < n;) {
-                const ssize_t w = ::pwrite(fd.get(), buf.data() + done, n - done, static_cast<off_t>(p + done));
-                if (w < 0) {
-                    throw_errno("write " + tmp.string(), errno);
-                }
-                done += static_cast<std::uint64_t>(w);
-            }
+            persist::write_all(fd.get(), buf.data(), n, p, tmp);
         }
     });
-    if (::fdatasync(fd.get()) != 0) {
-        throw_errno("fdatasync " + tmp.string(), errno);
-    }
+    persist::sync_fd(fd.get(), tmp);
     fd.reset();
     return import(new_name, tmp, true);
 }

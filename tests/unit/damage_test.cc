@@ -9,7 +9,7 @@
 #include "persist/record_log.hh"
 #include "tracking/store.hh"
 
-#include <rct/durable_file.hh>
+#include "persist/durable_file.hh"
 
 #include <rct/disk_registry.hh>
 #include <rct/error.hh>

@@ -1,10 +1,9 @@
-#include <rct/durable_file.hh>
+#include "durable_file.hh"
 
 #include <rct/error.hh>
 #include <rct/unique_fd.hh>
 
 #include <fcntl.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <cerrno>
@@ -13,82 +12,88 @@ namespace rct::persist {
 
 namespace fs = std::filesystem;
 
+int open_file(const fs::path& p, int flags, mode_t mode)
+{
+    const int fd = env::get().open(p, flags, mode);
+    if (fd < 0) {
+        throw_errno("open " + p.string(), -fd);
+    }
+    return fd;
+}
+
 void write_all(int fd, const void* data, std::size_t n, std::uint64_t off, const fs::path& p)
 {
-    const auto* b = static_cast<const std::uint8_t*>(data);
-    while (n > 0) {
-        const ssize_t w = ::pwrite(fd, b, n, static_cast<off_t>(off));
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("write " + p.string(), errno);
-        }
-        b += w;
-        n -= static_cast<std::size_t>(w);
-        off += static_cast<std::uint64_t>(w);
+    if (const int rc = env::get().write_at(fd, data, n, off); rc < 0) {
+        throw_errno("write " + p.string(), -rc);
     }
 }
 
 void sync_fd(int fd, const fs::path& p)
 {
-    if (::fdatasync(fd) != 0) {
-        throw_errno("fdatasync " + p.string(), errno);
+    if (const int rc = env::get().datasync(fd); rc < 0) {
+        throw_errno("fdatasync " + p.string(), -rc);
+    }
+}
+
+void fsync_dir(const fs::path& dir)
+{
+    if (const int rc = env::get().sync_dir(dir); rc < 0) {
+        throw_errno("fsync " + dir.string(), -rc);
+    }
+}
+
+void rename_file(const fs::path& from, const fs::path& to)
+{
+    if (const int rc = env::get().rename(from, to); rc < 0) {
+        throw_errno("rename " + from.string(), -rc);
     }
 }
 
 std::vector<std::uint8_t> read_file(const fs::path& p, bool& exists)
 {
-    unique_fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        if (errno == ENOENT) {
+    const int fd = env::get().open(p, O_RDONLY, 0);
+    if (fd < 0) {
+        if (fd == -ENOENT) {
             exists = false;
             return {};
         }
-        throw_errno("open " + p.string(), errno);
+        throw_errno("open " + p.string(), -fd);
     }
+    const unique_fd guard(fd);
     exists = true;
     std::vector<std::uint8_t> out;
-    std::uint8_t buf[1 << 16];
     for (;;) {
-        const ssize_t r = ::read(fd.get(), buf, sizeof buf);
+        const std::size_t at = out.size();
+        out.resize(at + (1 << 16));
+        const ssize_t r = env::get().read_at(fd, out.data() + at, 1 << 16, at);
         if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("read " + p.string(), errno);
+            throw_errno("read " + p.string(), static_cast<int>(-r));
         }
-        if (r == 0) {
-            break;
+        out.resize(at + static_cast<std::size_t>(r));
+        if (r < (1 << 16)) {
+            return out;
         }
-        out.insert(out.end(), buf, buf + r);
     }
-    return out;
 }
 
 void replace_file(const fs::path& dir, const std::string& name, const std::vector<std::uint8_t>& bytes)
 {
     const fs::path tmp = dir / (name + ".tmp");
-    const fs::path dst = dir / name;
-    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) {
-        throw_errno("open " + tmp.string(), errno);
+    {
+        const unique_fd fd(open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+        write_all(fd.get(), bytes.data(), bytes.size(), 0, tmp);
+        sync_fd(fd.get(), tmp);
     }
-    write_all(fd.get(), bytes.data(), bytes.size(), 0, tmp);
-    sync_fd(fd.get(), tmp);
-    fd.reset();
-    if (::rename(tmp.c_str(), dst.c_str()) != 0) {
-        throw_errno("rename " + tmp.string(), errno);
-    }
+    rename_file(tmp, dir / name);
     fsync_dir(dir);
 }
 
-void fsync_dir(const fs::path& dir)
+void remove_file(const fs::path& dir, const std::string& name)
 {
-    unique_fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd || ::fsync(fd.get()) != 0) {
-        throw_errno("fsync " + dir.string(), errno);
+    if (const int rc = env::get().remove(dir / name); rc < 0 && rc != -ENOENT) {
+        throw_errno("unlink " + (dir / name).string(), -rc);
     }
+    fsync_dir(dir);
 }
 
 std::uint64_t checksum(const void* head, std::size_t head_len, const void* tail, std::size_t tail_len)

@@ -1,6 +1,7 @@
+#include "../bytes.hh"
 #include "record_log.hh"
 
-#include <rct/durable_file.hh>
+#include "durable_file.hh"
 
 #include <rct/error.hh>
 
@@ -19,10 +20,7 @@ namespace fs = std::filesystem;
 
 record_log::record_log(fs::path path, std::uint32_t magic) : path_(std::move(path)), magic_(magic)
 {
-    fd_.reset(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd_) {
-        throw_errno("open " + path_.string(), errno);
-    }
+    fd_.reset(open_file(path_, O_RDWR | O_CREAT | O_NOFOLLOW, 0600));
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) {
         throw_errno("fstat " + path_.string(), errno);
@@ -41,10 +39,6 @@ std::uint32_t header_check(const record_header& h)
     return v == 0 ? 1 : v;
 }
 
-bool all_zero(const std::uint8_t* p, std::size_t n)
-{
-    return std::all_of(p, p + n, [](std::uint8_t b) { return b == 0; });
-}
 
 // Whether a record starts at pos and passes every check.
 bool valid_at(const std::uint8_t* p, std::size_t n, std::size_t pos, std::uint32_t magic, record_header& h)
@@ -163,8 +157,10 @@ record_log::replay_result record_log::replay(const record_fn& fn)
 {
     const auto bytes = read_all();
     const auto res = parse(bytes.data(), bytes.size(), magic_, fn);
-    if (res.torn_tail && ::ftruncate(fd_.get(), static_cast<off_t>(res.valid_bytes)) != 0) {
-        throw_errno("truncate " + path_.string(), errno);
+    if (res.torn_tail) {
+        if (const int rc = env::get().truncate(fd_.get(), res.valid_bytes); rc < 0) {
+            throw_errno("truncate " + path_.string(), -rc);
+        }
     }
     end_ = res.damage.empty() ? res.valid_bytes : bytes.size();
     return res;
@@ -195,7 +191,7 @@ void record_log::write(std::uint16_t type, const std::vector<std::uint8_t>& payl
     } catch (...) {
         // Cut off a partial record so that the next append does not follow
         // it; should even that fail, replay sees a torn tail.
-        [[maybe_unused]] const int rc = ::ftruncate(fd_.get(), static_cast<off_t>(end_));
+        [[maybe_unused]] const int rc = env::get().truncate(fd_.get(), end_);
         throw;
     }
     end_ += rec.size();
@@ -213,13 +209,8 @@ fs::path record_log::set_aside(const std::string& suffix)
     for (int i = 1; ::access(aside.c_str(), F_OK) == 0; ++i) {
         aside = path_.string() + suffix + "." + std::to_string(i);
     }
-    if (::rename(path_.c_str(), aside.c_str()) != 0) {
-        throw_errno("rename " + path_.string(), errno);
-    }
-    fd_.reset(::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd_) {
-        throw_errno("open " + path_.string(), errno);
-    }
+    rename_file(path_, aside);
+    fd_.reset(open_file(path_, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
     end_ = 0;
     fsync_dir(path_.parent_path());
     return aside;
@@ -233,10 +224,7 @@ void record_log::rewrite(const std::vector<std::pair<std::uint16_t, std::vector<
         all.insert(all.end(), rec.begin(), rec.end());
     }
     replace_file(path_.parent_path(), path_.filename().string(), all);
-    fd_.reset(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
-    if (!fd_) {
-        throw_errno("open " + path_.string(), errno);
-    }
+    fd_.reset(open_file(path_, O_RDWR | O_NOFOLLOW, 0));
     end_ = all.size();
 }
 

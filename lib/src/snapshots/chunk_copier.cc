@@ -1,5 +1,7 @@
 #include "chunk_copier.hh"
 
+#include "../persist/env.hh"
+
 #include <rct/log.hh>
 
 #include <fcntl.h>
@@ -25,38 +27,17 @@ constexpr std::size_t buffer_alignment = 4096;  // O_DIRECT: at least the logica
 
 int read_full(int fd, std::byte* buf, std::size_t n, std::uint64_t off) noexcept
 {
-    std::size_t done = 0;
-    while (done < n) {
-        const ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(off + done));
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        if (r == 0) {
-            std::memset(buf + done, 0, n - done);  // past the end of the file: zeroes
-            break;
-        }
-        done += static_cast<std::size_t>(r);
+    const ssize_t r = persist::env::get().read_at(fd, buf, n, off);
+    if (r < 0) {
+        return static_cast<int>(r);
     }
+    std::memset(buf + r, 0, n - static_cast<std::size_t>(r));  // past the end of the file: zeroes
     return 0;
 }
 
 int write_full(int fd, const std::byte* buf, std::size_t n, std::uint64_t off) noexcept
 {
-    std::size_t done = 0;
-    while (done < n) {
-        const ssize_t w = ::pwrite(fd, buf + done, n - done, static_cast<off_t>(off + done));
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        done += static_cast<std::size_t>(w);
-    }
-    return 0;
+    return persist::env::get().write_at(fd, buf, n, off);
 }
 
 chunk_copier::chunk_copier(int data_fd, int chunks_fd, const std::filesystem::path& chunks_path,
@@ -64,9 +45,10 @@ chunk_copier::chunk_copier(int data_fd, int chunks_fd, const std::filesystem::pa
     : ring_(static_cast<unsigned>(max_window)), data_fd_(data_fd), chunks_fd_(chunks_fd), granularity_(granularity),
       window_(std::clamp<std::size_t>(window_bytes / granularity, 1, max_window)), ops_(window_)
 {
-    direct_.reset(::open(chunks_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
+    const int fd = persist::env::get().open(chunks_path, O_WRONLY | O_DIRECT | O_NOFOLLOW, 0);
+    direct_.reset(fd < 0 ? -1 : fd);
     if (!direct_) {
-        const int err = errno;
+        const int err = -fd;
         log::info("snapshots: {} takes no O_DIRECT ({}); copies go through the page cache", chunks_path.string(),
                   std::strerror(err));
     }
@@ -139,8 +121,8 @@ int chunk_copier::grow_to(std::uint64_t end) noexcept
     if (::fstat(chunks_fd_, &st) != 0) {
         return -errno;
     }
-    if (static_cast<std::uint64_t>(st.st_size) < end && ::ftruncate(chunks_fd_, static_cast<off_t>(end)) != 0) {
-        return -errno;
+    if (static_cast<std::uint64_t>(st.st_size) < end) {
+        return persist::env::get().truncate(chunks_fd_, end);
     }
     return 0;
 }
@@ -197,7 +179,11 @@ void chunk_copier::start_sync() noexcept
 int chunk_copier::finish_sync() noexcept
 {
     wait(std::span(&sync_, 1));
-    return sync_.res < 0 ? sync_.res : 0;
+    if (sync_.res < 0) {
+        return sync_.res;
+    }
+    persist::env::get().synced(chunks_fd_, 0, 0);
+    return 0;
 }
 
 }  // namespace rct::snapshots

@@ -18,9 +18,10 @@
 //   before it, and content equal to the chunk at every snapshot cut since the
 //   previous copy. Epoch numbers are never reused: the tracker's live epoch
 //   starts above every label (min_live_epoch).
+#include "../bytes.hh"
 #include "store.hh"
 
-#include <rct/durable_file.hh>
+#include "../persist/durable_file.hh"
 #include <rct/error.hh>
 #include <rct/log.hh>
 
@@ -56,8 +57,8 @@ store_index open_index(const fs::path& dir, std::string& damage, std::vector<sna
             const auto kept = old.set_aside(suffix);
             const fs::path chunks = dir / "chunks.dat";
             const fs::path chunks_kept = dir / ("chunks.dat" + kept.filename().string().substr(9));
-            if (::rename(chunks.c_str(), chunks_kept.c_str()) != 0 && errno != ENOENT) {
-                throw_errno("rename " + chunks.string(), errno);
+            if (const int rc = persist::env::get().rename(chunks, chunks_kept); rc < 0 && rc != -ENOENT) {
+                throw_errno("rename " + chunks.string(), -rc);
             }
             persist::fsync_dir(dir);
             log::error("snapshots {}: index.log is damaged ({}); kept as {} with {}; its {} snapshot{} are "
@@ -69,10 +70,6 @@ store_index open_index(const fs::path& dir, std::string& damage, std::vector<sna
     return store_index(dir);
 }
 
-bool all_zero(const std::byte* p, std::size_t n) noexcept
-{
-    return p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0;
-}
 
 }  // namespace
 
@@ -83,10 +80,7 @@ store_impl::store_impl(const fs::path& dir, std::string disk_id, int data_fd, co
     if (!data_) {
         throw_errno("dup", errno);
     }
-    chunks_.reset(::open((dir / "chunks.dat").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!chunks_) {
-        throw_errno("open " + (dir / "chunks.dat").string(), errno);
-    }
+    chunks_.reset(persist::open_file(dir / "chunks.dat", O_RDWR | O_CREAT | O_NOFOLLOW, 0600));
 }
 
 store_impl::~store_impl()
@@ -147,13 +141,12 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
                 free_slots_.push_back(s);
             }
             if (u > prev) {
-                ::fallocate(chunks_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                            static_cast<off_t>(prev * granularity_), static_cast<off_t>((u - prev) * granularity_));
+                persist::env::get().punch_hole(chunks_.get(), prev * granularity_, (u - prev) * granularity_);
             }
             prev = u + 1;
         }
-        if (::ftruncate(chunks_.get(), static_cast<off_t>(next_slot_ * granularity_)) != 0) {
-            throw_errno("truncate " + (dir_ / "chunks.dat").string(), errno);
+        if (const int rc = persist::env::get().truncate(chunks_.get(), next_slot_ * granularity_); rc < 0) {
+            throw_errno("truncate " + (dir_ / "chunks.dat").string(), -rc);
         }
     }
     idx_.compact_if_worthwhile();
@@ -533,8 +526,7 @@ void store_impl::release_slots(const std::vector<std::uint64_t>& slots)
 {
     std::lock_guard lk(slot_mu_);
     for (std::uint64_t s : slots) {
-        ::fallocate(chunks_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(s * granularity_),
-                    granularity_);
+        persist::env::get().punch_hole(chunks_.get(), s * granularity_, granularity_);
         free_slots_.push_back(s);
         --used_slots_;
     }

@@ -2,7 +2,7 @@
 
 #include "rules.hh"
 
-#include <rct/durable_file.hh>
+#include "../persist/durable_file.hh"
 
 #include <rct/error.hh>
 
@@ -233,10 +233,7 @@ intent_file::intent_file(const fs::path& path, std::uint64_t region_size, std::u
 {
     const std::uint64_t bytes = sizeof(format::intent_header) + (regions + 63) / 64 * 8;
     slot_size_ = (bytes + 4095) / 4096 * 4096;
-    fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd_) {
-        throw_errno("open " + path.string(), errno);
-    }
+    fd_.reset(open_file(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600));
 }
 
 std::optional<std::vector<std::uint64_t>> intent_file::load()
@@ -246,7 +243,7 @@ std::optional<std::vector<std::uint64_t>> intent_file::load()
     const std::size_t nwords = (regions_ + 63) / 64;
     for (int slot = 0; slot < 2; ++slot) {
         std::vector<std::uint8_t> buf(slot_size_);
-        const ssize_t r = ::pread(fd_.get(), buf.data(), buf.size(), static_cast<off_t>(slot * slot_size_));
+        const ssize_t r = env::get().read_at(fd_.get(), buf.data(), buf.size(), slot * slot_size_);
         if (r < static_cast<ssize_t>(sizeof(format::intent_header))) {
             continue;
         }
@@ -322,10 +319,7 @@ std::optional<clean_state> read_clean(const fs::path& dir, std::string& problem)
 
 void remove_clean(const fs::path& dir)
 {
-    if (::unlink((dir / "clean").c_str()) != 0 && errno != ENOENT) {
-        throw_errno("unlink " + (dir / "clean").string(), errno);
-    }
-    fsync_dir(dir);
+    remove_file(dir, "clean");
 }
 
 }  // namespace rct::tracking

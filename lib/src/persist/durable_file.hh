@@ -1,8 +1,12 @@
-// Small durable-file primitives shared by every on-disk structure: exact
-// writes, data syncs, whole-file reads, the temp + fsync + rename +
-// directory-fsync replacement, and the XXH64 checksums the formats in
-// docs/format/ use. All throw rct::error naming the file.
+// Durable-file primitives over the persistence seam (env.hh) for every
+// on-disk structure of docs/format/: exact writes, data syncs, directory
+// syncs, and the XXH64 checksums the formats use, plus the small-file
+// helpers of rct/small_file.hh. All throw rct::error naming the file.
 #pragma once
+
+#include "env.hh"
+
+#include <rct/small_file.hh>
 
 #include <cstddef>
 #include <cstdint>
@@ -14,11 +18,10 @@ namespace rct::persist {
 
 void write_all(int fd, const void* data, std::size_t n, std::uint64_t off, const std::filesystem::path& p);
 void sync_fd(int fd, const std::filesystem::path& p);
-// Whole file; exists=false (and empty) when it does not exist.
-std::vector<std::uint8_t> read_file(const std::filesystem::path& p, bool& exists);
-// Atomically replaces dir/name with bytes: temp + fsync + rename + dir fsync.
-void replace_file(const std::filesystem::path& dir, const std::string& name, const std::vector<std::uint8_t>& bytes);
 void fsync_dir(const std::filesystem::path& dir);
+void rename_file(const std::filesystem::path& from, const std::filesystem::path& to);
+// Opens through the env; throws naming the file.
+int open_file(const std::filesystem::path& p, int flags, mode_t mode);
 
 // XXH64 over a header struct with its `checksum` member zeroed, then tail.
 std::uint64_t checksum(const void* head, std::size_t head_len, const void* tail, std::size_t tail_len);
