@@ -17,6 +17,8 @@
 // Slow work (copying an import) runs without the mutex so that lookups by
 // the frontends are never held up; the mutex covers the map and the final
 // rename into place.
+#include "bytes.hh"
+#include "persist/durable_file.hh"
 #include "tracking/rules.hh"
 
 #include <rct/disk_registry.hh>
@@ -50,7 +52,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* meta_file = "disk.json";
-constexpr const char* meta_tmp_file = "disk.json.tmp";
 constexpr const char* data_file = "data.raw";
 constexpr const char* format_name = "rct-disk";
 constexpr int format_version = 1;
@@ -76,37 +77,16 @@ bool ends_with(const std::string& s, std::string_view suffix)
 
 unique_fd open_at(const fs::path& p, int flags, mode_t mode = 0)
 {
-    unique_fd fd(::open(p.c_str(), flags | O_CLOEXEC, mode));
-    if (!fd) {
-        throw_errno_at("open", p, errno);
-    }
-    return fd;
+    return unique_fd(persist::open_file(p, flags, mode));
 }
 
-void sync_fd(int fd, const fs::path& p)
-{
-    if (::fsync(fd) != 0) {
-        throw_errno_at("fsync", p, errno);
-    }
-}
+using persist::fsync_dir;
+using persist::sync_fd;
 
-void sync_dir(const fs::path& dir)
+void truncate_to(int fd, std::uint64_t size, const fs::path& p)
 {
-    unique_fd fd = open_at(dir, O_RDONLY | O_DIRECTORY);
-    sync_fd(fd.get(), dir);
-}
-
-void write_all(int fd, std::string_view data, const fs::path& p)
-{
-    while (!data.empty()) {
-        ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno_at("write", p, errno);
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
+    if (const int rc = persist::env::get().truncate(fd, size); rc < 0) {
+        throw_errno_at("ftruncate", p, -rc);
     }
 }
 
@@ -205,48 +185,21 @@ void commit_meta(const fs::path& dir, const disk_meta& meta, std::optional<std::
         j["resize_to"] = *resize_to;
     }
     const std::string text = j.dump(4) + "\n";
-
-    const fs::path tmp = dir / meta_tmp_file;
-    const fs::path final_path = dir / meta_file;
-    {
-        unique_fd fd = open_at(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        write_all(fd.get(), text, tmp);
-        sync_fd(fd.get(), tmp);
-    }
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
-        throw_errno_at("rename", tmp, errno);
-    }
-    sync_dir(dir);
+    persist::replace_file(dir, meta_file, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
 stored_meta read_meta(const fs::path& dir)
 {
     const fs::path p = dir / meta_file;
-    unique_fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        if (errno == ENOENT) {
-            throw error(errc::corrupt, fmt::format("{} is missing", p.string()));
-        }
-        throw_errno_at("open", p, errno);
+    bool exists = true;
+    const auto bytes = persist::read_file(p, exists);
+    if (!exists) {
+        throw error(errc::corrupt, fmt::format("{} is missing", p.string()));
     }
-    std::string text;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno_at("read", p, errno);
-        }
-        if (n == 0) {
-            break;
-        }
-        text.append(buf, static_cast<std::size_t>(n));
-        if (text.size() > (1u << 20)) {
-            throw error(errc::corrupt, fmt::format("{} is implausibly large", p.string()));
-        }
+    if (bytes.size() > (1u << 20)) {
+        throw error(errc::corrupt, fmt::format("{} is implausibly large", p.string()));
     }
+    const std::string text(bytes.begin(), bytes.end());
 
     const auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
@@ -355,30 +308,9 @@ public:
     }
 
 private:
-    static bool all_zero(const char* p, std::size_t n) noexcept
-    {
-        for (std::size_t i = 0; i < n; ++i) {
-            if (p[i] != 0) {
-                return false;
-            }
-        }
-        return true;
-    }
-
     void write_at(const char* p, std::size_t n, off_t offset)
     {
-        while (n > 0) {
-            ssize_t w = ::pwrite(dst_, p, n, offset);
-            if (w < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                throw_errno("write to the imported disk", errno);
-            }
-            p += w;
-            n -= static_cast<std::size_t>(w);
-            offset += w;
-        }
+        persist::write_all(dst_, p, n, static_cast<std::uint64_t>(offset), "the imported disk");
     }
 
     const int src_;
@@ -595,7 +527,7 @@ std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shar
     // From here on the disk exists: report no failure that would make the
     // caller undo it.
     try {
-        sync_dir(disks_dir);
+        fsync_dir(disks_dir);
     } catch (const error& e) {
         log::warn("disk {}: {}", meta.name, e.what());
     }
@@ -651,9 +583,7 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
 
     const fs::path data = staging / data_file;
     unique_fd fd = open_at(data, O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-        throw_errno_at("ftruncate", data, errno);
-    }
+    truncate_to(fd.get(), size, data);
     sync_fd(fd.get(), data);
     commit_meta(staging, meta);
 
@@ -715,9 +645,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
             throw_errno_at("open", from, errno);
         }
         unique_fd fd = open_at(data, O_RDWR | O_CREAT | O_EXCL, 0600);
-        if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-            throw_errno_at("ftruncate", data, errno);
-        }
+        truncate_to(fd.get(), size, data);
         sparse_copy(src.get(), fd.get(), static_cast<off_t>(size), from);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
@@ -726,8 +654,8 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
         return d;
     }
 
-    if (::rename(from.c_str(), data.c_str()) != 0) {
-        const int err = errno;
+    if (const int rc = persist::env::get().rename(from, data); rc != 0) {
+        const int err = -rc;
         if (err == EXDEV) {
             throw error(errc::invalid_argument,
                         fmt::format("{} is on a different filesystem than {}; it cannot be moved, "
@@ -785,7 +713,7 @@ void disk_registry::remove(const std::string& name, bool force)
             throw_errno_at("rename", d->dir(), errno);
         }
         try {
-            sync_dir(disks_dir);
+            fsync_dir(disks_dir);
         } catch (const error& e) {
             // The disk is gone from the namespace either way; should the
             // rename be lost in a crash, the disk merely comes back.
