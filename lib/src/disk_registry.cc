@@ -369,11 +369,8 @@ disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
     : state_dir_(std::move(state_dir)), opts_(std::move(opts))
 {
     const fs::path disks_dir = state_dir_ / "disks";
+    persist::make_dirs(disks_dir);
     std::error_code ec;
-    fs::create_directories(disks_dir, ec);
-    if (ec) {
-        throw error(errc::io_error, fmt::format("cannot create {}: {}", disks_dir.string(), ec.message()));
-    }
 
     // Clones in progress at a crash (see clone()).
     fs::remove_all(state_dir_ / "tmp", ec);

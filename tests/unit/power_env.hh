@@ -195,14 +195,20 @@ private:
         struct stat st {};
         return ::lstat(p.c_str(), &st) == 0 ? st.st_ino : 0;
     }
+    // Through a read-only reopen: the engine's fd may be write-only.
     static std::vector<std::uint8_t> read_all(int fd)
     {
+        const std::string self = "/proc/self/fd/" + std::to_string(fd);
+        const int rfd = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
         struct stat st {};
         std::vector<std::uint8_t> out;
-        if (::fstat(fd, &st) == 0) {
+        if (rfd >= 0 && ::fstat(rfd, &st) == 0) {
             out.resize(static_cast<std::size_t>(st.st_size));
-            const ssize_t r = real().read_at(fd, out.data(), out.size(), 0);
+            const ssize_t r = real().read_at(rfd, out.data(), out.size(), 0);
             out.resize(r < 0 ? 0 : static_cast<std::size_t>(r));
+        }
+        if (rfd >= 0) {
+            ::close(rfd);
         }
         return out;
     }

@@ -4,6 +4,7 @@
 #include <rct/unique_fd.hh>
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <cerrno>
@@ -19,6 +20,35 @@ int open_file(const fs::path& p, int flags, mode_t mode)
         throw_errno("open " + p.string(), -fd);
     }
     return fd;
+}
+
+int open_or_create(const fs::path& p, int flags, mode_t mode)
+{
+    const bool existed = ::access(p.c_str(), F_OK) == 0;
+    const int fd = open_file(p, flags | O_CREAT, mode);
+    if (!existed) {
+        try {
+            fsync_dir(p.parent_path());
+        } catch (...) {
+            ::close(fd);
+            throw;
+        }
+    }
+    return fd;
+}
+
+void make_dirs(const fs::path& dir)
+{
+    if (dir.empty() || fs::is_directory(dir)) {
+        return;
+    }
+    make_dirs(dir.parent_path());
+    std::error_code ec;
+    fs::create_directory(dir, ec);
+    if (ec) {
+        throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
+    }
+    fsync_dir(dir.parent_path());
 }
 
 void write_all(int fd, const void* data, std::size_t n, std::uint64_t off, const fs::path& p)

@@ -20,12 +20,12 @@ namespace fs = std::filesystem;
 
 record_log::record_log(fs::path path, std::uint32_t magic) : path_(std::move(path)), magic_(magic)
 {
-    fd_.reset(open_file(path_, O_RDWR | O_CREAT | O_NOFOLLOW, 0600));
+    fd_.reset(open_or_create(path_, O_RDWR | O_NOFOLLOW, 0600));
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) {
         throw_errno("fstat " + path_.string(), errno);
     }
-    end_ = static_cast<std::uint64_t>(st.st_size);
+    end_ = synced_end_ = static_cast<std::uint64_t>(st.st_size);
 }
 
 namespace {
@@ -163,6 +163,7 @@ record_log::replay_result record_log::replay(const record_fn& fn)
         }
     }
     end_ = res.damage.empty() ? res.valid_bytes : bytes.size();
+    synced_end_ = end_;
     return res;
 }
 
@@ -185,13 +186,14 @@ void record_log::append(std::uint16_t type, const std::vector<std::uint8_t>& pay
 
 void record_log::write(std::uint16_t type, const std::vector<std::uint8_t>& payload)
 {
+    if (broken_) {
+        throw error(errc::io_error, path_.string() + ": a failed append could not be undone; restart rctd");
+    }
     const auto rec = frame(type, payload);
     try {
         write_all(fd_.get(), rec.data(), rec.size(), end_, path_);
     } catch (...) {
-        // Cut off a partial record so that the next append does not follow
-        // it; should even that fail, replay sees a torn tail.
-        [[maybe_unused]] const int rc = env::get().truncate(fd_.get(), end_);
+        cut_back(end_);
         throw;
     }
     end_ += rec.size();
@@ -199,7 +201,25 @@ void record_log::write(std::uint16_t type, const std::vector<std::uint8_t>& payl
 
 void record_log::sync()
 {
-    sync_fd(fd_.get(), path_);
+    try {
+        sync_fd(fd_.get(), path_);
+    } catch (...) {
+        // The caller is told the records failed: they must not turn up at
+        // replay (a seal retried under the same epoch, copies whose slots
+        // never became durable).
+        cut_back(synced_end_);
+        throw;
+    }
+    synced_end_ = end_;
+}
+
+void record_log::cut_back(std::uint64_t to) noexcept
+{
+    if (env::get().truncate(fd_.get(), to) == 0) {
+        end_ = to;
+    } else {
+        broken_ = true;  // what lies past `to` is unknown: append nothing after it
+    }
 }
 
 fs::path record_log::set_aside(const std::string& suffix)
@@ -211,7 +231,8 @@ fs::path record_log::set_aside(const std::string& suffix)
     }
     rename_file(path_, aside);
     fd_.reset(open_file(path_, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
-    end_ = 0;
+    end_ = synced_end_ = 0;
+    broken_ = false;
     fsync_dir(path_.parent_path());
     return aside;
 }
@@ -225,7 +246,8 @@ void record_log::rewrite(const std::vector<std::pair<std::uint16_t, std::vector<
     }
     replace_file(path_.parent_path(), path_.filename().string(), all);
     fd_.reset(open_file(path_, O_RDWR | O_NOFOLLOW, 0));
-    end_ = all.size();
+    end_ = synced_end_ = all.size();
+    broken_ = false;
 }
 
 }  // namespace rct::persist

@@ -64,6 +64,9 @@ public:
     // The same in two steps, for a caller that syncs this log in parallel
     // with something else: write() leaves the record unsynced (a crash may
     // lose or tear it, like an append cut short); sync() makes it durable.
+    // A failed write or sync cuts the unsynced records off again, so that
+    // what a caller was told failed never turns up at replay; if even that
+    // fails, every later write throws until the log is reopened.
     void write(std::uint16_t type, const std::vector<std::uint8_t>& payload);
     void sync();
     // Renames a damaged log to path+suffix (kept for inspection) and starts
@@ -77,10 +80,13 @@ public:
 
 private:
     std::vector<std::uint8_t> frame(std::uint16_t type, const std::vector<std::uint8_t>& payload) const;
+    void cut_back(std::uint64_t to) noexcept;
     unique_fd fd_;
     std::filesystem::path path_;
     std::uint32_t magic_;
     std::uint64_t end_ = 0;
+    std::uint64_t synced_end_ = 0;  // end of what the last sync covered
+    bool broken_ = false;
 };
 
 }  // namespace rct::persist

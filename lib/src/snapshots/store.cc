@@ -80,7 +80,7 @@ store_impl::store_impl(const fs::path& dir, std::string disk_id, int data_fd, co
     if (!data_) {
         throw_errno("dup", errno);
     }
-    chunks_.reset(persist::open_file(dir / "chunks.dat", O_RDWR | O_CREAT | O_NOFOLLOW, 0600));
+    chunks_.reset(persist::open_or_create(dir / "chunks.dat", O_RDWR | O_NOFOLLOW, 0600));
 }
 
 store_impl::~store_impl()
@@ -787,11 +787,7 @@ namespace rct {
 std::shared_ptr<snapshot_store> snapshot_store::open(const std::filesystem::path& dir, const std::string& disk_id,
                                                      int data_fd, const snapshot_options& opts)
 {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-        throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
-    }
+    persist::make_dirs(dir);
     return std::make_shared<snapshots::store_impl>(dir, disk_id, data_fd, opts);
 }
 

@@ -233,7 +233,7 @@ intent_file::intent_file(const fs::path& path, std::uint64_t region_size, std::u
 {
     const std::uint64_t bytes = sizeof(format::intent_header) + (regions + 63) / 64 * 8;
     slot_size_ = (bytes + 4095) / 4096 * 4096;
-    fd_.reset(open_file(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600));
+    fd_.reset(open_or_create(path, O_RDWR | O_NOFOLLOW, 0600));
 }
 
 std::optional<std::vector<std::uint64_t>> intent_file::load()

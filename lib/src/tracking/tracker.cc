@@ -23,6 +23,7 @@
 #include "store.hh"
 #include "token.hh"
 
+#include "../persist/durable_file.hh"
 #include "../quiescence.hh"
 
 #include <rct/error.hh>
@@ -30,6 +31,7 @@
 #include <rct/tracker.hh>
 
 #include <pthread.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <atomic>
@@ -51,6 +53,17 @@ struct live_map {
     std::uint64_t epoch;
     atomic_bitmap bits;
 };
+
+std::uint32_t fresh_generation()
+{
+    std::uint32_t g = 0;
+    while (g == 0) {
+        if (::getrandom(&g, sizeof g, 0) != sizeof g) {
+            g = static_cast<std::uint32_t>(::time(nullptr));
+        }
+    }
+    return g;
+}
 
 // Sets bits [a, b) of a plain word vector whose bit 0 is chunk `base`.
 void set_bits(std::vector<std::uint64_t>& w, std::uint64_t base, std::uint64_t a, std::uint64_t b)
@@ -190,14 +203,15 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
         log::error("tracking {}: {}; kept as {}; restarting tracking: every checkpoint now asks for a full backup",
                    dir_.string(), damage, kept.filename().string());
         st = {};
-        st.generation = static_cast<std::uint32_t>(::time(nullptr));
     }
     if (!st.initialized) {
         // A damaged log keeps the granularity its INIT record had, if that
         // record itself was intact.
         granularity_ = log_.init_granularity() != 0 ? log_.init_granularity() : opts_.granularity;
         region_size_ = opts_.region_size;
-        st.generation = std::max<std::uint32_t>(st.generation, 1);
+        // A new history must never be mistaken for a lost one: tokens of an
+        // earlier log (deleted, damaged, set aside) carry its generation.
+        st.generation = fresh_generation();
         log_.append_init(st.generation, granularity_, region_size_, disk_id_);
         if (!damage.empty()) {
             reset_reason_ = "the change log was damaged (" + damage + ")";
@@ -932,11 +946,7 @@ std::unique_ptr<tracker> tracker::open(const std::filesystem::path& dir, const s
                                        std::uint64_t size, const file_identity& data, const tracker_options& opts,
                                        std::uint64_t min_live_epoch)
 {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-        throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
-    }
+    persist::make_dirs(dir);
     auto t = std::make_unique<tracking::tracker_impl>(dir, disk_id, size, opts);
     t->open(data, min_live_epoch);
     return t;
