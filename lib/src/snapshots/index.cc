@@ -90,6 +90,9 @@ void store_index::salvage(const std::vector<std::uint8_t>& bytes, std::size_t fr
                                                           [&](auto& x) { return x.epoch == s.epoch; })) {
                                              salvaged_.push_back(std::move(s));
                                          }
+                                     } else if (type == rec_drop) {
+                                         const auto e = r.get<std::uint64_t>();
+                                         std::erase_if(salvaged_, [&](auto& x) { return x.epoch == e; });
                                      }
                                  });
 }
@@ -266,13 +269,16 @@ void store_index::write_copies(const std::vector<new_copy>& copies)
     for (const auto& nc : copies) {
         w.put(nc.chunk).put(nc.c.label).put(nc.c.slot).put(nc.sum);
     }
-    std::lock_guard lk(log_mu_);
+    // Held until sync_log: an append in between whose sync failed would cut
+    // this record off with its own, behind the copier's back.
+    std::unique_lock lk(log_mu_);
     log_.write(rec_copies, w.buf);
+    pending_copies_ = std::move(lk);
 }
 
 void store_index::sync_log()
 {
-    std::lock_guard lk(log_mu_);
+    std::unique_lock lk = pending_copies_.owns_lock() ? std::move(pending_copies_) : std::unique_lock(log_mu_);
     log_.sync();
 }
 

@@ -82,7 +82,8 @@ public:
     void log_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason);
     void apply_invalid(const std::vector<std::uint64_t>& epochs, const std::string& reason);
     // At most max_copies_per_record copies: written unsynced, so that the
-    // caller can sync it (sync_log) together with the slots' data. Only the
+    // caller can sync it (sync_log) together with the slots' data; the
+    // caller must call sync_log next (appends wait until then). Only the
     // last COPIES record can therefore be incomplete after a crash;
     // last_copies() returns it for checking against the data at open.
     void write_copies(const std::vector<new_copy>& copies);
@@ -130,6 +131,7 @@ private:
     std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> live_records() const;
 
     std::mutex log_mu_;  // appends
+    std::unique_lock<std::mutex> pending_copies_;  // log_mu_ from write_copies to sync_log
     persist::record_log log_;
     std::uint32_t granularity_ = 0;
     std::string disk_id_;
