@@ -131,7 +131,7 @@ void store_impl::attach(tracker& t, std::uint64_t size, bool data_changed)
     idx_.apply_free(dead);
     const auto used = idx_.used_slots();
     {
-        std::lock_guard sl(slot_mu_);
+        rct::lock_guard sl(slot_mu_);
         next_slot_ = used.empty() ? 0 : used.back() + 1;
         used_slots_ = used.size();
         free_slots_.clear();
@@ -230,7 +230,7 @@ void store_impl::install(std::unique_ptr<cow_map> m)
 {
     cow_map* raw = m.get();
     cow_map* old = current_.exchange(raw);
-    std::lock_guard lk(queue_mu_);
+    rct::lock_guard lk(queue_mu_);
     maps_.push_back(std::move(m));
     if (old != nullptr) {
         retired_.emplace_back(old, false);
@@ -241,7 +241,7 @@ void store_impl::wait_drained()
 {
     std::vector<cow_map*> pending;
     {
-        std::lock_guard lk(queue_mu_);
+        rct::lock_guard lk(queue_mu_);
         for (auto& [m, drained] : retired_) {
             if (!drained) {
                 pending.push_back(m);
@@ -255,7 +255,7 @@ void store_impl::wait_drained()
             std::this_thread::sleep_for(std::chrono::microseconds(20));
         }
     }
-    std::lock_guard lk(queue_mu_);
+    rct::lock_guard lk(queue_mu_);
     // A writer that loaded a replaced map but has not yet counted itself in
     // it is inside readers_: free drained maps only when that is quiet.
     const bool quiet = readers_.quiet();
@@ -295,7 +295,7 @@ bool store_impl::begin_write(io_request& r, std::function<void(io_request&, int)
                 r.snapshot_tag = 0;
                 first_writes_.fetch_add(1, std::memory_order_relaxed);
                 {
-                    std::lock_guard lk(queue_mu_);
+                    rct::lock_guard lk(queue_mu_);
                     // Reserved capacity covers the common case; beyond it a
                     // bad_alloc terminates rather than lose a snapshot.
                     waiters_.push_back({&r, std::move(resume)});
@@ -328,10 +328,10 @@ void store_impl::copier() noexcept
                    dir_.string(), e.what());
         copy_io_.reset();
     }
-    std::unique_lock lk(queue_mu_);
+    rct::unique_lock lk(queue_mu_);
     waiters_.reserve(4096);
     for (;;) {
-        queue_cv_.wait(lk, [&] { return stop_ || !waiters_.empty(); });
+        queue_cv_.wait(lk, [&]() REQUIRES(queue_mu_) { return stop_ || !waiters_.empty(); });
         if (waiters_.empty()) {
             return;  // stop_
         }
@@ -348,7 +348,7 @@ void store_impl::copy_batch(std::vector<waiter>& ws) noexcept
 {
     int err = 0;
     {
-        std::lock_guard batch(batch_mu_);
+        rct::lock_guard batch(batch_mu_);
         wait_drained();
         cow_map* m = current_.load();
         std::vector<std::uint64_t> need;
@@ -426,7 +426,7 @@ int store_impl::preserve_slice(cow_map* m, std::span<const std::uint64_t> need) 
                 copies.push_back({c, {label, zero_slot}, 0});
                 continue;
             }
-            std::unique_lock lk(slot_mu_);
+            rct::unique_lock lk(slot_mu_);
             if (opts_.store_limit != 0 && (used_slots_ + 1) * granularity_ > opts_.store_limit) {
                 lk.unlock();
                 fail(c, "the snapshot store is full (limit " + std::to_string(opts_.store_limit) + " bytes)");
@@ -490,13 +490,13 @@ int store_impl::preserve_slice(cow_map* m, std::span<const std::uint64_t> need) 
         }
         copies.clear();
     } else {
-        std::unique_lock lk(mu_);
+        rct::exclusive_lock lk(mu_);
         idx_.apply_copies(copies);
     }
     if (!failed.empty()) {
         std::set<std::uint64_t> victims;
         {
-            std::shared_lock lk(mu_);
+            rct::shared_lock lk(mu_);
             for (std::uint64_t c : failed) {
                 for (auto e : idx_.readers_of_live(c)) {
                     victims.insert(e);
@@ -524,7 +524,7 @@ int store_impl::preserve_slice(cow_map* m, std::span<const std::uint64_t> need) 
 
 void store_impl::release_slots(const std::vector<std::uint64_t>& slots)
 {
-    std::lock_guard lk(slot_mu_);
+    rct::lock_guard lk(slot_mu_);
     for (std::uint64_t s : slots) {
         persist::env::get().punch_hole(chunks_.get(), s * granularity_, granularity_);
         free_slots_.push_back(s);
@@ -535,7 +535,7 @@ void store_impl::release_slots(const std::vector<std::uint64_t>& slots)
 void store_impl::invalidate(const std::vector<std::uint64_t>& epochs, const std::string& reason)
 {
     idx_.log_invalid(epochs, reason);
-    std::unique_lock lk(mu_);
+    rct::exclusive_lock lk(mu_);
     idx_.apply_invalid(epochs, reason);
 }
 
@@ -543,7 +543,7 @@ void store_impl::collect()
 {
     std::vector<new_copy> dead;
     {
-        std::shared_lock lk(mu_);
+        rct::shared_lock lk(mu_);
         dead = idx_.garbage();
     }
     if (dead.empty()) {
@@ -552,7 +552,7 @@ void store_impl::collect()
     idx_.log_free(dead);
     std::vector<std::uint64_t> slots;
     {
-        std::unique_lock lk(mu_);
+        rct::exclusive_lock lk(mu_);
         slots = idx_.apply_free(dead);
     }
     release_slots(slots);
@@ -562,7 +562,7 @@ void store_impl::fail_all(const std::string& reason)
 {
     std::vector<std::uint64_t> all;
     {
-        std::shared_lock lk(mu_);
+        rct::shared_lock lk(mu_);
         for (const auto& [e, s] : idx_.snaps()) {
             if (s.invalid_reason.empty()) {
                 all.push_back(e);
@@ -575,13 +575,13 @@ void store_impl::fail_all(const std::string& reason)
     } catch (const std::exception& e) {
         log::error("snapshots {}: cannot record that snapshots are invalid ({})", dir_.string(), e.what());
     }
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     install(build_map(size_.load()));
 }
 
 snapshot_info store_impl::snapshot(std::optional<std::string> name)
 {
-    std::lock_guard mg(mgmt_mu_);
+    rct::lock_guard mg(mgmt_mu_);
     if (tracker_ == nullptr) {
         throw error(errc::invalid_argument, "snapshots need change tracking, which is off for this disk");
     }
@@ -606,7 +606,7 @@ snapshot_info store_impl::snapshot(std::optional<std::string> name)
         if (cut) {
             // Copies labelled with an epoch the tracker will reuse: no
             // snapshot may trust them.
-            std::lock_guard batch(batch_mu_);
+            rct::lock_guard batch(batch_mu_);
             fail_all(std::string("a checkpoint seal failed right after a snapshot cut (") + e.what() + ")");
         }
         throw;
@@ -614,11 +614,11 @@ snapshot_info store_impl::snapshot(std::optional<std::string> name)
     const snapshot_record rec{cp.epoch, tracker_->status().generation, cp.created_at, cp.size, cp.name, {}};
     try {
         idx_.log_snapshot(rec);
-        std::unique_lock lk(mu_);
+        rct::exclusive_lock lk(mu_);
         idx_.apply_snapshot(rec);
     } catch (...) {
-        std::lock_guard batch(batch_mu_);
-        std::shared_lock lk(mu_);
+        rct::lock_guard batch(batch_mu_);
+        rct::shared_lock lk(mu_);
         install(build_map(size_.load()));
         throw;
     }
@@ -654,7 +654,7 @@ std::vector<snapshot_info> store_impl::snapshots() const
             cps.emplace(cp.epoch, cp);
         }
     }
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     const auto excl = idx_.exclusive_slots();
     std::vector<snapshot_info> out;
     for (const auto& [e, s] : idx_.snaps()) {
@@ -675,11 +675,11 @@ std::uint64_t store_impl::find_epoch(const std::string& name) const
 
 void store_impl::delete_snapshot(const std::string& name, bool force)
 {
-    std::lock_guard mg(mgmt_mu_);
-    std::lock_guard batch(batch_mu_);
+    rct::lock_guard mg(mgmt_mu_);
+    rct::lock_guard batch(batch_mu_);
     std::uint64_t e;
     {
-        std::unique_lock lk(mu_);
+        rct::exclusive_lock lk(mu_);
         e = find_epoch(name);
         if (auto it = pins_.find(e); it != pins_.end() && it->second > 0) {
             if (!force) {
@@ -692,16 +692,16 @@ void store_impl::delete_snapshot(const std::string& name, bool force)
     try {
         idx_.log_drop(e);
     } catch (...) {
-        std::unique_lock lk(mu_);
+        rct::exclusive_lock lk(mu_);
         revoked_.erase(e);
         throw;
     }
     {
-        std::unique_lock lk(mu_);
+        rct::exclusive_lock lk(mu_);
         idx_.apply_drop(e);
     }
     collect();
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     // Deletes are what leave dead records behind: without this a daemon
     // that cuts and deletes for months grows index.log until a restart.
     // No append can run meanwhile (mgmt_mu_, batch_mu_).
@@ -715,17 +715,17 @@ void store_impl::delete_snapshot(const std::string& name, bool force)
 
 bool store_impl::is_snapshot(std::uint64_t epoch) const
 {
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     return idx_.snaps().count(epoch) != 0;
 }
 
 snapshot_store_status store_impl::status() const
 {
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     snapshot_store_status s;
     s.copies = idx_.copy_count();
     {
-        std::lock_guard sl(slot_mu_);
+        rct::lock_guard sl(slot_mu_);
         s.store_bytes = used_slots_ * granularity_;
     }
     s.store_limit = opts_.store_limit;
@@ -737,7 +737,7 @@ snapshot_store_status store_impl::status() const
 
 bool store_impl::empty() const
 {
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     return idx_.snaps().empty();
 }
 
@@ -748,7 +748,7 @@ void store_impl::resize(std::uint64_t new_size)
 
 bool store_impl::resolve(std::uint64_t epoch, std::uint64_t c0, std::uint64_t c1, std::vector<source>& out) const
 {
-    std::shared_lock lk(mu_);
+    rct::shared_lock lk(mu_);
     auto it = idx_.snaps().find(epoch);
     if (it == idx_.snaps().end() || !it->second.invalid_reason.empty() || revoked_.count(epoch) != 0) {
         return false;
@@ -761,7 +761,7 @@ bool store_impl::resolve(std::uint64_t epoch, std::uint64_t c0, std::uint64_t c1
 
 void store_impl::unpin(std::uint64_t epoch)
 {
-    std::unique_lock lk(mu_);
+    rct::exclusive_lock lk(mu_);
     if (auto it = pins_.find(epoch); it != pins_.end() && --it->second == 0) {
         pins_.erase(it);
         revoked_.erase(epoch);
@@ -771,7 +771,7 @@ void store_impl::unpin(std::uint64_t epoch)
 void store_impl::close()
 {
     {
-        std::lock_guard lk(queue_mu_);
+        rct::lock_guard lk(queue_mu_);
         stop_ = true;
     }
     queue_cv_.notify_one();

@@ -9,13 +9,14 @@
 #include "index.hh"
 #include "../quiescence.hh"
 
+#include <rct/thread_annotations.hh>
+
 #include <rct/snapshots.hh>
 #include <rct/unique_fd.hh>
 
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -117,28 +118,28 @@ private:
     std::vector<snapshot_record> lost_;  // snapshots it named, until attach lists them invalid
 
     // Lock order: mgmt_mu_, batch_mu_, mu_, queue_mu_, slot_mu_.
-    std::mutex mgmt_mu_;            // serialises cuts and deletes
-    std::mutex batch_mu_;           // held by the copier for a batch; by deletes to change the map
-    mutable std::shared_mutex mu_;  // idx_, pins_, revoked_
+    rct::mutex mgmt_mu_;            // serialises cuts and deletes
+    rct::mutex batch_mu_;           // held by the copier for a batch; by deletes to change the map
+    mutable rct::shared_mutex mu_;  // idx_'s memory (its log_* calls run without it), pins_, revoked_
     store_index idx_;
-    std::map<std::uint64_t, unsigned> pins_;  // mu_: open views per snapshot epoch
-    std::set<std::uint64_t> revoked_;         // mu_: deleted by force while views were open
-    mutable std::mutex slot_mu_;
-    std::vector<std::uint64_t> free_slots_;  // slot_mu_
-    std::uint64_t next_slot_ = 0;            // slot_mu_
-    std::uint64_t used_slots_ = 0;           // slot_mu_
+    std::map<std::uint64_t, unsigned> pins_ GUARDED_BY(mu_);  // open views per snapshot epoch
+    std::set<std::uint64_t> revoked_ GUARDED_BY(mu_);         // deleted by force while views were open
+    mutable rct::mutex slot_mu_;
+    std::vector<std::uint64_t> free_slots_ GUARDED_BY(slot_mu_);
+    std::uint64_t next_slot_ GUARDED_BY(slot_mu_) = 0;
+    std::uint64_t used_slots_ GUARDED_BY(slot_mu_) = 0;
     std::atomic<std::uint64_t> published_{0};
     std::atomic<std::uint64_t> first_writes_{0};
 
     std::atomic<cow_map*> current_{nullptr};
-    std::vector<std::unique_ptr<cow_map>> maps_;  // queue_mu_: current and retired
-    std::vector<std::pair<cow_map*, bool>> retired_;  // queue_mu_; true once drained
+    std::vector<std::unique_ptr<cow_map>> maps_ GUARDED_BY(queue_mu_);  // current and retired
+    std::vector<std::pair<cow_map*, bool>> retired_ GUARDED_BY(queue_mu_);  // true once drained
     quiescence readers_;  // writers between loading current_ and counting themselves in it
 
-    std::mutex queue_mu_;
-    std::condition_variable queue_cv_;
-    std::vector<waiter> waiters_;  // queue_mu_
-    bool stop_ = false;            // queue_mu_
+    rct::mutex queue_mu_;
+    rct::cond_var queue_cv_;
+    std::vector<waiter> waiters_ GUARDED_BY(queue_mu_);
+    bool stop_ GUARDED_BY(queue_mu_) = false;
     std::thread thread_;
 };
 

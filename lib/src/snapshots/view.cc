@@ -229,16 +229,17 @@ private:
 
 std::shared_ptr<snapshot_view> store_impl::view(const std::string& name)
 {
-    std::unique_lock lk(mu_);
+    rct::exclusive_lock lk(mu_);
     const std::uint64_t e = find_epoch(name);
     const auto& s = idx_.snaps().at(e);
     if (!s.invalid_reason.empty()) {
         throw error(errc::invalid_argument, "snapshot '" + name + "' is invalid: " + s.invalid_reason);
     }
     ++pins_[e];
+    const std::uint64_t size = s.size;  // s may go once the lock is dropped
     lk.unlock();
     try {
-        return std::make_shared<view_impl>(shared_from_this(), name, e, s.size);
+        return std::make_shared<view_impl>(shared_from_this(), name, e, size);
     } catch (...) {
         unpin(e);
         throw;

@@ -28,6 +28,7 @@
 
 #include <rct/error.hh>
 #include <rct/log.hh>
+#include <rct/thread_annotations.hh>
 #include <rct/tracker.hh>
 
 #include <pthread.h>
@@ -35,7 +36,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -131,14 +131,14 @@ private:
     void background() noexcept;
     void commit_intents(std::vector<waiter>& ws) noexcept;
     bool persist() noexcept;
-    void reset_generation(const std::string& reason, std::uint64_t live_epoch);
-    std::string token_for(const sealed_epoch& s) const;
-    std::uint64_t resolve(const std::string& ref, const char* what) const;  // needs state_mu_ held
+    void reset_generation(const std::string& reason, std::uint64_t live_epoch) REQUIRES(state_mu_);
+    std::string token_for(const sealed_epoch& s) const REQUIRES_SHARED(state_mu_);
+    std::uint64_t resolve(const std::string& ref, const char* what) const REQUIRES_SHARED(state_mu_);
     std::vector<std::uint64_t> union_words(std::uint64_t since, std::optional<std::uint64_t> until,
-                                           std::uint64_t w0, std::uint64_t w1) const;  // state_mu_ held
+                                           std::uint64_t w0, std::uint64_t w1) const REQUIRES_SHARED(state_mu_);
     std::unique_ptr<live_map> take_spare(std::uint64_t epoch);
     void retire(live_map* m);
-    checkpoint_info info_of(const sealed_epoch& s) const;
+    checkpoint_info info_of(const sealed_epoch& s) const REQUIRES_SHARED(state_mu_);
 
     const fs::path dir_;
     const std::string disk_id_;
@@ -158,34 +158,37 @@ private:
     std::unique_ptr<atomic_bitmap> activity_;  // regions written since the last persist began
 
     // Lock order: mgmt_mu_, then state_mu_, then queue_mu_.
-    std::mutex mgmt_mu_;                // serialises management operations
-    mutable std::shared_mutex state_mu_;  // sealed_, generation_, status fields, owned_maps_
-    std::vector<sealed_epoch> sealed_;  // ascending epoch
-    std::uint32_t generation_ = 1;
-    std::string reset_reason_;
-    bool recovered_ = false;
-    bool data_modified_offline_ = false;
-    std::uint64_t recovery_excess_ = 0;
-    std::vector<std::unique_ptr<live_map>> owned_maps_;  // every map not yet freed
+    rct::mutex mgmt_mu_;                  // serialises management operations
+    mutable rct::shared_mutex state_mu_;  // sealed_, generation_, status fields, owned_maps_
+    std::vector<sealed_epoch> sealed_ GUARDED_BY(state_mu_);  // ascending epoch
+    std::uint32_t generation_ GUARDED_BY(state_mu_) = 1;
+    std::string reset_reason_ GUARDED_BY(state_mu_);
+    bool recovered_ GUARDED_BY(state_mu_) = false;
+    bool data_modified_offline_ GUARDED_BY(state_mu_) = false;
+    std::uint64_t recovery_excess_ GUARDED_BY(state_mu_) = 0;
+    std::vector<std::unique_ptr<live_map>> owned_maps_ GUARDED_BY(state_mu_);  // every map not yet freed
 
     epoch_log log_;
     std::unique_ptr<intent_file> intent_;
     std::vector<std::uint64_t> intent_image_;  // background thread only
 
-    std::mutex queue_mu_;
-    std::condition_variable queue_cv_;
-    std::vector<waiter> waiters_;           // guarded by queue_mu_
-    std::deque<seal_request*> seals_;       // guarded by queue_mu_
-    std::unique_ptr<live_map> spare_;       // guarded by queue_mu_
-    std::vector<live_map*> retired_;        // guarded by queue_mu_; freed once readers_ is quiet
-    quiescence readers_;                    // writers between loading current_ and their last use
-    bool persist_now_ = false;              // guarded by queue_mu_
-    bool stop_ = false;                     // guarded by queue_mu_
+    rct::mutex queue_mu_;
+    rct::cond_var queue_cv_;
+    std::vector<waiter> waiters_ GUARDED_BY(queue_mu_);
+    std::deque<seal_request*> seals_ GUARDED_BY(queue_mu_);
+    std::unique_ptr<live_map> spare_ GUARDED_BY(queue_mu_);
+    std::vector<live_map*> retired_ GUARDED_BY(queue_mu_);  // freed once readers_ is quiet
+    quiescence readers_;  // writers between loading current_ and their last use
+    bool persist_now_ GUARDED_BY(queue_mu_) = false;
+    bool stop_ GUARDED_BY(queue_mu_) = false;
     std::thread thread_;
 };
 
 void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
 {
+    // Nothing else runs yet; the lock keeps the analysis honest and costs
+    // nothing.
+    rct::exclusive_lock guard(state_mu_);
     log_state st;
     std::string damage;
     try {
@@ -242,7 +245,10 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
     activity_ = std::make_unique<atomic_bitmap>(region_capacity_);
     intent_ = std::make_unique<intent_file>(dir_ / "intent.map", region_size_, region_capacity_);
     intent_image_.assign((region_capacity_ + 63) / 64, 0);
-    waiters_.reserve(4096);
+    {
+        rct::lock_guard q(queue_mu_);
+        waiters_.reserve(4096);
+    }
 
     auto live = std::make_unique<live_map>(st.next_epoch, chunks);
     auto mark_runs = [&](const std::vector<run>& runs) {
@@ -380,7 +386,7 @@ bool tracker_impl::begin_write(io_request& r, std::function<void(io_request&, in
         return true;
     }
     {
-        std::lock_guard lock(queue_mu_);
+        rct::lock_guard lock(queue_mu_);
         // Capacity is reserved for the common case; beyond it push_back may
         // throw bad_alloc, which terminates: better than an untracked write.
         waiters_.push_back({&r, std::move(resume)});
@@ -411,7 +417,7 @@ void tracker_impl::start_thread()
 void tracker_impl::stop_thread()
 {
     {
-        std::lock_guard lock(queue_mu_);
+        rct::lock_guard lock(queue_mu_);
         stop_ = true;
     }
     queue_cv_.notify_one();
@@ -423,9 +429,9 @@ void tracker_impl::stop_thread()
 void tracker_impl::background() noexcept
 {
     auto next_persist = clock::now() + opts_.persist_interval;
-    std::unique_lock lock(queue_mu_);
+    rct::unique_lock lock(queue_mu_);
     for (;;) {
-        queue_cv_.wait_until(lock, next_persist, [&] {
+        queue_cv_.wait_until(lock, next_persist, [&]() REQUIRES(queue_mu_) {
             return stop_ || !waiters_.empty() || !seals_.empty() || persist_now_ || !spare_;
         });
         if (stop_ && waiters_.empty() && seals_.empty()) {
@@ -449,7 +455,7 @@ void tracker_impl::background() noexcept
                 log_.append_seal(req->meta);
                 log_live_epoch_.store(req->meta.epoch + 1);
                 {
-                    std::unique_lock st(state_mu_);
+                    rct::exclusive_lock st(state_mu_);
                     sealed_.push_back(req->meta);
                 }
                 req->done.set_value();
@@ -477,7 +483,7 @@ void tracker_impl::background() noexcept
                 dead.swap(retired_);
             }
             if (!dead.empty()) {
-                std::unique_lock st(state_mu_);
+                rct::exclusive_lock st(state_mu_);
                 std::erase_if(owned_maps_, [&](auto& m) {
                     return std::find(dead.begin(), dead.end(), m.get()) != dead.end();
                 });
@@ -529,7 +535,7 @@ bool tracker_impl::persist() noexcept
         }
         std::uint32_t gen;
         {
-            std::shared_lock st(state_mu_);
+            rct::shared_lock st(state_mu_);
             gen = generation_;
         }
         write_current(dir_, gen, m->epoch, m->bits.bits(), m->bits.runs());
@@ -564,7 +570,7 @@ std::unique_ptr<live_map> tracker_impl::take_spare(std::uint64_t epoch)
 {
     std::unique_ptr<live_map> m;
     {
-        std::lock_guard lock(queue_mu_);
+        rct::lock_guard lock(queue_mu_);
         m = std::move(spare_);
     }
     queue_cv_.notify_one();  // the background thread prepares the next one
@@ -578,7 +584,7 @@ std::unique_ptr<live_map> tracker_impl::take_spare(std::uint64_t epoch)
 
 void tracker_impl::retire(live_map* m)
 {
-    std::lock_guard lock(queue_mu_);
+    rct::lock_guard lock(queue_mu_);
     retired_.push_back(m);
 }
 
@@ -603,7 +609,7 @@ checkpoint_info tracker_impl::info_of(const sealed_epoch& s) const
 checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
                                          const std::function<void(std::uint64_t)>& after_cut)
 {
-    std::lock_guard mg(mgmt_mu_);
+    rct::lock_guard mg(mgmt_mu_);
     live_map* old = current_.load();
     const std::uint64_t epoch = old->epoch;
     std::string n = name.value_or("cp-" + std::to_string(epoch));
@@ -612,7 +618,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
                     "invalid checkpoint name '" + n + "': use 1-128 of A-Z a-z 0-9 . _ - :, not starting with rct1.");
     }
     {
-        std::shared_lock st(state_mu_);
+        rct::shared_lock st(state_mu_);
         for (const auto& s : sealed_) {
             if (s.name == n) {
                 throw error(errc::exists, "checkpoint '" + n + "' already exists");
@@ -622,7 +628,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
     auto fresh = take_spare(epoch + 1);
     live_map* fresh_raw = fresh.get();
     {
-        std::unique_lock st(state_mu_);
+        rct::exclusive_lock st(state_mu_);
         owned_maps_.push_back(std::move(fresh));
     }
     // The cut: from this store on, new writes mark the new epoch. Nothing
@@ -639,7 +645,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
     seal_request req{old, {epoch, static_cast<std::int64_t>(::time(nullptr)), size_.load(), n, {}}, {}};
     auto done = req.done.get_future();
     {
-        std::lock_guard lock(queue_mu_);
+        rct::lock_guard lock(queue_mu_);
         seals_.push_back(&req);
     }
     queue_cv_.notify_one();
@@ -656,7 +662,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
         throw;  // log_live_epoch_ still equals epoch: persisting resumes
     }
     retire(old);
-    std::shared_lock st(state_mu_);
+    rct::shared_lock st(state_mu_);
     auto info = info_of(sealed_.back());
     info.cut_ns = cut_ns;
     return info;
@@ -664,7 +670,7 @@ checkpoint_info tracker_impl::checkpoint(std::optional<std::string> name,
 
 std::vector<checkpoint_info> tracker_impl::checkpoints() const
 {
-    std::shared_lock st(state_mu_);
+    rct::shared_lock st(state_mu_);
     std::vector<checkpoint_info> out;
     for (const auto& s : sealed_) {
         out.push_back(info_of(s));
@@ -674,8 +680,8 @@ std::vector<checkpoint_info> tracker_impl::checkpoints() const
 
 void tracker_impl::delete_checkpoint(const std::string& name)
 {
-    std::lock_guard mg(mgmt_mu_);
-    std::unique_lock st(state_mu_);
+    rct::lock_guard mg(mgmt_mu_);
+    rct::exclusive_lock st(state_mu_);
     auto it = std::find_if(sealed_.begin(), sealed_.end(), [&](const auto& s) { return s.name == name; });
     if (it == sealed_.end()) {
         throw error(errc::not_found, "no checkpoint named '" + name + "'");
@@ -771,7 +777,7 @@ std::vector<std::uint64_t> tracker_impl::union_words(std::uint64_t since, std::o
 changes_page tracker_impl::changes(const std::string& since, const std::optional<std::string>& until,
                                    std::uint64_t cursor, std::size_t limit) const
 {
-    std::shared_lock st(state_mu_);
+    rct::shared_lock st(state_mu_);
     changes_page page;
     page.generation = generation_;
     page.since_epoch = resolve(since, "since");
@@ -825,8 +831,8 @@ int tracker_impl::dirty_map(std::uint32_t generation, std::uint64_t since_epoch,
                             std::optional<std::uint64_t> until_epoch, std::uint64_t offset, std::uint64_t length,
                             std::size_t max_extents, std::vector<extent>& out) const
 {
-    std::shared_lock st(state_mu_);
-    const auto sealed = [&](std::uint64_t e) {
+    rct::shared_lock st(state_mu_);
+    const auto sealed = [&](std::uint64_t e) REQUIRES_SHARED(state_mu_) {
         return std::any_of(sealed_.begin(), sealed_.end(), [&](const sealed_epoch& s) { return s.epoch == e; });
     };
     if (generation != generation_ || !sealed(since_epoch) || (until_epoch && !sealed(*until_epoch))) {
@@ -856,7 +862,7 @@ int tracker_impl::dirty_map(std::uint32_t generation, std::uint64_t since_epoch,
 
 std::optional<std::uint64_t> tracker_impl::checkpoint_epoch(const std::string& name) const
 {
-    std::shared_lock st(state_mu_);
+    rct::shared_lock st(state_mu_);
     for (const auto& s : sealed_) {
         if (s.name == name) {
             return s.epoch;
@@ -867,7 +873,7 @@ std::optional<std::uint64_t> tracker_impl::checkpoint_epoch(const std::string& n
 
 void tracker_impl::resize(std::uint64_t new_size)
 {
-    std::lock_guard mg(mgmt_mu_);
+    rct::lock_guard mg(mgmt_mu_);
     const std::uint64_t old_size = size_.load();
     if (new_size == old_size) {
         return;
@@ -879,7 +885,7 @@ void tracker_impl::resize(std::uint64_t new_size)
     auto bigger = std::make_unique<live_map>(old->epoch, chunks_for(new_size));
     live_map* raw = bigger.get();
     {
-        std::unique_lock st(state_mu_);
+        rct::exclusive_lock st(state_mu_);
         owned_maps_.push_back(std::move(bigger));
         if (new_size < old_size) {
             reset_generation("the disk shrank from " + std::to_string(old_size) + " to " + std::to_string(new_size) +
@@ -901,7 +907,7 @@ void tracker_impl::resize(std::uint64_t new_size)
     }
     retire(old);
     {
-        std::lock_guard lock(queue_mu_);
+        rct::lock_guard lock(queue_mu_);
         spare_.reset();
         persist_now_ = true;
     }
@@ -910,7 +916,7 @@ void tracker_impl::resize(std::uint64_t new_size)
 
 tracking_status tracker_impl::status() const
 {
-    std::shared_lock st(state_mu_);
+    rct::shared_lock st(state_mu_);
     tracking_status s;
     s.active = true;
     s.reason = reset_reason_;
@@ -927,13 +933,13 @@ tracking_status tracker_impl::status() const
 
 void tracker_impl::close_clean(const file_identity& data)
 {
-    std::lock_guard mg(mgmt_mu_);
+    rct::lock_guard mg(mgmt_mu_);
     stop_thread();
     if (!persist()) {
         throw error(errc::io_error, "cannot persist change tracking of " + dir_.string() +
                                         "; the next start will recover from the intent bitmap");
     }
-    std::shared_lock st(state_mu_);
+    rct::shared_lock st(state_mu_);
     write_clean(dir_, generation_, current_.load()->epoch, data);
 }
 
