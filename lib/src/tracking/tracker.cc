@@ -89,6 +89,11 @@ public:
     ~tracker_impl() override { stop_thread(); }
 
     void open(const file_identity& data, std::uint64_t min_live_epoch);
+    log_state load_log(std::string& damage, std::uint64_t min_live_epoch) REQUIRES(state_mu_);
+    static void mark_runs(live_map& live, const std::vector<run>& runs);
+    void recover_live(live_map& live, log_state& st, const std::string& damage, const file_identity& data)
+        REQUIRES(state_mu_);
+    void add_intent_regions(live_map& live, bool initialized, const std::string& problem) REQUIRES(state_mu_);
 
     bool begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept override;
     void end_write(io_request& r) noexcept override;
@@ -189,8 +194,48 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
     // Nothing else runs yet; the lock keeps the analysis honest and costs
     // nothing.
     rct::exclusive_lock guard(state_mu_);
-    log_state st;
     std::string damage;
+    log_state st = load_log(damage, min_live_epoch);
+    const std::uint64_t chunks = chunks_for(size_.load());
+    region_capacity_ = std::max<std::uint64_t>(regions_for(size_.load()) * 4, 65536);
+    durable_ = std::make_unique<atomic_bitmap>(region_capacity_);
+    activity_ = std::make_unique<atomic_bitmap>(region_capacity_);
+    intent_ = std::make_unique<intent_file>(dir_ / "intent.map", region_size_, region_capacity_);
+    intent_image_.assign((region_capacity_ + 63) / 64, 0);
+    {
+        rct::lock_guard q(queue_mu_);
+        waiters_.reserve(4096);
+    }
+
+    auto live = std::make_unique<live_map>(st.next_epoch, chunks);
+    if (!st.sealed.empty() && st.sealed.back().name.empty()) {
+        mark_runs(*live, st.sealed.back().runs);  // deleted newest checkpoint, merged into live
+        st.sealed.pop_back();
+    }
+    recover_live(*live, st, damage, data);
+    if (sealed_.empty()) {
+        sealed_ = std::move(st.sealed);
+    }
+    // Also learns the newest slot's sequence, so the next commit goes to
+    // the other slot and supersedes it.
+    intent_->load();
+    // From here on a crash must be detected as unclean.
+    remove_clean(dir_);
+    // Persist the recovered live map before clearing every intent bit.
+    write_current(dir_, generation_, live->epoch, chunks, live->bits.runs());
+    intent_->store(intent_image_);
+    log_live_epoch_.store(live->epoch);
+    current_.store(live.get());
+    owned_maps_.push_back(std::move(live));
+    start_thread();
+}
+
+// Replays epochs.log, or starts a new one (first open, or damage: the old
+// one is set aside and `damage` says why), and settles the live epoch's
+// number above min_live_epoch.
+log_state tracker_impl::load_log(std::string& damage, std::uint64_t min_live_epoch)
+{
+    log_state st;
     try {
         st = log_.replay();
     } catch (const error& e) {
@@ -216,16 +261,9 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
         // earlier log (deleted, damaged, set aside) carry its generation.
         st.generation = fresh_generation();
         log_.append_init(st.generation, granularity_, region_size_, disk_id_);
-        if (!damage.empty()) {
-            reset_reason_ = "the change log was damaged (" + damage + ")";
-        }
     } else {
         granularity_ = st.granularity;
         region_size_ = st.region_size;
-        if (!valid_granularity(granularity_) || region_size_ < granularity_ ||
-            (region_size_ & (region_size_ - 1)) != 0) {
-            throw error(errc::corrupt, dir_.string() + ": impossible granularity or region size in epochs.log");
-        }
     }
     if (st.next_epoch < min_live_epoch) {
         log_.append_advance(min_live_epoch);
@@ -235,34 +273,33 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
         st.next_epoch = min_live_epoch;
     }
     generation_ = st.generation;
-    if (damage.empty()) {
-        reset_reason_ = st.reset_reason;
-    }
-    const std::uint64_t size = size_.load();
-    const std::uint64_t chunks = chunks_for(size);
-    region_capacity_ = std::max<std::uint64_t>(regions_for(size) * 4, 65536);
-    durable_ = std::make_unique<atomic_bitmap>(region_capacity_);
-    activity_ = std::make_unique<atomic_bitmap>(region_capacity_);
-    intent_ = std::make_unique<intent_file>(dir_ / "intent.map", region_size_, region_capacity_);
-    intent_image_.assign((region_capacity_ + 63) / 64, 0);
-    {
-        rct::lock_guard q(queue_mu_);
-        waiters_.reserve(4096);
-    }
+    reset_reason_ = damage.empty() ? st.reset_reason : "the change log was damaged (" + damage + ")";
+    return st;
+}
 
-    auto live = std::make_unique<live_map>(st.next_epoch, chunks);
-    auto mark_runs = [&](const std::vector<run>& runs) {
-        for (const run& r : runs) {
-            if (r.count != 0 && r.start < chunks) {
-                live->bits.set_range(r.start, std::min(r.start + r.count, chunks) - 1);
-            }
+void tracker_impl::mark_runs(live_map& live, const std::vector<run>& runs)
+{
+    const std::uint64_t chunks = live.bits.bits();
+    for (const run& r : runs) {
+        if (r.count != 0 && r.start < chunks) {
+            live.bits.set_range(r.start, std::min(r.start + r.count, chunks) - 1);
         }
-    };
-    if (!st.sealed.empty() && st.sealed.back().name.empty()) {
-        mark_runs(st.sealed.back().runs);  // deleted newest checkpoint, merged into live
-        st.sealed.pop_back();
     }
+}
 
+// What the live epoch holds: exactly current.map after a clean stop; after
+// a crash current.map plus every intent region; the whole disk when the
+// history cannot be trusted (and then a new generation, with the reason).
+void tracker_impl::recover_live(live_map& live, log_state& st, const std::string& damage, const file_identity& data)
+{
+    const std::uint64_t chunks = live.bits.bits();
+    const auto everything = [&] { live.bits.set_range(0, chunks == 0 ? 0 : chunks - 1); };
+    const auto reset = [&](const std::string& why) REQUIRES(state_mu_) {
+        sealed_ = std::move(st.sealed);
+        reset_generation(why, live.epoch);
+        everything();
+        st.sealed.clear();
+    };
     std::string problem;
     const auto clean = read_clean(dir_, problem);
     std::optional<current_state> cur;
@@ -275,79 +312,57 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
                           (cur->epoch == st.next_epoch || (st.advanced_from != 0 && cur->epoch == st.advanced_from));
     recovered_ = st.initialized && !clean;
     if (!damage.empty()) {
-        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+        everything();
     } else if (cur && cur->generation == generation_ && cur->epoch > st.next_epoch) {
-        // The live map is newer than the log's last seal: acknowledged
-        // checkpoints are missing from the log.
-        sealed_ = std::move(st.sealed);
-        reset_generation("epochs.log lacks checkpoints that current.map proves existed", live->epoch);
-        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
-        st.sealed.clear();
+        // Acknowledged checkpoints are missing from the log.
+        reset("epochs.log lacks checkpoints that current.map proves existed");
     } else if (st.initialized && st.disk_id != disk_id_) {
-        sealed_ = std::move(st.sealed);
-        reset_generation("the tracking state belongs to another disk (id " + st.disk_id + ")", live->epoch);
-        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
-        st.sealed.clear();
+        reset("the tracking state belongs to another disk (id " + st.disk_id + ")");
     } else if (clean && (clean->id.dev != data.dev || clean->id.ino != data.ino || clean->id.size != data.size ||
-                  clean->id.mtime_ns != data.mtime_ns || clean->id.ctime_ns != data.ctime_ns)) {
-        sealed_ = std::move(st.sealed);
+                         clean->id.mtime_ns != data.mtime_ns || clean->id.ctime_ns != data.ctime_ns)) {
         data_modified_offline_ = true;
-        reset_generation("the data file was modified while rctd was not running (its size, inode or "
-                         "timestamps differ from the clean-shutdown record)",
-                         live->epoch);
-        live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
-        st.sealed.clear();
+        reset("the data file was modified while rctd was not running (its size, inode or timestamps differ "
+              "from the clean-shutdown record)");
     } else if (clean && cur_fits) {
-        mark_runs(cur->runs);
+        mark_runs(live, cur->runs);
     } else {
-        // No (valid) clean seal: the daemon crashed or lost power. The live
-        // epoch is the last persisted map plus every intent region.
+        // No (valid) clean seal: the daemon crashed or lost power.
         recovered_ = st.initialized;
         if (cur_fits) {
-            mark_runs(cur->runs);
+            mark_runs(live, cur->runs);
         }
-        auto words = intent_->load();
-        if (!words) {
-            if (st.initialized) {
-                log::warn("tracking {}: no valid intent bitmap{}{}; marking the whole disk changed", dir_.string(),
-                          problem.empty() ? "" : ": ", problem);
-                live->bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
-                recovery_excess_ = size;
-            }
-        } else {
-            const std::uint64_t per = region_size_ / granularity_;
-            for (std::uint64_t reg = 0; reg < regions_for(size); ++reg) {
-                if (((*words)[reg / 64] >> (reg % 64)) & 1) {
-                    const std::uint64_t a = reg * per;
-                    const std::uint64_t b = std::min(chunks, a + per);
-                    if (a < b) {
-                        live->bits.set_range(a, b - 1);
-                        recovery_excess_ += (b - a) * granularity_;
-                    }
-                }
-            }
-            if (st.initialized) {
-                log::notice("tracking {}: recovered after an unclean shutdown; {} MiB of intent regions "
-                            "counted as changed",
-                            dir_.string(), recovery_excess_ >> 20);
+        add_intent_regions(live, st.initialized, problem);
+    }
+}
+
+void tracker_impl::add_intent_regions(live_map& live, bool initialized, const std::string& problem)
+{
+    const std::uint64_t chunks = live.bits.bits();
+    const auto words = intent_->load();
+    if (!words) {
+        if (initialized) {
+            log::warn("tracking {}: no valid intent bitmap{}{}; marking the whole disk changed", dir_.string(),
+                      problem.empty() ? "" : ": ", problem);
+            live.bits.set_range(0, chunks == 0 ? 0 : chunks - 1);
+            recovery_excess_ = size_.load();
+        }
+        return;
+    }
+    const std::uint64_t per = region_size_ / granularity_;
+    for (std::uint64_t reg = 0; reg < regions_for(size_.load()); ++reg) {
+        if (((*words)[reg / 64] >> (reg % 64)) & 1) {
+            const std::uint64_t a = reg * per;
+            const std::uint64_t b = std::min(chunks, a + per);
+            if (a < b) {
+                live.bits.set_range(a, b - 1);
+                recovery_excess_ += (b - a) * granularity_;
             }
         }
     }
-    if (sealed_.empty()) {
-        sealed_ = std::move(st.sealed);
+    if (initialized) {
+        log::notice("tracking {}: recovered after an unclean shutdown; {} MiB of intent regions counted as changed",
+                    dir_.string(), recovery_excess_ >> 20);
     }
-    // Also learns the newest slot's sequence, so the next commit goes to
-    // the other slot and supersedes it.
-    intent_->load();
-    // From here on a crash must be detected as unclean.
-    remove_clean(dir_);
-    // Persist the recovered live map before clearing every intent bit.
-    write_current(dir_, generation_, live->epoch, chunks, live->bits.runs());
-    intent_->store(intent_image_);
-    log_live_epoch_.store(live->epoch);
-    current_.store(live.get());
-    owned_maps_.push_back(std::move(live));
-    start_thread();
 }
 
 void tracker_impl::reset_generation(const std::string& reason, std::uint64_t live_epoch)
