@@ -192,12 +192,9 @@ stored_meta read_meta(const fs::path& dir)
 {
     const fs::path p = dir / meta_file;
     bool exists = true;
-    const auto bytes = persist::read_file(p, exists);
+    const auto bytes = persist::read_file(p, exists, 1u << 20);
     if (!exists) {
         throw error(errc::corrupt, fmt::format("{} is missing", p.string()));
-    }
-    if (bytes.size() > (1u << 20)) {
-        throw error(errc::corrupt, fmt::format("{} is implausibly large", p.string()));
     }
     const std::string text(bytes.begin(), bytes.end());
 

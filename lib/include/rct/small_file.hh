@@ -6,6 +6,7 @@
 // rct::error naming the file. Thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -13,8 +14,10 @@
 
 namespace rct::persist {
 
-// Whole file; exists=false (and empty) when it does not exist.
-std::vector<std::uint8_t> read_file(const std::filesystem::path& p, bool& exists);
+// Whole file; exists=false (and empty) when it does not exist. A file
+// longer than limit is refused (errc::corrupt) before it is read in full.
+std::vector<std::uint8_t> read_file(const std::filesystem::path& p, bool& exists,
+                                    std::size_t limit = static_cast<std::size_t>(-1));
 // Atomically replaces dir/name with bytes: temp + fsync + rename + dir fsync.
 void replace_file(const std::filesystem::path& dir, const std::string& name, const std::vector<std::uint8_t>& bytes);
 // Removes dir/name (absent is fine) and makes the removal durable.

@@ -79,7 +79,7 @@ void rename_file(const fs::path& from, const fs::path& to)
     }
 }
 
-std::vector<std::uint8_t> read_file(const fs::path& p, bool& exists)
+std::vector<std::uint8_t> read_file(const fs::path& p, bool& exists, std::size_t limit)
 {
     const int fd = env::get().open(p, O_RDONLY, 0);
     if (fd < 0) {
@@ -100,6 +100,9 @@ std::vector<std::uint8_t> read_file(const fs::path& p, bool& exists)
             throw_errno("read " + p.string(), static_cast<int>(-r));
         }
         out.resize(at + static_cast<std::size_t>(r));
+        if (out.size() > limit) {
+            throw error(errc::corrupt, p.string() + " is implausibly large");
+        }
         if (r < (1 << 16)) {
             return out;
         }

@@ -299,11 +299,18 @@ void write_clean(const fs::path& dir, std::uint32_t generation, std::uint64_t ep
 std::optional<clean_state> read_clean(const fs::path& dir, std::string& problem)
 {
     bool exists = true;
-    const auto bytes = read_file(dir / "clean", exists);
+    format::clean_seal s;
+    std::vector<std::uint8_t> bytes;
+    try {
+        bytes = read_file(dir / "clean", exists, sizeof s);  // a longer one is refused unread
+    } catch (const error& e) {
+        if (e.code() != errc::corrupt) {
+            throw;
+        }
+    }
     if (!exists) {
         return std::nullopt;
     }
-    format::clean_seal s;
     if (bytes.size() != sizeof s) {
         problem = "clean-shutdown seal has the wrong size";
         return std::nullopt;
