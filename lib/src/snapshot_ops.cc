@@ -121,23 +121,26 @@ void disk_registry::restore(const std::string& name, const std::string& snap, bo
 {
     std::shared_ptr<disk> d;
     auto view = open_view(*this, name, snap, d);
-    if (view->size() != d->size()) {
-        throw error(errc::invalid_argument,
-                    fmt::format("snapshot {} is {} bytes but disk {} is {} bytes now; resize the disk to {} first",
-                                snap, view->size(), name, d->size(), view->size()));
+    {
+        // Checked and marked in one step under the management lock; other
+        // management calls find the mark and fail busy until the end.
+        const auto managing = d->manage();
+        if (const unsigned n = d->clients(); n > 0 && !force) {
+            throw error(errc::busy,
+                        fmt::format("disk {} has {} connected client{}; a restore rewrites it under them: "
+                                    "disconnect them or use --force",
+                                    name, n, n == 1 ? "" : "s"));
+        }
+        if (view->size() != d->size()) {
+            throw error(errc::invalid_argument,
+                        fmt::format("snapshot {} is {} bytes but disk {} is {} bytes now; resize the disk to {} first",
+                                    snap, view->size(), name, d->size(), view->size()));
+        }
+        d->begin_restore();
     }
-    if (d->restoring()) {
-        throw error(errc::busy, fmt::format("disk {} is already being restored", name));
-    }
-    if (const unsigned n = d->clients(); n > 0 && !force) {
-        throw error(errc::busy, fmt::format("disk {} has {} connected client{}; a restore rewrites it under them: "
-                                            "disconnect them or use --force",
-                                            name, n, n == 1 ? "" : "s"));
-    }
-    d->set_restoring(true);
     struct unmark {
         disk& d;
-        ~unmark() { d.set_restoring(false); }
+        ~unmark() { d.end_restore(); }
     } guard{*d};
     d->disconnect_clients();
     for (int i = 0; d->clients() > 0; ++i) {
