@@ -5,7 +5,8 @@
 # shrink --force, snapshot, snapshot-delete, clone, restore --force,
 # delete --force + create of v, checkpoint (each with itself too). Each call
 # must end with 0 or a clean refusal (exit 2, 3 or 4 with a message), and
-# rctd must stay up. Then rctd is killed (-9) and restarted, and later
+# rctd must stay up. Then d is shrunk ten times while the writer writes up to
+# its end: data.raw must never grow back past what disk.json says. Then rctd is killed (-9) and restarted, and later
 # stopped cleanly and restarted: every disk must open, its size must match
 # disk.json and data.raw, and the flushed prefix of d (written before the
 # first snapshot, never overwritten) must be intact.
@@ -30,6 +31,8 @@ WV=$!
 track_pid $WV
 py -m rcttest.interop.mgmt_races pairs "$RCTCTL" "$STATE" || fail "a racing call did not end cleanly"
 daemon_alive "the racing calls"
+py -m rcttest.interop.mgmt_races shrinks "$RCTCTL" "$STATE" 10 || fail "a shrink left data.raw larger than disk.json"
+daemon_alive "the shrinks"
 touch "$T/stop"
 wait $WD || fail "the writer on d failed"
 wait $WV || fail "the writer on v failed"

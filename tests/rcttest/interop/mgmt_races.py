@@ -22,6 +22,7 @@ MiB = 1 << 20
 # other error, 5 daemon unreachable, a signal) is a failure.
 CLEAN_RCS = {0, 2, 3, 4}
 BASE_SIZE = 32 * MiB
+RECONNECT_S = 0.3
 
 
 def prefill(argv):
@@ -61,6 +62,7 @@ class Writer:
         self.cookies = []
         self.stats = {"ok": 0, "failed": 0, "flushes": 0, "connects": 0, "refused": 0}
         self.rng = random.Random(os.getpid())
+        self.connected_at = 0
 
     def connect(self):
         try:
@@ -72,6 +74,7 @@ class Writer:
             return
         self.h, self.cookies = h, []
         self.stats["connects"] += 1
+        self.connected_at = time.monotonic()
 
     def drop(self):
         try:
@@ -85,7 +88,7 @@ class Writer:
         # past it before they reach the daemon.
         hi = min(self.hi, self.h.get_size())
         while len(self.cookies) < self.depth:
-            n = self.rng.choice((1, 4, 16))
+            n = self.rng.choice((1, 4, 16, 64))
             off = self.rng.randrange(self.lo // BLOCK, hi // BLOCK - n) * BLOCK
             buf = nbd.Buffer.from_bytearray(bytearray(block_pattern(2, off // BLOCK, n)))
             self.cookies.append(self.h.aio_pwrite(buf, off))
@@ -113,6 +116,8 @@ class Writer:
                 if self.h.aio_is_dead() or self.h.aio_is_closed():
                     raise nbd.Error("connection gone", 0)
                 self.step()
+                if time.monotonic() - self.connected_at > RECONNECT_S and not self.cookies:
+                    self.drop()  # to learn a new size and write up to it
             except nbd.Error:
                 self.drop()
 
@@ -249,6 +254,33 @@ def pairs(argv):
         sys.exit("unclean outcomes:\n" + "\n".join(bad))
 
 
+def sizes_agree(state, name):
+    """disk.json's size (no resize in progress) equals data.raw's."""
+    meta = json.load(open(os.path.join(state, "disks", name, "disk.json")))
+    raw = os.path.getsize(os.path.join(state, "disks", name, "data.raw"))
+    return "resize_to" not in meta and meta["size"] == raw, f"disk.json {meta}, data.raw {raw} bytes"
+
+
+def shrinks(argv):
+    """shrinks RCTCTL STATE N: N rounds of growing d to 48 MiB and shrinking
+    it to 16 MiB (--force) while the writer writes up to its end; after each
+    shrink, data.raw must stay at the size disk.json says (a write admitted
+    under the old size must not extend it again)."""
+    calls, n = Calls(argv[1], argv[2]), int(argv[3])
+    for s in snapshots_of(calls):
+        calls.run(["snapshot-delete", "d", s, "--force"])
+    for i in range(n):
+        for size, extra in ((48 * MiB, []), (16 * MiB, ["--force"])):
+            r = calls.run(["resize", "d", "--size", str(size)] + extra)
+            if r.returncode != 0:
+                sys.exit(f"round {i}: resize to {size} exited {r.returncode}: {r.stderr}")
+            time.sleep(RECONNECT_S * 1.5)  # the writer reconnects and writes up to the end
+        ok, what = sizes_agree(calls.state, "d")
+        if not ok:
+            sys.exit(f"round {i}: after the shrink to 16 MiB, {what}")
+    print(f"   {n} shrinks under writes up to the end: data.raw always as disk.json says")
+
+
 def check_state(argv):
     """check-state SOCK STATE: every disk directory is served, none is
     quarantined, and each disk's size is what its disk.json and its data
@@ -265,10 +297,10 @@ def check_state(argv):
     if sorted(served) != on_disk:
         sys.exit(f"served {sorted(served)}, but the state dir has {on_disk}")
     for name, d in served.items():
+        ok, what = sizes_agree(state, name)
         meta = json.load(open(os.path.join(state, "disks", name, "disk.json")))
-        raw = os.path.getsize(os.path.join(state, "disks", name, "data.raw"))
-        if "resize_to" in meta or not d["size"] == meta["size"] == raw:
-            sys.exit(f"disk {name}: served {d['size']}, disk.json {meta}, data.raw {raw} bytes")
+        if not ok or d["size"] != meta["size"]:
+            sys.exit(f"disk {name}: served {d['size']}, {what}")
     print(f"{len(served)} disks served, sizes match disk.json and data.raw")
 
 
@@ -277,6 +309,7 @@ COMMANDS = {
     "verify-prefix": verify_prefix,
     "writer": writer,
     "pairs": pairs,
+    "shrinks": shrinks,
     "check-state": check_state,
 }
 
