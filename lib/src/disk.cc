@@ -75,13 +75,6 @@ void disk::retire()
     }
 }
 
-void disk::begin_restore()
-{
-    if (restoring_.exchange(true, std::memory_order_acq_rel)) {
-        throw error(errc::busy, fmt::format("disk {} is already being restored", name()));
-    }
-}
-
 file_identity disk::identity() const
 {
     struct stat st {};

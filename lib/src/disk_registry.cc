@@ -743,7 +743,7 @@ void disk_registry::remove(const std::string& name, bool force)
 }
 
 // Everything that could refuse the resize, before any file changes.
-void disk_registry::check_resize(disk& d, std::uint64_t new_size, bool force) const
+void disk_registry::check_resize(disk& d, std::uint64_t new_size, bool force)
 {
     const std::uint64_t old_size = d.size();
     if (new_size < old_size && d.snapshots() != nullptr && !d.snapshots()->empty()) {
@@ -765,46 +765,50 @@ void disk_registry::check_resize(disk& d, std::uint64_t new_size, bool force) co
 void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool force)
 {
     check_size(new_size);
-    const std::shared_ptr<disk> dp = find_or_throw(name);
-    disk& d = *dp;
-    const auto managing = d.manage();
-    const std::uint64_t old_size = d.size();
-    if (new_size == old_size) {
+    const std::shared_ptr<disk> d = find_or_throw(name);
+    const auto managing = d->manage();
+    if (new_size == d->size()) {
         return;
     }
-    check_resize(d, new_size, force);
+    check_resize(*d, new_size, force);
+    disk_meta meta{d->name(), d->id(), d->size(), d->created_at()};
+    commit_meta(d->dir(), meta, new_size);
+    truncate_data(*d, meta, new_size);
+    if (tracker* t = d->tracking()) {
+        // Before I/O may reach the new space: its map must cover it.
+        t->resize(new_size);
+    }
+    if (snapshot_store* s = d->snapshots()) {
+        s->resize(new_size);
+    }
+    d->set_size(new_size);
+    meta.size = new_size;
+    commit_meta(d->dir(), meta);
+}
 
-    disk_meta meta{d.name(), d.id(), old_size, d.created_at()};
+// Resize steps 2 and 3 (docs/format/disk.md), through the disk's own data
+// file descriptor; on failure the resize is rolled back.
+void disk_registry::truncate_data(disk& d, const disk_meta& old_meta, std::uint64_t new_size)
+{
     const fs::path data = d.dir() / data_file;
-    commit_meta(d.dir(), meta, new_size);
-    if (new_size < old_size) {
+    if (new_size < old_meta.size) {
         // Writes past the new end are refused and those in flight complete
         // before the blocks go: a late one would extend the file again.
         d.set_size(new_size);
     }
     if (::ftruncate(d.data_.get(), static_cast<off_t>(new_size)) != 0) {
         const int err = errno;
-        d.set_size(old_size);
+        d.set_size(old_meta.size);
         try {
-            commit_meta(d.dir(), meta);
+            commit_meta(d.dir(), old_meta);
         } catch (const error& e) {
-            log::warn("disk {}: {} (the next start settles the resize)", name, e.what());
+            log::warn("disk {}: {} (the next start settles the resize)", d.name(), e.what());
         }
         throw_errno_at("ftruncate", data, err);
     }
     // If the size cannot be made durable, the recorded resize_to stays and
     // the next start settles the disk at whichever size the file has.
     sync_fd(d.data_.get(), data);
-    if (tracker* t = d.tracking()) {
-        // Before I/O may reach the new space: its map must cover it.
-        t->resize(new_size);
-    }
-    if (snapshot_store* s = d.snapshots()) {
-        s->resize(new_size);
-    }
-    d.set_size(new_size);
-    meta.size = new_size;
-    commit_meta(d.dir(), meta);
 }
 
 void disk_registry::close_all()

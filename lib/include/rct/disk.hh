@@ -98,13 +98,14 @@ private:
     // The disk's directory is gone: it stops writing files by path, which
     // might by now name a new disk's files. Caller holds manage().
     void retire();
-    // Caller holds manage(), which makes the check and the mark one step.
-    void begin_restore();
+    // Caller holds manage(), which found no restore running: the check and
+    // the mark are one step.
+    void begin_restore() noexcept { restoring_.store(true, std::memory_order_release); }
     void end_restore() noexcept { restoring_.store(false, std::memory_order_release); }
 
     const disk_meta meta_;
     const std::filesystem::path dir_;
-    unique_fd data_;  // a second handle, for identity and the final sync
+    unique_fd data_;  // a second handle: identity, resize, the final sync
     std::shared_ptr<snapshot_store> snapshots_;  // outlives tracker_: views may hold it longer
     std::unique_ptr<tracker> tracker_;
     std::unique_ptr<size_guard> store_;

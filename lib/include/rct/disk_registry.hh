@@ -76,7 +76,8 @@ private:
     reservation reserve(const std::string& name);
     std::shared_ptr<disk> install(const std::filesystem::path& staging, disk_meta meta, unique_fd fd,
                                   const disk_options& opts);
-    void check_resize(disk& d, std::uint64_t new_size, bool force) const;
+    static void check_resize(disk& d, std::uint64_t new_size, bool force);
+    static void truncate_data(disk& d, const disk_meta& old_meta, std::uint64_t new_size);
 
     const std::filesystem::path state_dir_;
     const disk_options opts_;
