@@ -211,34 +211,64 @@ BOOST_AUTO_TEST_CASE(refused_grow_changes_nothing)
     BOOST_TEST(e.d().size() == 16 * MiB);
 }
 
-// Defect b: a grow the next start completes from its resize_to record (the
-// daemon died between the truncate and the final disk.json) counts the new
-// space as changed since every checkpoint.
+namespace {
+
+// What a resize had done when the daemon died between the truncate and the
+// final disk.json: resize_to recorded, the file resized and synced.
+void die_mid_resize(engine& e, std::uint64_t to)
+{
+    e.reg.reset();
+    auto meta = nlohmann::ordered_json::parse(read_text(e.file("disk.json")));
+    meta["resize_to"] = to;
+    std::ofstream(e.file("disk.json"), std::ios::trunc) << meta.dump(4) << "\n";
+    fs::resize_file(e.file("data.raw"), to);
+}
+
+}  // namespace
+
+// Defect b: a grow the next start completes from its resize_to record
+// counts the new space as changed since every checkpoint, whether the
+// tracker learns its old size from current.map or (that file lost) from the
+// newest checkpoint.
 BOOST_AUTO_TEST_CASE(grow_completed_at_start_counts_as_changed)
 {
-    engine e;
-    e.reg->create("d", 16 * MiB);
-    e.d().tracking()->checkpoint(std::string("c1"));
-    std::this_thread::sleep_for(200ms);  // the live map after the cut is persisted
-    e.reg.reset();                       // killed
-    // What the resize had done when it died: resize_to recorded, the file
-    // grown and synced.
-    auto meta = nlohmann::ordered_json::parse(read_text(e.file("disk.json")));
-    meta["resize_to"] = 32 * MiB;
-    std::ofstream(e.file("disk.json"), std::ios::trunc) << meta.dump(4) << "\n";
-    fs::resize_file(e.file("data.raw"), 32 * MiB);
+    for (const bool lose_current_map : {false, true}) {
+        engine e;
+        e.reg->create("d", 16 * MiB);
+        e.d().tracking()->checkpoint(std::string("c1"));
+        std::this_thread::sleep_for(200ms);  // the live map after the cut is persisted
+        die_mid_resize(e, 32 * MiB);
+        if (lose_current_map) {
+            fs::remove(e.file("tracking/current.map"));
+        }
+        e.crash_and_restart();
+        BOOST_REQUIRE(e.reg->find("d"));
+        BOOST_TEST(e.d().size() == 32 * MiB);
+        const auto page = e.d().tracking()->changes("c1", std::nullopt, 0, 1000);
+        std::uint64_t covered = 0;
+        for (const auto& x : page.extents) {
+            const std::uint64_t a = std::max(x.offset, 16 * MiB);
+            const std::uint64_t b = x.offset + x.length;
+            covered += b > a ? b - a : 0;
+        }
+        BOOST_TEST(covered == 16 * MiB, "current.map lost: " << lose_current_map);
+    }
+}
 
+// A shrink the next start completes resets tracking like one at run time:
+// the cut-off content is gone, so older tokens must ask for a full backup.
+BOOST_AUTO_TEST_CASE(shrink_completed_at_start_resets_tracking)
+{
+    engine e;
+    e.reg->create("d", 32 * MiB);
+    const std::string token = e.d().tracking()->checkpoint(std::string("c1")).token;
+    std::this_thread::sleep_for(200ms);
+    die_mid_resize(e, 16 * MiB);
     e.crash_and_restart();
     BOOST_REQUIRE(e.reg->find("d"));
-    BOOST_TEST(e.d().size() == 32 * MiB);
-    const auto page = e.d().tracking()->changes("c1", std::nullopt, 0, 1000);
-    std::uint64_t covered = 0;
-    for (const auto& x : page.extents) {
-        const std::uint64_t a = std::max(x.offset, 16 * MiB);
-        const std::uint64_t b = x.offset + x.length;
-        covered += b > a ? b - a : 0;
-    }
-    BOOST_TEST(covered == 16 * MiB);
+    BOOST_TEST(e.d().size() == 16 * MiB);
+    BOOST_TEST(code_of([&] { e.d().tracking()->changes(token, std::nullopt, 0, 1000); }) ==
+               errc::full_backup_required);
 }
 
 // Defect c: a lookup, a listing and another disk's creation never wait for
