@@ -262,11 +262,12 @@ def sizes_agree(state, name):
 
 
 def shrinks(argv):
-    """shrinks RCTCTL STATE N: N rounds of growing d to 48 MiB and shrinking
-    it to 16 MiB (--force) while the writer writes up to its end; after each
-    shrink, data.raw must stay at the size disk.json says (a write admitted
-    under the old size must not extend it again)."""
-    calls, n = Calls(argv[1], argv[2]), int(argv[3])
+    """shrinks RCTCTL STATE N PAUSE: N rounds of growing d to 48 MiB and
+    shrinking it to 16 MiB (--force), PAUSE seconds after each, while writers
+    write up to its end; after each shrink, data.raw must stay at the size
+    disk.json says (a write admitted under the old size must not extend it
+    again)."""
+    calls, n, pause = Calls(argv[1], argv[2]), int(argv[3]), float(argv[4])
     for s in snapshots_of(calls):
         calls.run(["snapshot-delete", "d", s, "--force"])
     for i in range(n):
@@ -274,7 +275,7 @@ def shrinks(argv):
             r = calls.run(["resize", "d", "--size", str(size)] + extra)
             if r.returncode != 0:
                 sys.exit(f"round {i}: resize to {size} exited {r.returncode}: {r.stderr}")
-            time.sleep(RECONNECT_S * 1.5)  # the writer reconnects and writes up to the end
+            time.sleep(pause)
         ok, what = sizes_agree(calls.state, "d")
         if not ok:
             sys.exit(f"round {i}: after the shrink to 16 MiB, {what}")
