@@ -781,6 +781,7 @@ private:
             checkpoint = string_field(j, "name");
         }
         const auto d = lookup(name);
+        const auto managing = d->manage();
         const checkpoint_info c = tracking_of(*d).checkpoint(std::move(checkpoint));
         log::info("{}: checkpoint {} (epoch {}) of disk {}", peer_of(conn_), c.name, c.epoch, name);
         json reply = checkpoint_json(c);
@@ -801,6 +802,7 @@ private:
     reply delete_checkpoint(const std::string& name, const std::string& checkpoint) const
     {
         const auto d = lookup(name);
+        const auto managing = d->manage();
         tracker& t = tracking_of(*d);
         if (const auto e = t.checkpoint_epoch(checkpoint); e && d->snapshots()->is_snapshot(*e)) {
             throw api_error{MHD_HTTP_CONFLICT, "is_snapshot",
@@ -895,6 +897,7 @@ private:
             snap = string_field(j, "name");
         }
         const auto d = lookup(name);
+        const auto managing = d->manage();
         const snapshot_info s = snapshots_of(*d).snapshot(std::move(snap));
         log::info("{}: snapshot {} (epoch {}) of disk {}", peer_of(conn_), s.checkpoint.name, s.checkpoint.epoch,
                   name);
@@ -928,6 +931,7 @@ private:
     {
         const bool force = query_value("force").value_or("") == "1";
         const auto d = lookup(name);
+        const auto managing = d->manage();
         snapshots_of(*d).delete_snapshot(snap, force);
         log::info("{}: deleted snapshot {} of disk {} (its checkpoint stays)", peer_of(conn_), snap, name);
         return {MHD_HTTP_NO_CONTENT, {}};

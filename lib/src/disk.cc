@@ -1,5 +1,7 @@
 #include <rct/disk.hh>
 
+#include "size_guard.hh"
+
 #include <rct/error.hh>
 #include <rct/file_backend.hh>
 #include <rct/write_gate.hh>
@@ -10,17 +12,19 @@
 
 #include <cerrno>
 
+#include <fmt/format.h>
+
 #include <utility>
 
 namespace rct {
 
 disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts)
-    : meta_(std::move(meta)), dir_(std::move(dir)), data_(::dup(data.get())), size_(meta_.size)
+    : meta_(std::move(meta)), dir_(std::move(dir)), data_(::dup(data.get()))
 {
     if (!data_) {
         throw_errno("dup", errno);
     }
-    auto file = make_file_backend(std::move(data));
+    std::unique_ptr<backend> file = make_file_backend(std::move(data));
     if (opts.tracking) {
         // The store first: the tracker's live epoch must start above every
         // epoch number its copies were labelled with before a crash.
@@ -28,9 +32,46 @@ disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk
         tracker_ = tracker::open(dir_ / "tracking", meta_.id, meta_.size, identity(), opts.tracker,
                                  snapshots_->min_live_epoch());
         snapshots_->attach(*tracker_, meta_.size, tracker_->status().data_modified_offline);
-        store_ = make_gated_backend(make_gated_backend(std::move(file), *snapshots_), *tracker_);
-    } else {
-        store_ = std::move(file);
+        file = make_gated_backend(make_gated_backend(std::move(file), *snapshots_), *tracker_);
+    }
+    store_ = std::make_unique<size_guard>(std::move(file), meta_.size);
+}
+
+disk::~disk() = default;
+
+std::uint64_t disk::size() const noexcept
+{
+    return store_->size();
+}
+
+backend& disk::store() noexcept
+{
+    return *store_;
+}
+
+void disk::set_size(std::uint64_t s)
+{
+    store_->set_size(s);
+}
+
+std::unique_lock<std::mutex> disk::manage()
+{
+    std::unique_lock lock(mgmt_mu_);
+    if (removed()) {
+        throw error(errc::not_found, fmt::format("disk {} was deleted", name()));
+    }
+    if (restoring()) {
+        throw error(errc::busy, fmt::format("disk {} is being restored from a snapshot; try again when it is done",
+                                            name()));
+    }
+    return lock;
+}
+
+void disk::retire()
+{
+    removed_.store(true, std::memory_order_release);
+    if (tracker_) {
+        tracker_->retire();
     }
 }
 
@@ -48,6 +89,8 @@ file_identity disk::identity() const
 
 void disk::close_clean()
 {
+    // Not manage(): shutdown closes a deleted or restoring disk too.
+    std::lock_guard lock(mgmt_mu_);
     if (::fdatasync(data_.get()) != 0) {
         throw_errno("fdatasync " + (dir_ / "data.raw").string(), errno);
     }

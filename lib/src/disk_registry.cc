@@ -14,9 +14,10 @@
 //   disk away) and deletes the contents afterwards; leftovers are deleted at
 //   the next load.
 //
-// Slow work (copying an import) runs without the mutex so that lookups by
-// the frontends are never held up; the mutex covers the map and the final
-// rename into place.
+// The registry's mutex covers only its maps: every file operation (copies,
+// renames, fsync, building a disk) runs without it, so lookups by the
+// frontends are never held up. Create and import reserve their name under
+// the mutex first; calls on an existing disk hold its management lock.
 #include "bytes.hh"
 #include "persist/durable_file.hh"
 #include "tracking/rules.hh"
@@ -496,21 +497,46 @@ bool disk_registry::valid_name(std::string_view name) noexcept
     return true;
 }
 
-namespace {
-
-// The last step of create and import: the staged directory becomes
-// STATE/disks/NAME and the disk joins the map, atomically with respect to
-// other registry calls.
-std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shared_ptr<disk>, std::less<>>& disks,
-                              const fs::path& disks_dir, const fs::path& staging, disk_meta meta, unique_fd fd,
-                              const disk_options& opts)
-{
-    const fs::path target = disks_dir / meta.name;
-
-    std::lock_guard lock(mutex);
-    if (disks.count(meta.name) != 0) {
-        throw error(errc::exists, fmt::format("disk {} already exists", meta.name));
+// A name held by a create or import in progress, released when it ends.
+class disk_registry::reservation {
+public:
+    reservation(disk_registry& reg, std::string name) : reg_(reg), name_(std::move(name)) {}
+    ~reservation()
+    {
+        std::lock_guard lock(reg_.mutex_);
+        reg_.reserved_.erase(name_);
     }
+    reservation(const reservation&) = delete;
+    reservation& operator=(const reservation&) = delete;
+
+private:
+    disk_registry& reg_;
+    const std::string name_;
+};
+
+disk_registry::reservation disk_registry::reserve(const std::string& name)
+{
+    std::lock_guard lock(mutex_);
+    if (disks_.count(name) != 0 || reserved_.count(name) != 0) {
+        throw error(errc::exists, fmt::format("disk {} already exists", name));
+    }
+    if (auto q = quarantined_.find(name); q != quarantined_.end()) {
+        throw error(errc::exists, fmt::format("disk {} exists but is quarantined ({}); repair or remove its "
+                                              "directory by hand and restart rctd",
+                                              name, q->second));
+    }
+    reserved_.insert(name);
+    return {*this, name};
+}
+
+// The last step of create and import, with the name reserved: the staged
+// directory becomes STATE/disks/NAME, the disk is built, and only then
+// published in the map.
+std::shared_ptr<disk> disk_registry::install(const fs::path& staging, disk_meta meta, unique_fd fd,
+                                             const disk_options& opts)
+{
+    const fs::path disks_dir = state_dir_ / "disks";
+    const fs::path target = disks_dir / meta.name;
     if (rename_noreplace(staging, target) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY) {
             throw error(errc::exists, fmt::format("{} already exists (a disk that failed to load? see the log)",
@@ -533,25 +559,10 @@ std::shared_ptr<disk> install(std::mutex& mutex, std::map<std::string, std::shar
         // the next start; say so rather than pretend nothing happened.
         throw error(e.code(), fmt::format("disk created but cannot be opened: {}", e.what()));
     }
-    disks.emplace(d->name(), d);
+    std::lock_guard lock(mutex_);
+    disks_.emplace(d->name(), d);
     return d;
 }
-
-void check_not_taken(std::mutex& mutex, const std::map<std::string, std::shared_ptr<disk>, std::less<>>& disks,
-                     const std::map<std::string, std::string>& quarantined, const std::string& name)
-{
-    std::lock_guard lock(mutex);
-    if (disks.count(name) != 0) {
-        throw error(errc::exists, fmt::format("disk {} already exists", name));
-    }
-    if (auto q = quarantined.find(name); q != quarantined.end()) {
-        throw error(errc::exists, fmt::format("disk {} exists but is quarantined ({}); repair or remove its "
-                                              "directory by hand and restart rctd",
-                                              name, q->second));
-    }
-}
-
-}  // namespace
 
 std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64_t size, std::uint32_t granularity)
 {
@@ -565,7 +576,7 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
         }
         opts.tracker.granularity = granularity;
     }
-    check_not_taken(mutex_, disks_, quarantined_, name);
+    const reservation held = reserve(name);
 
     disk_meta meta{name, new_uuid(), size, now_unix()};
     const fs::path disks_dir = state_dir_ / "disks";
@@ -581,7 +592,7 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
     sync_fd(fd.get(), data);
     commit_meta(staging, meta);
 
-    auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd), opts);
+    auto d = install(staging, std::move(meta), std::move(fd), opts);
     guard.release();
     return d;
 }
@@ -620,7 +631,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
                         fmt::format("{} is inside the state directory; it cannot be moved", from.string()));
         }
     }
-    check_not_taken(mutex_, disks_, quarantined_, name);
+    const reservation held = reserve(name);
 
     disk_meta meta{name, new_uuid(), size, now_unix()};
     const fs::path staging = disks_dir / fmt::format(".{}-{}-{}.tmp", move ? "move" : "import", name, meta.id);
@@ -643,7 +654,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
         sparse_copy(src.get(), fd.get(), static_cast<off_t>(size), from);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
-        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd), opts_);
+        auto d = install(staging, std::move(meta), std::move(fd), opts_);
         guard.release();
         return d;
     }
@@ -672,7 +683,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
         check_size(meta.size);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
-        auto d = install(mutex_, disks_, disks_dir, staging, std::move(meta), std::move(fd), opts_);
+        auto d = install(staging, std::move(meta), std::move(fd), opts_);
         guard.release();
         return d;
     } catch (...) {
@@ -686,101 +697,118 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
     }
 }
 
+std::shared_ptr<disk> disk_registry::find_or_throw(const std::string& name) const
+{
+    auto d = find(name);
+    if (!d) {
+        throw error(errc::not_found, fmt::format("no disk named {}", name));
+    }
+    return d;
+}
+
 void disk_registry::remove(const std::string& name, bool force)
 {
+    const std::shared_ptr<disk> d = find_or_throw(name);
+    const auto managing = d->manage();
+    const unsigned n = d->clients();
+    if (n > 0 && !force) {
+        throw error(errc::busy,
+                    fmt::format("disk {} has {} connected client{}; use --force", name, n, n == 1 ? "" : "s"));
+    }
     const fs::path disks_dir = state_dir_ / "disks";
-    fs::path doomed;
+    const fs::path doomed = disks_dir / fmt::format(".deleted-{}-{}", name, d->id());
+    if (::rename(d->dir().c_str(), doomed.c_str()) != 0) {
+        throw_errno_at("rename", d->dir(), errno);
+    }
+    try {
+        fsync_dir(disks_dir);
+    } catch (const error& e) {
+        // The disk is gone from the namespace either way; should the
+        // rename be lost in a crash, the disk merely comes back.
+        log::warn("disk {}: {}", name, e.what());
+    }
+    // Before the name is free again: from here on nothing of this disk
+    // writes by path, so it cannot reach a disk created under the name.
+    d->retire();
+    if (force) {
+        d->disconnect_clients();
+    }
     {
         std::lock_guard lock(mutex_);
-        auto it = disks_.find(name);
-        if (it == disks_.end()) {
-            throw error(errc::not_found, fmt::format("no disk named {}", name));
-        }
-        std::shared_ptr<disk> d = it->second;
-        const unsigned n = d->clients();
-        if (n > 0 && !force) {
-            throw error(errc::busy, fmt::format("disk {} has {} connected client{}; use --force", name, n,
-                                                n == 1 ? "" : "s"));
-        }
-        doomed = disks_dir / fmt::format(".deleted-{}-{}", name, d->id());
-        if (::rename(d->dir().c_str(), doomed.c_str()) != 0) {
-            throw_errno_at("rename", d->dir(), errno);
-        }
-        try {
-            fsync_dir(disks_dir);
-        } catch (const error& e) {
-            // The disk is gone from the namespace either way; should the
-            // rename be lost in a crash, the disk merely comes back.
-            log::warn("disk {}: {}", name, e.what());
-        }
-        d->mark_removed();
-        if (force) {
-            d->disconnect_clients();
-        }
-        disks_.erase(it);
+        disks_.erase(name);
     }
     // Clients still connected keep the data file open; its blocks are freed
     // when the last of them lets go.
     remove_tree(doomed);
 }
 
-void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool force)
+// Everything that could refuse the resize, before any file changes.
+void disk_registry::check_resize(disk& d, std::uint64_t new_size, bool force)
 {
-    check_size(new_size);
-    std::lock_guard lock(mutex_);
-    auto it = disks_.find(name);
-    if (it == disks_.end()) {
-        throw error(errc::not_found, fmt::format("no disk named {}", name));
-    }
-    disk& d = *it->second;
     const std::uint64_t old_size = d.size();
-    if (new_size == old_size) {
-        return;
-    }
-    const bool shrink = new_size < old_size;
-    if (shrink && d.snapshots() != nullptr && !d.snapshots()->empty()) {
+    if (new_size < old_size && d.snapshots() != nullptr && !d.snapshots()->empty()) {
         throw error(errc::invalid_argument,
                     fmt::format("disk {} has snapshots, which would lose the cut-off content; delete them before "
                                 "shrinking it",
-                                name));
+                                d.name()));
     }
-    if (shrink && !force) {
+    if (new_size < old_size && !force) {
         throw error(errc::invalid_argument,
-                    fmt::format("shrinking disk {} from {} to {} bytes loses data; use --force", name, old_size,
+                    fmt::format("shrinking disk {} from {} to {} bytes loses data; use --force", d.name(), old_size,
                                 new_size));
     }
+    if (const tracker* t = d.tracking()) {
+        t->check_resize(new_size);
+    }
+}
 
-    disk_meta meta{d.name(), d.id(), old_size, d.created_at()};
+void disk_registry::resize(const std::string& name, std::uint64_t new_size, bool force)
+{
+    check_size(new_size);
+    const std::shared_ptr<disk> d = find_or_throw(name);
+    const auto managing = d->manage();
+    if (new_size == d->size()) {
+        return;
+    }
+    check_resize(*d, new_size, force);
+    disk_meta meta{d->name(), d->id(), d->size(), d->created_at()};
+    commit_meta(d->dir(), meta, new_size);
+    truncate_data(*d, meta, new_size);
+    if (tracker* t = d->tracking()) {
+        // Before I/O may reach the new space: its map must cover it.
+        t->resize(new_size);
+    }
+    if (snapshot_store* s = d->snapshots()) {
+        s->resize(new_size);
+    }
+    d->set_size(new_size);
+    meta.size = new_size;
+    commit_meta(d->dir(), meta);
+}
+
+// Resize steps 2 and 3 (docs/format/disk.md), through the disk's own data
+// file descriptor; on failure the resize is rolled back.
+void disk_registry::truncate_data(disk& d, const disk_meta& old_meta, std::uint64_t new_size)
+{
     const fs::path data = d.dir() / data_file;
-    unique_fd fd = open_at(data, O_RDWR);
-    commit_meta(d.dir(), meta, new_size);
-    if (shrink) {
-        // Refuse I/O beyond the new end before the blocks go away.
+    if (new_size < old_meta.size) {
+        // Writes past the new end are refused and those in flight complete
+        // before the blocks go: a late one would extend the file again.
         d.set_size(new_size);
     }
-    if (::ftruncate(fd.get(), static_cast<off_t>(new_size)) != 0) {
+    if (::ftruncate(d.data_.get(), static_cast<off_t>(new_size)) != 0) {
         const int err = errno;
-        d.set_size(old_size);
+        d.set_size(old_meta.size);
         try {
-            commit_meta(d.dir(), meta);
+            commit_meta(d.dir(), old_meta);
         } catch (const error& e) {
-            log::warn("disk {}: {} (the next start settles the resize)", name, e.what());
+            log::warn("disk {}: {} (the next start settles the resize)", d.name(), e.what());
         }
         throw_errno_at("ftruncate", data, err);
     }
     // If the size cannot be made durable, the recorded resize_to stays and
     // the next start settles the disk at whichever size the file has.
-    sync_fd(fd.get(), data);
-    if (tracker* t = d.tracking()) {
-        // Before I/O may reach the new space: its map must cover it.
-        t->resize(new_size);
-    }
-    if (snapshot_store* s = d.snapshots()) {
-        s->resize(new_size);
-    }
-    d.set_size(new_size);
-    meta.size = new_size;
-    commit_meta(d.dir(), meta);
+    sync_fd(d.data_.get(), data);
 }
 
 void disk_registry::close_all()

@@ -29,17 +29,13 @@ namespace fs = std::filesystem;
 
 constexpr std::uint64_t piece = std::uint64_t{4} << 20;
 
-std::shared_ptr<snapshot_view> open_view(disk_registry& reg, const std::string& name, const std::string& snap,
-                                         std::shared_ptr<disk>& d)
+std::shared_ptr<snapshot_view> open_view(disk& d, const std::string& snap)
 {
-    d = reg.find(name);
-    if (!d) {
-        throw error(errc::not_found, fmt::format("no disk named {}", name));
+    if (d.snapshots() == nullptr) {
+        throw error(errc::invalid_argument,
+                    fmt::format("disk {} has change tracking off, so no snapshots", d.name()));
     }
-    if (d->snapshots() == nullptr) {
-        throw error(errc::invalid_argument, fmt::format("disk {} has change tracking off, so no snapshots", name));
-    }
-    return d->snapshots()->view(snap);
+    return d.snapshots()->view(snap);
 }
 
 
@@ -81,8 +77,8 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
     if (find(new_name)) {
         throw error(errc::exists, fmt::format("disk {} already exists", new_name));
     }
-    std::shared_ptr<disk> d;
-    auto view = open_view(*this, name, snap, d);
+    const std::shared_ptr<disk> d = find_or_throw(name);
+    auto view = open_view(*d, snap);
     // Written outside STATE/disks, then moved in by import: a crash leaves
     // no half-made disk (STATE/tmp is emptied at start).
     const fs::path tmp_dir = state_dir_ / "tmp";
@@ -119,25 +115,29 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
 
 void disk_registry::restore(const std::string& name, const std::string& snap, bool force)
 {
-    std::shared_ptr<disk> d;
-    auto view = open_view(*this, name, snap, d);
-    if (view->size() != d->size()) {
-        throw error(errc::invalid_argument,
-                    fmt::format("snapshot {} is {} bytes but disk {} is {} bytes now; resize the disk to {} first",
-                                snap, view->size(), name, d->size(), view->size()));
+    const std::shared_ptr<disk> d = find_or_throw(name);
+    std::shared_ptr<snapshot_view> view;
+    {
+        // Checked and marked in one step under the management lock; other
+        // management calls find the mark and fail busy until the end.
+        const auto managing = d->manage();
+        view = open_view(*d, snap);
+        if (const unsigned n = d->clients(); n > 0 && !force) {
+            throw error(errc::busy,
+                        fmt::format("disk {} has {} connected client{}; a restore rewrites it under them: "
+                                    "disconnect them or use --force",
+                                    name, n, n == 1 ? "" : "s"));
+        }
+        if (view->size() != d->size()) {
+            throw error(errc::invalid_argument,
+                        fmt::format("snapshot {} is {} bytes but disk {} is {} bytes now; resize the disk to {} first",
+                                    snap, view->size(), name, d->size(), view->size()));
+        }
+        d->begin_restore();
     }
-    if (d->restoring()) {
-        throw error(errc::busy, fmt::format("disk {} is already being restored", name));
-    }
-    if (const unsigned n = d->clients(); n > 0 && !force) {
-        throw error(errc::busy, fmt::format("disk {} has {} connected client{}; a restore rewrites it under them: "
-                                            "disconnect them or use --force",
-                                            name, n, n == 1 ? "" : "s"));
-    }
-    d->set_restoring(true);
     struct unmark {
         disk& d;
-        ~unmark() { d.set_restoring(false); }
+        ~unmark() { d.end_restore(); }
     } guard{*d};
     d->disconnect_clients();
     for (int i = 0; d->clients() > 0; ++i) {

@@ -69,6 +69,7 @@ public:
 
     std::uint64_t layer_tag = 0;     // reserved for the change-tracking layer
     std::uint64_t snapshot_tag = 0;  // reserved for the copy-on-write layer
+    std::uint8_t guard_tag = 0;      // reserved for the disk's size guard
 
     // Scratch owned by whichever backend layer is driving the request: each
     // CQE for it is routed to on_cqe on the submitting thread.

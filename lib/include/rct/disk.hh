@@ -8,7 +8,9 @@
 //
 // Threading: name, id and creation time are immutable. size() is atomic and
 // changes only through the registry (resize). Client bookkeeping is guarded
-// by an internal mutex and may be called from any thread.
+// by an internal mutex and may be called from any thread. Management calls
+// on one disk serialise on its management lock (manage()), which the data
+// path and lookups never take.
 #pragma once
 
 #include <rct/backend.hh>
@@ -25,6 +27,8 @@
 #include <string>
 
 namespace rct {
+
+class size_guard;
 
 struct disk_meta {
     std::string name;
@@ -45,6 +49,7 @@ public:
     // DIR/snapshots and the tracking state in DIR/tracking unless tracking
     // is off. Throws rct::error.
     disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts);
+    ~disk();
     disk(const disk&) = delete;
     disk& operator=(const disk&) = delete;
 
@@ -52,12 +57,12 @@ public:
     const std::string& id() const noexcept { return meta_.id; }
     std::int64_t created_at() const noexcept { return meta_.created_at; }
     const std::filesystem::path& dir() const noexcept { return dir_; }
-    std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
+    std::uint64_t size() const noexcept;
     bool removed() const noexcept { return removed_.load(std::memory_order_acquire); }
 
     // The disk's data path: tracking over copy-on-write over the file, or
     // the file alone when tracking is off.
-    backend& store() noexcept { return *store_; }
+    backend& store() noexcept;
     // nullptr when tracking is off.
     tracker* tracking() noexcept { return tracker_.get(); }
     const tracker* tracking() const noexcept { return tracker_.get(); }
@@ -66,6 +71,13 @@ public:
 
     // While a restore rewrites the disk, new clients are turned away.
     bool restoring() const noexcept { return restoring_.load(std::memory_order_acquire); }
+
+    // Held for the whole of a management call on this disk (resize, delete,
+    // the start of a restore, snapshots, checkpoints), so that two never
+    // interleave and none acts on a disk another has deleted. Throws
+    // errc::not_found once the disk is deleted, errc::busy while a restore
+    // rewrites it.
+    std::unique_lock<std::mutex> manage();
 
     // Clean shutdown: makes the data durable, persists tracking and writes
     // its clean-shutdown seal. Call once no I/O is in flight.
@@ -80,20 +92,26 @@ public:
 
 private:
     friend class disk_registry;
-    void set_size(std::uint64_t s) noexcept { size_.store(s, std::memory_order_release); }
+    // Shrinking returns once no write past the new end is in flight.
+    void set_size(std::uint64_t s);
     file_identity identity() const;
-    void mark_removed() noexcept { removed_.store(true, std::memory_order_release); }
-    void set_restoring(bool on) noexcept { restoring_.store(on, std::memory_order_release); }
+    // The disk's directory is gone: it stops writing files by path, which
+    // might by now name a new disk's files. Caller holds manage().
+    void retire();
+    // Caller holds manage(), which found no restore running: the check and
+    // the mark are one step.
+    void begin_restore() noexcept { restoring_.store(true, std::memory_order_release); }
+    void end_restore() noexcept { restoring_.store(false, std::memory_order_release); }
 
     const disk_meta meta_;
     const std::filesystem::path dir_;
-    unique_fd data_;  // a second handle, for identity and the final sync
+    unique_fd data_;  // a second handle: identity, resize, the final sync
     std::shared_ptr<snapshot_store> snapshots_;  // outlives tracker_: views may hold it longer
     std::unique_ptr<tracker> tracker_;
-    std::unique_ptr<backend> store_;
-    std::atomic<std::uint64_t> size_;
+    std::unique_ptr<size_guard> store_;
     std::atomic<bool> removed_{false};
     std::atomic<bool> restoring_{false};
+    std::mutex mgmt_mu_;
 
     mutable std::mutex clients_mutex_;
     std::set<int> clients_;  // guarded by clients_mutex_

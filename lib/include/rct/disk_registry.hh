@@ -4,8 +4,12 @@
 //   STATE/disks/NAME/disk.json   metadata, committed by temp+fsync+rename
 //   STATE/disks/NAME/data.raw    the disk's bytes (sparse raw image)
 //
-// All methods are thread-safe (one internal mutex; management operations are
-// rare and never on the data path). Failures throw rct::error.
+// All methods are thread-safe. The registry's mutex guards only its maps and
+// is never held across I/O (fsync, ftruncate, opening files, building a
+// disk), so lookups by the frontends' handshakes never wait for a management
+// call. Calls on one existing disk serialise on that disk's management lock
+// (disk::manage()); create, import and clone reserve their name first.
+// Failures throw rct::error.
 #pragma once
 
 #include <rct/disk.hh>
@@ -14,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,13 +67,24 @@ public:
     void close_all();
 
 private:
+    class reservation;
+
     std::shared_ptr<disk> open_disk(const std::filesystem::path& dir);
+    std::shared_ptr<disk> find_or_throw(const std::string& name) const;
+    // A name no disk, quarantined disk or other create holds, kept until
+    // the reservation goes.
+    reservation reserve(const std::string& name);
+    std::shared_ptr<disk> install(const std::filesystem::path& staging, disk_meta meta, unique_fd fd,
+                                  const disk_options& opts);
+    static void check_resize(disk& d, std::uint64_t new_size, bool force);
+    static void truncate_data(disk& d, const disk_meta& old_meta, std::uint64_t new_size);
 
     const std::filesystem::path state_dir_;
     const disk_options opts_;
     mutable std::mutex mutex_;
     std::map<std::string, std::shared_ptr<disk>, std::less<>> disks_;  // guarded by mutex_
     std::map<std::string, std::string> quarantined_;                   // guarded by mutex_
+    std::set<std::string, std::less<>> reserved_;                      // guarded by mutex_
 };
 
 }  // namespace rct

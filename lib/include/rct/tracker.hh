@@ -129,10 +129,20 @@ public:
                           std::size_t max_extents, std::vector<extent>& out) const = 0;
     virtual std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const = 0;
 
+    // Throws what resize(new_size) would throw, changing nothing, so that a
+    // caller can refuse a resize before it touches any file.
+    virtual void check_resize(std::uint64_t new_size) const = 0;
+    // Grown space counts as changed in the live epoch, so in every
+    // checkpoint's view; shrinking resets the generation.
     virtual void resize(std::uint64_t new_size) = 0;
     virtual tracking_status status() const = 0;
     // Persists everything and writes the clean-shutdown seal.
     virtual void close_clean(const file_identity& data) = 0;
+    // The tracking directory was deleted: from now on nothing is written by
+    // path (a disk created again under the same name owns that path now).
+    // Returns once a replacement in progress has finished. Writes keep
+    // being tracked, in memory and in the files still open.
+    virtual void retire() = 0;
 };
 
 }  // namespace rct

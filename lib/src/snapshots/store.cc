@@ -686,8 +686,10 @@ void store_impl::delete_snapshot(const std::string& name, bool force)
                 throw error(errc::busy, "snapshot '" + name + "' is exported (" + std::to_string(it->second) +
                                             " open view(s)); use --force to delete it anyway");
             }
-            revoked_.insert(e);  // its open views fail reads from now on
         }
+        // Open views fail reads from now on, and view() opens no new one
+        // while the drop is logged: it would read dropped copies.
+        revoked_.insert(e);
     }
     try {
         idx_.log_drop(e);
@@ -699,6 +701,9 @@ void store_impl::delete_snapshot(const std::string& name, bool force)
     {
         rct::exclusive_lock lk(mu_);
         idx_.apply_drop(e);
+        if (pins_.count(e) == 0) {
+            revoked_.erase(e);  // else the last unpin does
+        }
     }
     collect();
     rct::shared_lock lk(mu_);

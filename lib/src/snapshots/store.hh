@@ -123,7 +123,7 @@ private:
     mutable rct::shared_mutex mu_;  // idx_'s memory (its log_* calls run without it), pins_, revoked_
     store_index idx_;
     std::map<std::uint64_t, unsigned> pins_ GUARDED_BY(mu_);  // open views per snapshot epoch
-    std::set<std::uint64_t> revoked_ GUARDED_BY(mu_);         // deleted by force while views were open
+    std::set<std::uint64_t> revoked_ GUARDED_BY(mu_);         // being deleted, or force-deleted while viewed
     mutable rct::mutex slot_mu_;
     std::vector<std::uint64_t> free_slots_ GUARDED_BY(slot_mu_);
     std::uint64_t next_slot_ GUARDED_BY(slot_mu_) = 0;

@@ -232,6 +232,9 @@ std::shared_ptr<snapshot_view> store_impl::view(const std::string& name)
     rct::exclusive_lock lk(mu_);
     const std::uint64_t e = find_epoch(name);
     const auto& s = idx_.snaps().at(e);
+    if (revoked_.count(e) != 0) {
+        throw error(errc::busy, "snapshot '" + name + "' is being deleted");
+    }
     if (!s.invalid_reason.empty()) {
         throw error(errc::invalid_argument, "snapshot '" + name + "' is invalid: " + s.invalid_reason);
     }

@@ -91,8 +91,8 @@ public:
     void open(const file_identity& data, std::uint64_t min_live_epoch);
     log_state load_log(std::string& damage, std::uint64_t min_live_epoch) REQUIRES(state_mu_);
     static void mark_runs(live_map& live, const std::vector<run>& runs);
-    void recover_live(live_map& live, log_state& st, const std::string& damage, const file_identity& data)
-        REQUIRES(state_mu_);
+    std::optional<current_state> recover_live(live_map& live, log_state& st, const std::string& damage,
+                                              const file_identity& data) REQUIRES(state_mu_);
     void add_intent_regions(live_map& live, bool initialized, const std::string& problem) REQUIRES(state_mu_);
 
     bool begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept override;
@@ -108,9 +108,11 @@ public:
                   std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
                   std::vector<extent>& out) const override;
     std::optional<std::uint64_t> checkpoint_epoch(const std::string& name) const override;
+    void check_resize(std::uint64_t new_size) const override;
     void resize(std::uint64_t new_size) override;
     tracking_status status() const override;
     void close_clean(const file_identity& data) override;
+    void retire() override;
 
 private:
     struct waiter {
@@ -137,6 +139,8 @@ private:
     void commit_intents(std::vector<waiter>& ws) noexcept;
     bool persist() noexcept;
     void reset_generation(const std::string& reason, std::uint64_t live_epoch) REQUIRES(state_mu_);
+    void settle_size_change(const std::optional<current_state>& cur, live_map& live) REQUIRES(state_mu_);
+    void write_current_unless_retired(std::uint32_t generation, const live_map& m);
     std::string token_for(const sealed_epoch& s) const REQUIRES_SHARED(state_mu_);
     std::uint64_t resolve(const std::string& ref, const char* what) const REQUIRES_SHARED(state_mu_);
     std::vector<std::uint64_t> union_words(std::uint64_t since, std::optional<std::uint64_t> until,
@@ -187,6 +191,11 @@ private:
     bool persist_now_ GUARDED_BY(queue_mu_) = false;
     bool stop_ GUARDED_BY(queue_mu_) = false;
     std::thread thread_;
+
+    // Held across every write by path after open, so that retire() returns
+    // only once none is in progress.
+    rct::mutex paths_mu_;
+    bool dir_gone_ GUARDED_BY(paths_mu_) = false;
 };
 
 void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
@@ -212,10 +221,11 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
         mark_runs(*live, st.sealed.back().runs);  // deleted newest checkpoint, merged into live
         st.sealed.pop_back();
     }
-    recover_live(*live, st, damage, data);
+    const auto cur = recover_live(*live, st, damage, data);
     if (sealed_.empty()) {
         sealed_ = std::move(st.sealed);
     }
+    settle_size_change(cur, *live);
     // Also learns the newest slot's sequence, so the next commit goes to
     // the other slot and supersedes it.
     intent_->load();
@@ -290,7 +300,9 @@ void tracker_impl::mark_runs(live_map& live, const std::vector<run>& runs)
 // What the live epoch holds: exactly current.map after a clean stop; after
 // a crash current.map plus every intent region; the whole disk when the
 // history cannot be trusted (and then a new generation, with the reason).
-void tracker_impl::recover_live(live_map& live, log_state& st, const std::string& damage, const file_identity& data)
+// Returns current.map as read (settle_size_change needs its size).
+std::optional<current_state> tracker_impl::recover_live(live_map& live, log_state& st, const std::string& damage,
+                                                        const file_identity& data)
 {
     const std::uint64_t chunks = live.bits.bits();
     const auto everything = [&] { live.bits.set_range(0, chunks == 0 ? 0 : chunks - 1); };
@@ -333,6 +345,7 @@ void tracker_impl::recover_live(live_map& live, log_state& st, const std::string
         }
         add_intent_regions(live, st.initialized, problem);
     }
+    return cur;
 }
 
 void tracker_impl::add_intent_regions(live_map& live, bool initialized, const std::string& problem)
@@ -362,6 +375,35 @@ void tracker_impl::add_intent_regions(live_map& live, bool initialized, const st
     if (initialized) {
         log::notice("tracking {}: recovered after an unclean shutdown; {} MiB of intent regions counted as changed",
                     dir_.string(), recovery_excess_ >> 20);
+    }
+}
+
+// The disk was resized while the tracker did not run (a resize completed at
+// start from its resize_to record, or a crash before the resized map was
+// persisted). The size it last knew: its persisted live map's, else (that
+// file lost) the newest checkpoint's.
+void tracker_impl::settle_size_change(const std::optional<current_state>& cur, live_map& live)
+{
+    if (!cur && sealed_.empty()) {
+        return;
+    }
+    const std::uint64_t known_chunks = cur ? cur->chunks : chunks_for(sealed_.back().size);
+    const std::uint64_t chunks = live.bits.bits();
+    if (known_chunks < chunks) {
+        // As in resize(): the new space and the old tail chunk changed.
+        live.bits.set_range(known_chunks == 0 ? 0 : known_chunks - 1, chunks - 1);
+    } else if (known_chunks > chunks && (!cur || cur->generation == generation_)) {
+        reset_generation("the disk shrank from " + std::to_string(known_chunks) + " to " + std::to_string(chunks) +
+                             " chunks while rctd was not running",
+                         live.epoch);
+    }
+}
+
+void tracker_impl::write_current_unless_retired(std::uint32_t generation, const live_map& m)
+{
+    rct::lock_guard lock(paths_mu_);
+    if (!dir_gone_) {
+        write_current(dir_, generation, m.epoch, m.bits.bits(), m.bits.runs());
     }
 }
 
@@ -553,7 +595,7 @@ bool tracker_impl::persist() noexcept
             rct::shared_lock st(state_mu_);
             gen = generation_;
         }
-        write_current(dir_, gen, m->epoch, m->bits.bits(), m->bits.runs());
+        write_current_unless_retired(gen, *m);
         bool changed = false;
         for (std::uint64_t i = 0; i < words; ++i) {
             std::uint64_t clear = intent_image_[i] & ~active[i];
@@ -886,6 +928,13 @@ std::optional<std::uint64_t> tracker_impl::checkpoint_epoch(const std::string& n
     return std::nullopt;
 }
 
+void tracker_impl::check_resize(std::uint64_t new_size) const
+{
+    if (regions_for(new_size) > region_capacity_) {
+        throw error(errc::invalid_argument, "the disk cannot grow more than 4x while rctd runs; restart rctd first");
+    }
+}
+
 void tracker_impl::resize(std::uint64_t new_size)
 {
     rct::lock_guard mg(mgmt_mu_);
@@ -893,9 +942,7 @@ void tracker_impl::resize(std::uint64_t new_size)
     if (new_size == old_size) {
         return;
     }
-    if (regions_for(new_size) > region_capacity_) {
-        throw error(errc::invalid_argument, "the disk cannot grow more than 4x while rctd runs; restart rctd first");
-    }
+    check_resize(new_size);
     live_map* old = current_.load();
     auto bigger = std::make_unique<live_map>(old->epoch, chunks_for(new_size));
     live_map* raw = bigger.get();
@@ -954,8 +1001,18 @@ void tracker_impl::close_clean(const file_identity& data)
         throw error(errc::io_error, "cannot persist change tracking of " + dir_.string() +
                                         "; the next start will recover from the intent bitmap");
     }
+    rct::lock_guard pl(paths_mu_);
+    if (dir_gone_) {
+        return;
+    }
     rct::shared_lock st(state_mu_);
     write_clean(dir_, generation_, current_.load()->epoch, data);
+}
+
+void tracker_impl::retire()
+{
+    rct::lock_guard lock(paths_mu_);
+    dir_gone_ = true;
 }
 
 }  // namespace
