@@ -335,6 +335,15 @@ std::optional<current_state> tracker_impl::recover_live(live_map& live, log_stat
         data_modified_offline_ = true;
         reset("the data file was modified while rctd was not running (its size, inode or timestamps differ "
               "from the clean-shutdown record)");
+    } else if (st.initialized && (!cur || (clean && !cur_fits))) {
+        // current.map is missing, refused, or not the one a clean stop
+        // writes: the changes it held are known nowhere else (persisting
+        // cleared their intent bits), so every chunk counts as changed.
+        log::warn("tracking {}: the live change map is unusable{}{}; marking the whole disk changed",
+                  dir_.string(), problem.empty() ? "" : ": ", problem);
+        recovered_ = true;
+        recovery_excess_ = size_.load();
+        everything();
     } else if (clean && cur_fits) {
         mark_runs(live, cur->runs);
     } else {
