@@ -460,14 +460,14 @@ std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir)
 
 std::shared_ptr<disk> disk_registry::find(std::string_view name) const
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     auto it = disks_.find(name);
     return it == disks_.end() ? nullptr : it->second;
 }
 
 std::vector<std::shared_ptr<disk>> disk_registry::list() const
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     std::vector<std::shared_ptr<disk>> out;
     out.reserve(disks_.size());
     for (const auto& [name, d] : disks_) {
@@ -478,7 +478,7 @@ std::vector<std::shared_ptr<disk>> disk_registry::list() const
 
 std::map<std::string, std::string> disk_registry::quarantined() const
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     return quarantined_;
 }
 
@@ -503,7 +503,7 @@ public:
     reservation(disk_registry& reg, std::string name) : reg_(reg), name_(std::move(name)) {}
     ~reservation()
     {
-        std::lock_guard lock(reg_.mutex_);
+        rct::lock_guard lock(reg_.mutex_);
         reg_.reserved_.erase(name_);
     }
     reservation(const reservation&) = delete;
@@ -516,7 +516,7 @@ private:
 
 disk_registry::reservation disk_registry::reserve(const std::string& name)
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     if (disks_.count(name) != 0 || reserved_.count(name) != 0) {
         throw error(errc::exists, fmt::format("disk {} already exists", name));
     }
@@ -559,7 +559,7 @@ std::shared_ptr<disk> disk_registry::install(const fs::path& staging, disk_meta 
         // the next start; say so rather than pretend nothing happened.
         throw error(e.code(), fmt::format("disk created but cannot be opened: {}", e.what()));
     }
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     disks_.emplace(d->name(), d);
     return d;
 }
@@ -734,7 +734,7 @@ void disk_registry::remove(const std::string& name, bool force)
         d->disconnect_clients();
     }
     {
-        std::lock_guard lock(mutex_);
+        rct::lock_guard lock(mutex_);
         disks_.erase(name);
     }
     // Clients still connected keep the data file open; its blocks are freed

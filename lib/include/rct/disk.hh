@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <rct/thread_annotations.hh>
+
 #include <mutex>
 #include <set>
 #include <string>
@@ -113,8 +115,8 @@ private:
     std::atomic<bool> restoring_{false};
     std::mutex mgmt_mu_;
 
-    mutable std::mutex clients_mutex_;
-    std::set<int> clients_;  // guarded by clients_mutex_
+    mutable rct::mutex clients_mutex_;
+    std::set<int> clients_ GUARDED_BY(clients_mutex_);
 };
 
 }  // namespace rct

@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <rct/thread_annotations.hh>
+
 #include <mutex>
 #include <set>
 #include <string>
@@ -81,10 +83,10 @@ private:
 
     const std::filesystem::path state_dir_;
     const disk_options opts_;
-    mutable std::mutex mutex_;
-    std::map<std::string, std::shared_ptr<disk>, std::less<>> disks_;  // guarded by mutex_
-    std::map<std::string, std::string> quarantined_;                   // guarded by mutex_
-    std::set<std::string, std::less<>> reserved_;                      // guarded by mutex_
+    mutable rct::mutex mutex_;
+    std::map<std::string, std::shared_ptr<disk>, std::less<>> disks_ GUARDED_BY(mutex_);
+    std::map<std::string, std::string> quarantined_ GUARDED_BY(mutex_);
+    std::set<std::string, std::less<>> reserved_ GUARDED_BY(mutex_);
 };
 
 }  // namespace rct
