@@ -134,12 +134,12 @@ detached connection::reader()
         }
         rbegin_ += nbd::request_size;
 
-        if (h.type == nbd::cmd_disc) {
+        const nbd::framing framing = nbd::frame_request(h, cfg.max_payload);
+        if (framing == nbd::framing::disconnect) {
             log::debug("{}: client disconnected cleanly", peer_);
             break;
         }
-        if (h.type == nbd::cmd_write && h.length > cfg.max_payload) {
-            // Its payload cannot be buffered; the stream cannot be resynced.
+        if (framing == nbd::framing::oversized_write) {
             log::warn("{}: {}-byte write exceeds the {}-byte maximum; closing", peer_, h.length, cfg.max_payload);
             break;
         }
