@@ -44,6 +44,7 @@ constexpr unsigned idle_timeout_seconds = 30;
 constexpr unsigned max_connections = 64;
 using control::api_error;
 using control::bad_request;
+using control::error_body;
 using control::endpoint;
 
 // rct::error as the reply it becomes.
@@ -60,11 +61,6 @@ api_error from_error(const rct::error& e)
     case errc::unsupported: return {MHD_HTTP_NOT_IMPLEMENTED, "unsupported", e.what()};
     }
     return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
-}
-
-std::string error_body(const api_error& e)
-{
-    return json{{"error", {{"code", e.code}, {"message", e.message}}}}.dump() + "\n";
 }
 
 std::string rfc3339(std::int64_t unix_seconds)

@@ -210,6 +210,11 @@ void parse_page(const query_lookup& query, changes_args& out)
 
 }  // namespace
 
+std::string error_body(const api_error& e)
+{
+    return json{{"error", {{"code", e.code}, {"message", e.message}}}}.dump() + "\n";
+}
+
 api_error bad_request(std::string message) { return {MHD_HTTP_BAD_REQUEST, "bad_request", std::move(message)}; }
 
 api_error invalid_argument(std::string message)

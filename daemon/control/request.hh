@@ -27,6 +27,9 @@ struct api_error {
     const char* allow = nullptr;  // the Allow header of a 405
 };
 
+// The JSON body of an error reply.
+std::string error_body(const api_error& e);
+
 api_error bad_request(std::string message);
 api_error invalid_argument(std::string message);
 
