@@ -212,7 +212,10 @@ void parse_page(const query_lookup& query, changes_args& out)
 
 std::string error_body(const api_error& e)
 {
-    return json{{"error", {{"code", e.code}, {"message", e.message}}}}.dump() + "\n";
+    // Messages quote what the client sent (a URL, a query value), which need
+    // not be UTF-8: such bytes become U+FFFD rather than failing the reply.
+    const json j{{"error", {{"code", e.code}, {"message", e.message}}}};
+    return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 api_error bad_request(std::string message) { return {MHD_HTTP_BAD_REQUEST, "bad_request", std::move(message)}; }
