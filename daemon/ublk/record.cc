@@ -19,8 +19,14 @@ std::optional<record> read_record(const std::filesystem::path& p)
 std::optional<record> parse_record(std::string_view text, std::string_view filename)
 {
     const auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || j.value("format", "") != "rct-ublk" ||
-        j.value("version", 0) != 1) {
+    if (j.is_discarded() || !j.is_object()) {
+        return std::nullopt;
+    }
+    // Types first: json::value() would throw on a "format" that is no string.
+    const auto format = j.find("format");
+    const auto version = j.find("version");
+    if (format == j.end() || *format != "rct-ublk" || version == j.end() || !version->is_number_integer() ||
+        *version != 1) {
         return std::nullopt;
     }
     const auto disk = j.find("disk");
