@@ -294,9 +294,9 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
     extent_counts_.clear();
     int r = 0;
     try {
-        for (const meta_selection& m : meta_) {
+        for (const nbd::meta_context& m : meta_) {
             const std::size_t before = extents_.size();
-            if (m.kind == meta_kind::base_allocation) {
+            if (m.kind == nbd::meta_kind::base_allocation) {
                 r = export_.io().allocation(offset, length, max, extents_);
             } else if (const tracker* t = export_.d->tracking()) {
                 // -ESTALE (reset, or the checkpoint deleted) goes out as EIO.

@@ -71,14 +71,8 @@ std::uint16_t connection::session_transmission_flags(const nbd_export& e) const 
     return f;
 }
 
-std::vector<connection::meta_selection> connection::match_contexts(const nbd_export& e,
-                                                                   const std::vector<std::string>& queries,
-                                                                   bool list) const
+std::vector<checkpoint_info> connection::offered_checkpoints(const nbd_export& e) const
 {
-    // Context ids are per connection: 1 is base:allocation; a checkpoint's
-    // bitmap gets 2 + its position in the checkpoint list.
-    constexpr std::string_view bitmap_prefix = "qemu:dirty-bitmap:";
-    std::vector<meta_selection> out;
     std::vector<checkpoint_info> cps;
     if (const tracker* t = e.d->tracking()) {
         cps = t->checkpoints();
@@ -87,44 +81,7 @@ std::vector<connection::meta_selection> connection::match_contexts(const nbd_exp
             std::erase_if(cps, [&](const checkpoint_info& c) { return c.epoch >= *until; });
         }
     }
-    auto add_base = [&] {
-        if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
-            out.push_back({1, meta_kind::base_allocation, 0, 0, "base:allocation"});
-        }
-    };
-    auto add_bitmap = [&](std::size_t i) {
-        const auto id = static_cast<std::uint32_t>(2 + i);
-        if (std::none_of(out.begin(), out.end(), [&](auto& m) { return m.id == id; })) {
-            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, cps[i].generation,
-                           std::string(bitmap_prefix) + cps[i].name});
-        }
-    };
-    if (queries.empty()) {
-        if (list) {
-            add_base();
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                add_bitmap(i);
-            }
-        }
-        return out;
-    }
-    for (const auto& q : queries) {
-        if (q == "base:allocation" || (list && q == "base:")) {
-            add_base();
-        } else if (list && (q == "qemu:" || q == bitmap_prefix)) {
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                add_bitmap(i);
-            }
-        } else if (q.size() > bitmap_prefix.size() && q.compare(0, bitmap_prefix.size(), bitmap_prefix) == 0) {
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                if (q.compare(bitmap_prefix.size(), std::string::npos, cps[i].name) == 0) {
-                    add_bitmap(i);
-                }
-            }
-        }
-        // Unknown namespaces and names are ignored, per the spec.
-    }
-    return out;
+    return cps;
 }
 
 detached connection::handshake()
@@ -365,7 +322,7 @@ detached connection::handshake()
                 break;
             }
             bool ok = true;
-            for (auto& m : match_contexts(target, req->queries, list)) {
+            for (auto& m : nbd::match_contexts(offered_checkpoints(target), req->queries, list)) {
                 std::vector<std::byte> item(4 + m.name.size());
                 nbd::store_be<std::uint32_t>(item.data(), m.id);
                 std::memcpy(item.data() + 4, m.name.data(), m.name.size());

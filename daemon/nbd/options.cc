@@ -2,6 +2,8 @@
 
 #include "wire.hh"
 
+#include <algorithm>
+
 namespace rct::nbd {
 namespace {
 
@@ -80,6 +82,53 @@ std::optional<meta_context_request> parse_meta_context_request(std::span<const s
         return std::nullopt;
     }
     return r;
+}
+
+std::vector<meta_context> match_contexts(const std::vector<checkpoint_info>& cps,
+                                         const std::vector<std::string>& queries, bool list)
+{
+    // Context ids are per connection: 1 is base:allocation; a checkpoint's
+    // bitmap gets 2 + its position in the checkpoint list.
+    constexpr std::string_view bitmap_prefix = "qemu:dirty-bitmap:";
+    std::vector<meta_context> out;
+    auto add_base = [&] {
+        if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
+            out.push_back({1, meta_kind::base_allocation, 0, 0, "base:allocation"});
+        }
+    };
+    auto add_bitmap = [&](std::size_t i) {
+        const auto id = static_cast<std::uint32_t>(2 + i);
+        if (std::none_of(out.begin(), out.end(), [&](auto& m) { return m.id == id; })) {
+            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, cps[i].generation,
+                           std::string(bitmap_prefix) + cps[i].name});
+        }
+    };
+    if (queries.empty()) {
+        if (list) {
+            add_base();
+            for (std::size_t i = 0; i < cps.size(); ++i) {
+                add_bitmap(i);
+            }
+        }
+        return out;
+    }
+    for (const auto& q : queries) {
+        if (q == "base:allocation" || (list && q == "base:")) {
+            add_base();
+        } else if (list && (q == "qemu:" || q == bitmap_prefix)) {
+            for (std::size_t i = 0; i < cps.size(); ++i) {
+                add_bitmap(i);
+            }
+        } else if (q.size() > bitmap_prefix.size() && q.compare(0, bitmap_prefix.size(), bitmap_prefix) == 0) {
+            for (std::size_t i = 0; i < cps.size(); ++i) {
+                if (q.compare(bitmap_prefix.size(), std::string::npos, cps[i].name) == 0) {
+                    add_bitmap(i);
+                }
+            }
+        }
+        // Unknown namespaces and names are ignored, per the spec.
+    }
+    return out;
 }
 
 }  // namespace rct::nbd

@@ -1,7 +1,10 @@
-// Handshake option parsing over byte buffers, apart from the socket so that
-// it can be fuzzed and tested alone (handshake.cc does the I/O). Malformed
-// input is a value (nullopt), never an exception or a read past the end.
+// Handshake option parsing over byte buffers, and the matching of metadata
+// context queries, apart from the socket and the registry so that they can
+// be fuzzed and tested alone (handshake.cc does the I/O). Malformed input
+// is a value (nullopt), never an exception or a read past the end.
 #pragma once
+
+#include <rct/tracker.hh>
 
 #include <cstddef>
 #include <cstdint>
@@ -40,5 +43,22 @@ struct meta_context_request {
     std::vector<std::string> queries;
 };
 std::optional<meta_context_request> parse_meta_context_request(std::span<const std::byte> data);
+
+// Metadata contexts: base:allocation, and qemu:dirty-bitmap:CP for each
+// checkpoint CP of a tracked disk (bit 0 = changed since CP).
+enum class meta_kind : std::uint8_t { base_allocation, dirty_bitmap };
+struct meta_context {
+    std::uint32_t id;
+    meta_kind kind;
+    std::uint64_t epoch;       // dirty_bitmap: the checkpoint's epoch
+    std::uint32_t generation;  // ... in this tracking generation (answers stop if it changes)
+    std::string name;
+};
+
+// The contexts that queries select, each once, among base:allocation and
+// the bitmaps of `checkpoints` (those the export offers). LIST (`list`)
+// also takes namespace wildcards, and no query as every context.
+std::vector<meta_context> match_contexts(const std::vector<checkpoint_info>& checkpoints,
+                                         const std::vector<std::string>& queries, bool list);
 
 }  // namespace rct::nbd

@@ -47,6 +47,9 @@ def handshake_seeds():
         + option("list_meta_context", meta("d"))
         + option("set_meta_context", meta("d", "base:allocation", "qemu:dirty-bitmap:c1"))
         + option("go", info("d")),
+        "meta-wildcards": flags + option("structured_reply")
+        + option("list_meta_context", meta("d", "base:", "qemu:", "qemu:dirty-bitmap:mon", "other:x"))
+        + option("set_meta_context", meta("d", "qemu:dirty-bitmap:", "qemu:dirty-bitmap:c1", "base:allocation")),
         "export-name": flags + option("list") + option("export_name", b"d"),
         "snapshot-export": flags + option("go", info("d@s1", 1)),
         "bad-info-count": flags + option("go", nbd_string("d") + struct.pack(">H", 5)),
