@@ -11,7 +11,6 @@
 #include <rct/control_api.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
-#include <rct/size.hh>
 #include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
 
