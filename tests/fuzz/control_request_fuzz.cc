@@ -7,6 +7,7 @@
 
 #include "control/request.hh"
 
+#include <algorithm>
 #include <map>
 
 using namespace rct::daemon::control;

@@ -6,6 +6,8 @@
 
 #include "ublk/record.hh"
 
+#include <algorithm>
+
 using namespace rct::daemon::ublk;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
