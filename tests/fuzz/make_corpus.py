@@ -102,6 +102,8 @@ def control_seeds():
         "checkpoint-delete": req("DELETE", "/v1/disks/vm1/checkpoints/mon"),
         "changes": req("GET", "/v1/disks/vm1/changes?since=mon&until=tue&cursor=0&limit=1000"),
         "changes-bad-limit": req("GET", "/v1/disks/vm1/changes?since=&limit=0"),
+        "changes-next-page": req("GET", "/v1/disks/vm1/changes?since=mon&cursor=1048576.3.2.0"),
+        "changes-bad-cursor": req("GET", "/v1/disks/vm1/changes?since=mon&cursor=1.2.3.99999999999"),
         "diff": req("GET", "/v1/disks/vm1/diff?from=mon&to=live"),
         "snapshot": req("POST", "/v1/disks/vm1/snapshots", "{}"),
         "clone": req("POST", "/v1/disks/vm1/snapshots/mon/clone", '{"name": "vm2"}'),
