@@ -5,12 +5,12 @@
 // exception stops at handler::respond and becomes a JSON error reply; none
 // may unwind into libmicrohttpd's C frames.
 #include "control/api_server.hh"
+#include "control/request.hh"
 
 #include <rct/disk.hh>
 #include <rct/control_api.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
-#include <rct/size.hh>
 #include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
 
@@ -22,16 +22,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <initializer_list>
 #include <iterator>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -45,23 +41,12 @@ using json = nlohmann::ordered_json;
 constexpr std::size_t max_body = std::size_t{1} << 20;
 constexpr unsigned idle_timeout_seconds = 30;
 constexpr unsigned max_connections = 64;
-using control_api::default_changes_limit;
-using control_api::max_changes_limit;
+using control::api_error;
+using control::bad_request;
+using control::error_body;
+using control::endpoint;
 
-// A failure to report to the client; rct::error is translated into one.
-struct api_error {
-    unsigned status;
-    std::string code;
-    std::string message;
-};
-
-api_error bad_request(std::string message) { return {MHD_HTTP_BAD_REQUEST, "bad_request", std::move(message)}; }
-
-api_error invalid_argument(std::string message)
-{
-    return {MHD_HTTP_BAD_REQUEST, "invalid_argument", std::move(message)};
-}
-
+// rct::error as the reply it becomes.
 api_error from_error(const rct::error& e)
 {
     switch (e.code()) {
@@ -75,11 +60,6 @@ api_error from_error(const rct::error& e)
     case errc::unsupported: return {MHD_HTTP_NOT_IMPLEMENTED, "unsupported", e.what()};
     }
     return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
-}
-
-std::string error_body(const api_error& e)
-{
-    return json{{"error", {{"code", e.code}, {"message", e.message}}}}.dump() + "\n";
 }
 
 std::string rfc3339(std::int64_t unix_seconds)
@@ -104,44 +84,10 @@ json checkpoint_json(const checkpoint_info& c)
     return j;
 }
 
-// A changes cursor says where a listing goes on and which history it lists:
-// "OFFSET.GENERATION.SINCE_EPOCH.UNTIL_EPOCH" (0 = live). A listing that
-// spans a tracking reset, or the deletion (and re-creation) of a checkpoint
-// it names, then fails instead of mixing two histories.
-struct changes_cursor {
-    std::uint64_t offset = 0;
-    std::uint32_t generation = 0;
-    std::uint64_t since = 0;
-    std::uint64_t until = 0;
-};
-
+// A changes cursor: "OFFSET.GENERATION.SINCE_EPOCH.UNTIL_EPOCH" (control::changes_cursor).
 std::string format_cursor(const changes_page& p)
 {
     return fmt::format("{}.{}.{}.{}", *p.next_cursor, p.generation, p.since_epoch, p.until_epoch.value_or(0));
-}
-
-std::optional<changes_cursor> parse_cursor(std::string_view text)
-{
-    changes_cursor c;
-    std::uint64_t gen = 0;
-    std::uint64_t* fields[] = {&c.offset, &gen, &c.since, &c.until};
-    const char* p = text.data();
-    const char* end = text.data() + text.size();
-    for (std::size_t i = 0; i < 4; ++i) {
-        if (i > 0 && (p == end || *p++ != '.')) {
-            return std::nullopt;
-        }
-        const auto r = std::from_chars(p, end, *fields[i]);
-        if (r.ec != std::errc{} || r.ptr == p) {
-            return std::nullopt;
-        }
-        p = r.ptr;
-    }
-    if (p != end || gen > std::numeric_limits<std::uint32_t>::max()) {
-        return std::nullopt;
-    }
-    c.generation = static_cast<std::uint32_t>(gen);
-    return c;
 }
 
 // A page of changes may hold a million extents: it is written out directly,
@@ -180,23 +126,6 @@ std::string uri_escape(std::string_view s)
         }
     }
     return out;
-}
-
-std::vector<std::string_view> split_path(std::string_view url)
-{
-    std::vector<std::string_view> parts;
-    while (!url.empty()) {
-        const auto slash = url.find('/');
-        const auto part = url.substr(0, slash);
-        if (!part.empty()) {
-            parts.push_back(part);
-        }
-        if (slash == std::string_view::npos) {
-            break;
-        }
-        url.remove_prefix(slash + 1);
-    }
-    return parts;
 }
 
 // The peer of a control connection, for the audit trail in the log.
@@ -361,7 +290,7 @@ private:
                 log::error("control API: {} {}: {}", method, url, e.message);
             }
             try {
-                return {e.status, error_body(e)};
+                return {e.status, error_body(e), e.allow};
             } catch (...) {
                 return {MHD_HTTP_INTERNAL_SERVER_ERROR, {}};
             }
@@ -399,155 +328,30 @@ private:
 
     reply route(std::string_view url)
     {
-        const auto parts = split_path(url);
-        const std::size_t n = parts.size();
-        if (n >= 2 && parts[0] == "v1" && parts[1] == "version" && n == 2) {
-            return only(is_get(), "GET, HEAD", [&] { return version(); });
+        const control::route r = control::resolve(method_, url);
+        const std::string& name = r.disk;
+        switch (r.what) {
+        case endpoint::version: return version();
+        case endpoint::list_disks: return list_disks();
+        case endpoint::create_disk: return create_disk();
+        case endpoint::get_disk: return get_disk(name);
+        case endpoint::delete_disk: return delete_disk(name);
+        case endpoint::resize_disk: return resize_disk(name);
+        case endpoint::list_checkpoints: return list_checkpoints(name);
+        case endpoint::create_checkpoint: return create_checkpoint(name);
+        case endpoint::delete_checkpoint: return delete_checkpoint(name, r.item);
+        case endpoint::changes: return changes(name);
+        case endpoint::diff: return diff(name);
+        case endpoint::list_snapshots: return list_snapshots(name);
+        case endpoint::create_snapshot: return create_snapshot(name);
+        case endpoint::delete_snapshot: return delete_snapshot(name, r.item);
+        case endpoint::clone_snapshot: return clone_snapshot(name, r.item);
+        case endpoint::attach_ublk: return attach_ublk(name);
+        case endpoint::detach_ublk: return detach_ublk(name);
+        case endpoint::restore: return restore(name);
         }
-        if (n >= 2 && parts[0] == "v1" && parts[1] == "disks") {
-            if (n == 2) {
-                if (is_get()) {
-                    return list_disks();
-                }
-                return only(method_ == "POST", "GET, HEAD, POST", [&] { return create_disk(); });
-            }
-            const std::string name(parts[2]);
-            if (n == 3) {
-                if (is_get()) {
-                    return get_disk(name);
-                }
-                return only(method_ == "DELETE", "GET, HEAD, DELETE", [&] { return delete_disk(name); });
-            }
-            if (n == 4 && parts[3] == "resize") {
-                return only(method_ == "POST", "POST", [&] { return resize_disk(name); });
-            }
-            if (n == 4 && parts[3] == "checkpoints") {
-                if (is_get()) {
-                    return list_checkpoints(name);
-                }
-                return only(method_ == "POST", "GET, HEAD, POST", [&] { return create_checkpoint(name); });
-            }
-            if (n == 5 && parts[3] == "checkpoints") {
-                const std::string checkpoint(parts[4]);
-                return only(method_ == "DELETE", "DELETE", [&] { return delete_checkpoint(name, checkpoint); });
-            }
-            if (n == 4 && parts[3] == "changes") {
-                return only(is_get(), "GET, HEAD", [&] { return changes(name); });
-            }
-            if (n == 4 && parts[3] == "diff") {
-                return only(is_get(), "GET, HEAD", [&] { return diff(name); });
-            }
-            if (n == 4 && parts[3] == "snapshots") {
-                if (is_get()) {
-                    return list_snapshots(name);
-                }
-                return only(method_ == "POST", "GET, HEAD, POST", [&] { return create_snapshot(name); });
-            }
-            if (n == 5 && parts[3] == "snapshots") {
-                const std::string snap(parts[4]);
-                return only(method_ == "DELETE", "DELETE", [&] { return delete_snapshot(name, snap); });
-            }
-            if (n == 6 && parts[3] == "snapshots" && parts[5] == "clone") {
-                const std::string snap(parts[4]);
-                return only(method_ == "POST", "POST", [&] { return clone_snapshot(name, snap); });
-            }
-            if (n == 4 && parts[3] == "ublk") {
-                if (method_ == "POST") {
-                    return attach_ublk(name);
-                }
-                return only(method_ == "DELETE", "POST, DELETE", [&] { return detach_ublk(name); });
-            }
-            if (n == 4 && parts[3] == "restore") {
-                return only(method_ == "POST", "POST", [&] { return restore(name); });
-            }
-        }
-        throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
+        __builtin_unreachable();  // resolve() returns one of the above
     }
-
-    template <typename F>
-    reply only(bool allowed, const char* allow, F&& f)
-    {
-        if (allowed) {
-            return f();
-        }
-        const api_error e{MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-                          fmt::format("method {} is not allowed here (allowed: {})", method_, allow)};
-        return {e.status, error_body(e), allow};
-    }
-
-    bool is_get() const { return method_ == "GET" || method_ == "HEAD"; }
-
-    // The body as a JSON object whose keys are all among `known`: a field
-    // this server does not know is refused rather than silently ignored,
-    // since a client relying on it would be misled. An empty body is an
-    // empty object, so that requests without parameters need none.
-    json parse_body(std::initializer_list<std::string_view> known) const
-    {
-        json j = body_.empty() ? json::object() : json::parse(body_, nullptr, false);
-        if (j.is_discarded()) {
-            throw bad_request("request body is not valid JSON");
-        }
-        if (!j.is_object()) {
-            throw bad_request("request body must be a JSON object");
-        }
-        for (const auto& [key, value] : j.items()) {
-            if (std::find(known.begin(), known.end(), key) == known.end()) {
-                throw bad_request(fmt::format("unknown field '{}'", key));
-            }
-        }
-        return j;
-    }
-
-    static std::string string_field(const json& j, const char* key)
-    {
-        auto it = j.find(key);
-        if (it == j.end()) {
-            throw bad_request(fmt::format("field '{}' is required", key));
-        }
-        if (!it->is_string()) {
-            throw bad_request(fmt::format("field '{}' must be a string", key));
-        }
-        return it->get<std::string>();
-    }
-
-    static bool bool_field(const json& j, const char* key)
-    {
-        auto it = j.find(key);
-        if (it == j.end()) {
-            return false;
-        }
-        if (!it->is_boolean()) {
-            throw bad_request(fmt::format("field '{}' must be true or false", key));
-        }
-        return it->get<bool>();
-    }
-
-    // Bytes as an integer, or a string such as "10G" (see rct/size.hh).
-    // `example` is a typical value, for the message when the type is wrong.
-    static std::uint64_t bytes_field(const json& j, const char* key, const char* example)
-    {
-        auto it = j.find(key);
-        if (it == j.end()) {
-            throw bad_request(fmt::format("field '{}' is required", key));
-        }
-        if (it->is_number_unsigned()) {
-            return it->get<std::uint64_t>();
-        }
-        if (it->is_string()) {
-            const auto s = it->get<std::string>();
-            if (auto v = parse_size(s)) {
-                return *v;
-            }
-            throw invalid_argument(fmt::format("invalid {} '{}'", key, s));
-        }
-        if (it->is_number()) {
-            throw invalid_argument(fmt::format("invalid {} {}: must be a whole, non-negative number of bytes", key,
-                                               it->dump()));
-        }
-        throw bad_request(fmt::format("field '{}' must be an integer or a string like \"{}\"", key, example));
-    }
-
-    static std::uint64_t size_field(const json& j) { return bytes_field(j, "size", "10G"); }
 
     // A query parameter, URL-decoded; an empty string for a bare "?key".
     std::optional<std::string> query_value(const char* key) const
@@ -561,49 +365,11 @@ private:
         return value == nullptr ? std::string() : std::string(value, len);
     }
 
-    // ?force, ?force=true, ?force=1 mean yes; absent, false or 0 mean no.
-    bool query_flag(const char* key) const
-    {
-        const auto v = query_value(key);
-        if (!v) {
-            return false;
-        }
-        if (v->empty() || *v == "true" || *v == "1") {
-            return true;
-        }
-        if (*v == "false" || *v == "0") {
-            return false;
-        }
-        throw bad_request(fmt::format("query parameter '{}' must be true or false", key));
-    }
+    bool query_flag(const char* key) const { return control::parse_flag(key, query_value(key)); }
 
-    // A decimal query parameter in [min, max]; fallback when absent.
-    std::uint64_t query_number(const char* key, std::uint64_t fallback, std::uint64_t min, std::uint64_t max) const
+    control::query_lookup queries() const
     {
-        const auto v = query_value(key);
-        if (!v) {
-            return fallback;
-        }
-        std::uint64_t n = 0;
-        const char* end = v->data() + v->size();
-        const auto [ptr, ec] = std::from_chars(v->data(), end, n);
-        if (v->empty() || ec != std::errc{} || ptr != end || n < min || n > max) {
-            const std::string range = max == std::numeric_limits<std::uint64_t>::max()
-                                          ? fmt::format("an integer of at least {}", min)
-                                          : fmt::format("an integer from {} to {}", min, max);
-            throw bad_request(fmt::format("query parameter '{}' must be {}, not '{}'", key, range, *v));
-        }
-        return n;
-    }
-
-    // A checkpoint reference (name or token) given as a query parameter.
-    std::optional<std::string> query_checkpoint(const char* key) const
-    {
-        auto v = query_value(key);
-        if (v && v->empty()) {
-            throw bad_request(fmt::format("query parameter '{}' must name a checkpoint or hold a token", key));
-        }
-        return v;
+        return [this](const char* key) { return query_value(key); };
     }
 
     // null when the disk is not tracked, so that clients can tell "off"
@@ -703,41 +469,15 @@ private:
 
     reply create_disk() const
     {
-        const json j = parse_body({"name", "size", "granularity", "import_from", "move"});
-        const std::string name = string_field(j, "name");
-        const bool has_size = j.contains("size");
-        const bool has_import = j.contains("import_from");
-        if (has_size == has_import) {
-            throw bad_request("give exactly one of 'size' (a new, empty disk) or 'import_from' (an image file)");
-        }
+        const control::create_args a = control::parse_create(body_);
         std::shared_ptr<disk> d;
-        if (has_size) {
-            if (j.contains("move")) {
-                throw bad_request("'move' only goes with 'import_from'");
-            }
-            // 0 is the registry's "default", not a granularity of its own.
-            std::uint64_t granularity = 0;
-            if (j.contains("granularity")) {
-                granularity = bytes_field(j, "granularity", "64K");
-                if (granularity == 0 || granularity > std::numeric_limits<std::uint32_t>::max()) {
-                    throw invalid_argument(
-                        fmt::format("granularity {} is not a power of two between 4K and 1M", granularity));
-                }
-            }
-            d = server_.registry_.create(name, size_field(j), static_cast<std::uint32_t>(granularity));
+        if (a.size) {
+            d = server_.registry_.create(a.name, *a.size, a.granularity);
             log::info("{}: created disk {} ({} bytes, id {})", peer_of(conn_), d->name(), d->size(), d->id());
         } else {
-            if (j.contains("granularity")) {
-                throw bad_request("'granularity' only goes with 'size'");
-            }
-            const std::filesystem::path from = string_field(j, "import_from");
-            if (!from.is_absolute()) {
-                throw invalid_argument(fmt::format("'import_from' must be an absolute path, not '{}'", from.string()));
-            }
-            const bool move = bool_field(j, "move");
-            d = server_.registry_.import(name, from, move);
+            d = server_.registry_.import(a.name, a.import_from, a.move);
             log::info("{}: imported disk {} from {} by {} ({} bytes, id {})", peer_of(conn_), d->name(),
-                      from.string(), move ? "move" : "copy", d->size(), d->id());
+                      a.import_from.string(), a.move ? "move" : "copy", d->size(), d->id());
         }
         return ok(MHD_HTTP_CREATED, disk_json(*d));
     }
@@ -763,23 +503,17 @@ private:
 
     reply resize_disk(const std::string& name) const
     {
-        const json j = parse_body({"size", "force"});
-        const std::uint64_t size = size_field(j);
-        const bool force = bool_field(j, "force");
+        const control::resize_args a = control::parse_resize(body_);
         const auto d = lookup(name);
         const std::uint64_t old_size = d->size();
-        server_.registry_.resize(name, size, force);
-        log::info("{}: resized disk {} from {} to {} bytes", peer_of(conn_), name, old_size, size);
+        server_.registry_.resize(name, a.size, a.force);
+        log::info("{}: resized disk {} from {} to {} bytes", peer_of(conn_), name, old_size, a.size);
         return ok(MHD_HTTP_OK, disk_json(*d));
     }
 
     reply create_checkpoint(const std::string& name) const
     {
-        const json j = parse_body({"name"});
-        std::optional<std::string> checkpoint;
-        if (j.contains("name")) {
-            checkpoint = string_field(j, "name");
-        }
+        std::optional<std::string> checkpoint = control::parse_new_name(body_);
         const auto d = lookup(name);
         const auto managing = d->manage();
         const checkpoint_info c = tracking_of(*d).checkpoint(std::move(checkpoint));
@@ -815,46 +549,18 @@ private:
         return {MHD_HTTP_NO_CONTENT, {}};
     }
 
-    reply changes(const std::string& name) const
-    {
-        const auto since = query_checkpoint("since");
-        if (!since) {
-            throw bad_request("query parameter 'since' is required (a checkpoint name or token)");
-        }
-        return list_changes(name, *since, query_checkpoint("until"));
-    }
+    reply changes(const std::string& name) const { return list_changes(name, control::parse_changes(queries())); }
 
     // diff FROM TO: snapshots, checkpoints or tokens; TO may be "live".
-    reply diff(const std::string& name) const
-    {
-        const auto from = query_checkpoint("from");
-        const auto to = query_checkpoint("to");
-        if (!from || !to) {
-            throw bad_request("query parameters 'from' and 'to' are required (a snapshot, checkpoint or token; "
-                              "'to' may be 'live')");
-        }
-        if (*from == "live") {
-            throw bad_request("'from' must be a snapshot or checkpoint: 'live' has no changes after it");
-        }
-        return list_changes(name, *from, *to == "live" ? std::nullopt : to);
-    }
+    reply diff(const std::string& name) const { return list_changes(name, control::parse_diff(queries())); }
 
     // One page of changes since..until, continuing at the cursor if given.
-    reply list_changes(const std::string& name, const std::string& since,
-                       const std::optional<std::string>& until) const
+    reply list_changes(const std::string& name, const control::changes_args& a) const
     {
-        changes_cursor cursor;
-        if (const auto text = query_value("cursor"); text && *text != "0") {
-            const auto c = parse_cursor(*text);
-            if (!c) {
-                throw bad_request("'cursor' must be the next_cursor of an earlier page");
-            }
-            cursor = *c;
-        }
-        const std::uint64_t limit = query_number("limit", default_changes_limit, 1, max_changes_limit);
         const auto d = lookup(name);
         const tracker& t = tracking_of(*d);
-        const changes_page page = t.changes(since, until, cursor.offset, static_cast<std::size_t>(limit));
+        const changes_page page = t.changes(a.since, a.until, a.cursor.offset, static_cast<std::size_t>(a.limit));
+        const control::changes_cursor& cursor = a.cursor;
         if (cursor.generation != 0 && (cursor.generation != page.generation || cursor.since != page.since_epoch ||
                                        cursor.until != page.until_epoch.value_or(0))) {
             throw rct::error(errc::full_backup_required,
@@ -891,11 +597,7 @@ private:
 
     reply create_snapshot(const std::string& name) const
     {
-        const json j = parse_body({"name"});
-        std::optional<std::string> snap;
-        if (j.contains("name")) {
-            snap = string_field(j, "name");
-        }
+        std::optional<std::string> snap = control::parse_new_name(body_);
         const auto d = lookup(name);
         const auto managing = d->manage();
         const snapshot_info s = snapshots_of(*d).snapshot(std::move(snap));
@@ -939,11 +641,7 @@ private:
 
     reply clone_snapshot(const std::string& name, const std::string& snap) const
     {
-        const json j = parse_body({"name"});
-        if (!j.contains("name")) {
-            throw bad_request("field 'name' (the new disk's name) is required");
-        }
-        const std::string new_name = string_field(j, "name");
+        const std::string new_name = control::parse_clone(body_);
         auto d = server_.registry_.clone(name, snap, new_name);
         log::info("{}: cloned {}@{} into new disk {}", peer_of(conn_), name, snap, new_name);
         return ok(MHD_HTTP_CREATED, disk_json(*d));
@@ -951,7 +649,7 @@ private:
 
     reply attach_ublk(const std::string& name) const
     {
-        parse_body({});
+        control::parse_body(body_, {});
         lookup(name);
         const ublk::attachment a = server_.ublk_.attach(name);
         log::info("{}: attached disk {} as {}", peer_of(conn_), name, a.device);
@@ -968,12 +666,9 @@ private:
 
     reply restore(const std::string& name) const
     {
-        const json j = parse_body({"from", "force"});
-        if (!j.contains("from")) {
-            throw bad_request("field 'from' (the snapshot to restore) is required");
-        }
-        const std::string snap = string_field(j, "from");
-        const bool force = bool_field(j, "force");
+        const control::restore_args a = control::parse_restore(body_);
+        const std::string& snap = a.from;
+        const bool force = a.force;
         if (force && server_.ublk_.find(name)) {
             server_.ublk_.detach(name, true);  // like NBD clients, the device is cut off
         }

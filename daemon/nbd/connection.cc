@@ -134,12 +134,12 @@ detached connection::reader()
         }
         rbegin_ += nbd::request_size;
 
-        if (h.type == nbd::cmd_disc) {
+        const nbd::framing framing = nbd::frame_request(h, cfg.max_payload);
+        if (framing == nbd::framing::disconnect) {
             log::debug("{}: client disconnected cleanly", peer_);
             break;
         }
-        if (h.type == nbd::cmd_write && h.length > cfg.max_payload) {
-            // Its payload cannot be buffered; the stream cannot be resynced.
+        if (framing == nbd::framing::oversized_write) {
             log::warn("{}: {}-byte write exceeds the {}-byte maximum; closing", peer_, h.length, cfg.max_payload);
             break;
         }
@@ -294,9 +294,9 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
     extent_counts_.clear();
     int r = 0;
     try {
-        for (const meta_selection& m : meta_) {
+        for (const nbd::meta_context& m : meta_) {
             const std::size_t before = extents_.size();
-            if (m.kind == meta_kind::base_allocation) {
+            if (m.kind == nbd::meta_kind::base_allocation) {
                 r = export_.io().allocation(offset, length, max, extents_);
             } else if (const tracker* t = export_.d->tracking()) {
                 // -ESTALE (reset, or the checkpoint deleted) goes out as EIO.

@@ -19,6 +19,7 @@
 #include "../coro.hh"
 #include "../socket_io.hh"
 #include "export.hh"
+#include "options.hh"
 #include "wire.hh"
 
 #include <rct/backend.hh>
@@ -64,23 +65,12 @@ private:
         std::array<std::byte, 32> hdr{};
     };
 
-    // Metadata contexts: base:allocation, and qemu:dirty-bitmap:CP for each
-    // checkpoint CP of a tracked disk (bit 0 = changed since CP).
-    enum class meta_kind : std::uint8_t { base_allocation, dirty_bitmap };
-    struct meta_selection {
-        std::uint32_t id;
-        meta_kind kind;
-        std::uint64_t epoch;         // dirty_bitmap: the checkpoint's epoch
-        std::uint32_t generation;    // ... in this tracking generation (answers stop if it changes)
-        std::string name;
-    };
-
     // handshake.cc
     detached handshake();
     // Empty when there is no such export; why is set to the reason.
     nbd_export lookup_export(std::string_view name, std::string& why) const;
-    std::vector<meta_selection> match_contexts(const nbd_export& e, const std::vector<std::string>& queries,
-                                               bool list) const;
+    // The checkpoints whose bitmaps e offers as metadata contexts.
+    std::vector<checkpoint_info> offered_checkpoints(const nbd_export& e) const;
 
     // connection.cc
     detached reader();
@@ -116,7 +106,7 @@ private:
     // Negotiated state.
     bool structured_ = false;
     bool no_zeroes_ = false;
-    std::vector<meta_selection> meta_;
+    std::vector<nbd::meta_context> meta_;
     std::string meta_export_;  // export named by the last SET_META_CONTEXT
 
     // Receive buffer: [rbegin_, rend_) holds unparsed bytes.

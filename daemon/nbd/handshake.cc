@@ -5,6 +5,7 @@
 // read whole into a bounded buffer (a longer one is drained and refused with
 // ERR_TOO_BIG), so a hostile client can neither desynchronise nor exhaust us.
 #include "connection.hh"
+#include "options.hh"
 
 #include "../worker.hh"
 
@@ -17,27 +18,6 @@ namespace rct::daemon {
 namespace {
 
 constexpr std::uint32_t max_option_len = 64 * 1024;
-
-std::uint32_t rd32(const std::vector<std::byte>& b, std::size_t at)
-{
-    return nbd::load_be<std::uint32_t>(b.data() + at);
-}
-
-// Parses "u32 namelen | name | ..." at pos; false if it overruns.
-bool take_string(const std::vector<std::byte>& b, std::size_t& pos, std::string& out)
-{
-    if (b.size() - pos < 4) {
-        return false;
-    }
-    const std::uint32_t n = rd32(b, pos);
-    pos += 4;
-    if (b.size() - pos < n) {
-        return false;
-    }
-    out.assign(reinterpret_cast<const char*>(b.data() + pos), n);
-    pos += n;
-    return true;
-}
 
 }  // namespace
 
@@ -91,14 +71,8 @@ std::uint16_t connection::session_transmission_flags(const nbd_export& e) const 
     return f;
 }
 
-std::vector<connection::meta_selection> connection::match_contexts(const nbd_export& e,
-                                                                   const std::vector<std::string>& queries,
-                                                                   bool list) const
+std::vector<checkpoint_info> connection::offered_checkpoints(const nbd_export& e) const
 {
-    // Context ids are per connection: 1 is base:allocation; a checkpoint's
-    // bitmap gets 2 + its position in the checkpoint list.
-    constexpr std::string_view bitmap_prefix = "qemu:dirty-bitmap:";
-    std::vector<meta_selection> out;
     std::vector<checkpoint_info> cps;
     if (const tracker* t = e.d->tracking()) {
         cps = t->checkpoints();
@@ -107,44 +81,7 @@ std::vector<connection::meta_selection> connection::match_contexts(const nbd_exp
             std::erase_if(cps, [&](const checkpoint_info& c) { return c.epoch >= *until; });
         }
     }
-    auto add_base = [&] {
-        if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
-            out.push_back({1, meta_kind::base_allocation, 0, 0, "base:allocation"});
-        }
-    };
-    auto add_bitmap = [&](std::size_t i) {
-        const auto id = static_cast<std::uint32_t>(2 + i);
-        if (std::none_of(out.begin(), out.end(), [&](auto& m) { return m.id == id; })) {
-            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, cps[i].generation,
-                           std::string(bitmap_prefix) + cps[i].name});
-        }
-    };
-    if (queries.empty()) {
-        if (list) {
-            add_base();
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                add_bitmap(i);
-            }
-        }
-        return out;
-    }
-    for (const auto& q : queries) {
-        if (q == "base:allocation" || (list && q == "base:")) {
-            add_base();
-        } else if (list && (q == "qemu:" || q == bitmap_prefix)) {
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                add_bitmap(i);
-            }
-        } else if (q.size() > bitmap_prefix.size() && q.compare(0, bitmap_prefix.size(), bitmap_prefix) == 0) {
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                if (q.compare(bitmap_prefix.size(), std::string::npos, cps[i].name) == 0) {
-                    add_bitmap(i);
-                }
-            }
-        }
-        // Unknown namespaces and names are ignored, per the spec.
-    }
-    return out;
+    return cps;
 }
 
 detached connection::handshake()
@@ -182,7 +119,7 @@ detached connection::handshake()
             co_return end_handshake();
         }
         const auto cflags = nbd::load_be<std::uint32_t>(small.data());
-        if (cflags & ~(nbd::client_flag_fixed_newstyle | nbd::client_flag_no_zeroes)) {
+        if (!nbd::valid_client_flags(cflags)) {
             log::warn("{}: unknown client flags {:#x}; closing", peer_, cflags);
             co_return end_handshake();
         }
@@ -193,15 +130,17 @@ detached connection::handshake()
         if (stopping_) {
             co_return end_handshake();
         }
-        if (co_await exact_io(ring, fd, exact_io::dir::recv, small.data(), 16) != 16) {
+        if (co_await exact_io(ring, fd, exact_io::dir::recv, small.data(), nbd::option_header_size) !=
+            static_cast<long>(nbd::option_header_size)) {
             co_return end_handshake();
         }
-        if (nbd::load_be<std::uint64_t>(small.data()) != nbd::ihaveopt) {
+        const auto header = nbd::decode_option_header(small.data());
+        if (!header) {
             log::warn("{}: bad option magic; closing", peer_);
             co_return end_handshake();
         }
-        const auto opt = nbd::load_be<std::uint32_t>(small.data() + 8);
-        const auto len = nbd::load_be<std::uint32_t>(small.data() + 12);
+        const auto opt = header->opt;
+        const auto len = header->len;
 
         if (len > max_option_len) {
             // Drain in bounded pieces, then refuse.
@@ -304,30 +243,15 @@ detached connection::handshake()
             break;
         case nbd::opt_info:
         case nbd::opt_go: {
-            std::size_t pos = 0;
-            std::string name;
-            bool valid = take_string(data, pos, name) && data.size() - pos >= 2;
-            std::uint16_t nreq = 0;
-            if (valid) {
-                nreq = nbd::load_be<std::uint16_t>(data.data() + pos);
-                pos += 2;
-                valid = data.size() - pos == std::size_t{2} * nreq;
-            }
-            if (!valid) {
+            const auto req = nbd::parse_info_request(data);
+            if (!req) {
                 if (co_await error_reply(nbd::rep_err_invalid, "malformed INFO/GO request") < 0) {
                     co_return end_handshake();
                 }
                 break;
             }
-            bool want_name = false;
-            bool want_description = false;
-            for (std::uint16_t i = 0; i < nreq; ++i) {
-                const auto t = nbd::load_be<std::uint16_t>(data.data() + pos + 2 * i);
-                want_name |= t == nbd::info_name;
-                want_description |= t == nbd::info_description;
-            }
             std::string why;
-            auto d = lookup_export(name, why);
+            auto d = lookup_export(req->name, why);
             if (!d) {
                 if (co_await error_reply(nbd::rep_err_unknown, why) < 0) {
                     co_return end_handshake();
@@ -348,10 +272,10 @@ detached connection::handshake()
             if (co_await reply(opt, nbd::rep_info, info.data(), 14) < 0) {
                 co_return end_handshake();
             }
-            if (want_name || want_description) {
-                const std::string text = want_name ? d.name() : "rct disk " + d.name();
+            if (req->want_name || req->want_description) {
+                const std::string text = req->want_name ? d.name() : "rct disk " + d.name();
                 std::vector<std::byte> item(2 + text.size());
-                nbd::store_be<std::uint16_t>(item.data(), want_name ? nbd::info_name : nbd::info_description);
+                nbd::store_be<std::uint16_t>(item.data(), req->want_name ? nbd::info_name : nbd::info_description);
                 std::memcpy(item.data() + 2, text.data(), text.size());
                 if (co_await reply(opt, nbd::rep_info, item.data(), static_cast<std::uint32_t>(item.size())) < 0) {
                     co_return end_handshake();
@@ -362,7 +286,7 @@ detached connection::handshake()
             }
             if (opt == nbd::opt_go) {
                 export_ = std::move(d);
-                if (meta_export_ != name) {
+                if (meta_export_ != req->name) {
                     meta_.clear();
                 }
                 co_return begin_transmission();
@@ -382,28 +306,15 @@ detached connection::handshake()
                 }
                 break;
             }
-            std::size_t pos = 0;
-            std::string name;
-            std::vector<std::string> queries;
-            bool valid = take_string(data, pos, name) && data.size() - pos >= 4;
-            if (valid) {
-                const std::uint32_t nq = rd32(data, pos);
-                pos += 4;
-                for (std::uint32_t i = 0; i < nq && valid; ++i) {
-                    std::string q;
-                    valid = take_string(data, pos, q);
-                    queries.push_back(std::move(q));
-                }
-                valid = valid && pos == data.size();
-            }
-            if (!valid) {
+            const auto req = nbd::parse_meta_context_request(data);
+            if (!req) {
                 if (co_await error_reply(nbd::rep_err_invalid, "malformed meta context request") < 0) {
                     co_return end_handshake();
                 }
                 break;
             }
             std::string why;
-            auto target = lookup_export(name, why);
+            auto target = lookup_export(req->name, why);
             if (!target) {
                 if (co_await error_reply(nbd::rep_err_unknown, why) < 0) {
                     co_return end_handshake();
@@ -411,7 +322,7 @@ detached connection::handshake()
                 break;
             }
             bool ok = true;
-            for (auto& m : match_contexts(target, queries, list)) {
+            for (auto& m : nbd::match_contexts(offered_checkpoints(target), req->queries, list)) {
                 std::vector<std::byte> item(4 + m.name.size());
                 nbd::store_be<std::uint32_t>(item.data(), m.id);
                 std::memcpy(item.data() + 4, m.name.data(), m.name.size());
@@ -425,7 +336,7 @@ detached connection::handshake()
                 }
             }
             if (!list) {
-                meta_export_ = name;
+                meta_export_ = req->name;
             }
             if (!ok || co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
                 co_return end_handshake();

@@ -182,6 +182,24 @@ inline bool decode_request(const std::byte* p, request_header& out) noexcept
     return true;
 }
 
+// What the reader does with a decoded header before anything else.
+enum class framing {
+    request,          // read its payload, if any, then validate it
+    disconnect,       // NBD_CMD_DISC: the client is done
+    oversized_write,  // a payload too large to buffer: the stream cannot be resynced
+};
+
+constexpr framing frame_request(const request_header& h, std::uint32_t max_payload) noexcept
+{
+    if (h.type == cmd_disc) {
+        return framing::disconnect;
+    }
+    if (h.type == cmd_write && h.length > max_payload) {
+        return framing::oversized_write;
+    }
+    return framing::request;
+}
+
 // What validation needs to know about the export and the session.
 struct session_view {
     std::uint64_t size;

@@ -10,9 +10,23 @@ std::optional<record> read_record(const std::filesystem::path& p)
 {
     bool exists = false;
     const auto bytes = persist::read_file(p, exists);
-    const auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
-    if (!exists || j.is_discarded() || !j.is_object() || j.value("format", "") != "rct-ublk" ||
-        j.value("version", 0) != 1) {
+    if (!exists) {
+        return std::nullopt;
+    }
+    return parse_record({reinterpret_cast<const char*>(bytes.data()), bytes.size()}, p.filename().string());
+}
+
+std::optional<record> parse_record(std::string_view text, std::string_view filename)
+{
+    const auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+        return std::nullopt;
+    }
+    // Types first: json::value() would throw on a "format" that is no string.
+    const auto format = j.find("format");
+    const auto version = j.find("version");
+    if (format == j.end() || *format != "rct-ublk" || version == j.end() || !version->is_number_integer() ||
+        *version != 1) {
         return std::nullopt;
     }
     const auto disk = j.find("disk");
@@ -20,7 +34,7 @@ std::optional<record> read_record(const std::filesystem::path& p)
     const auto dev_id = j.find("dev_id");
     if (disk == j.end() || !disk->is_string() || disk_id == j.end() || !disk_id->is_string() ||
         dev_id == j.end() || !dev_id->is_number_unsigned() || dev_id->get<std::uint64_t>() > 0xfffffffe ||
-        disk->get<std::string>() + ".json" != p.filename().string()) {
+        disk->get<std::string>() + ".json" != filename) {
         return std::nullopt;
     }
     return record{disk->get<std::string>(), disk_id->get<std::string>(), dev_id->get<std::uint32_t>()};

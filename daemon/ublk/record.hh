@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace rct::daemon::ublk {
 
@@ -19,6 +20,8 @@ struct record {
 
 // Empty when p is not a valid record (the caller logs it).
 std::optional<record> read_record(const std::filesystem::path& p);
+// The same for a record's text, found in a file named `filename`.
+std::optional<record> parse_record(std::string_view text, std::string_view filename);
 void write_record(const std::filesystem::path& dir, const record& r);
 void remove_record(const std::filesystem::path& dir, const std::string& disk);
 

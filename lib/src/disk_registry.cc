@@ -19,6 +19,7 @@
 // frontends are never held up. Create and import reserve their name under
 // the mutex first; calls on an existing disk hold its management lock.
 #include "bytes.hh"
+#include "disk_record.hh"
 #include "persist/durable_file.hh"
 #include "tracking/rules.hh"
 
@@ -54,15 +55,10 @@ namespace fs = std::filesystem;
 
 constexpr const char* meta_file = "disk.json";
 constexpr const char* data_file = "data.raw";
-constexpr const char* format_name = "rct-disk";
-constexpr int format_version = 1;
-constexpr std::uint64_t sector = 512;
-
-// disk.json as stored: the metadata plus a resize in progress, if any.
-struct stored_meta {
-    disk_meta meta;
-    std::optional<std::uint64_t> resize_to;
-};
+using disk_record::format_name;
+using disk_record::format_version;
+using disk_record::sector;
+using disk_record::stored_meta;
 
 bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
 
@@ -197,59 +193,7 @@ stored_meta read_meta(const fs::path& dir)
     if (!exists) {
         throw error(errc::corrupt, fmt::format("{} is missing", p.string()));
     }
-    const std::string text(bytes.begin(), bytes.end());
-
-    const auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-        throw error(errc::corrupt, fmt::format("{} is not a JSON object", p.string()));
-    }
-    auto bad = [&](const std::string& why) { return error(errc::corrupt, fmt::format("{}: {}", p.string(), why)); };
-    auto field = [&](const char* key) -> const nlohmann::json& {
-        auto it = j.find(key);
-        if (it == j.end()) {
-            throw bad(fmt::format("field '{}' is missing", key));
-        }
-        return *it;
-    };
-
-    const auto& format = field("format");
-    if (!format.is_string() || format.get<std::string>() != format_name) {
-        throw bad(fmt::format("not an rct disk (format is {}, expected \"{}\")", format.dump(), format_name));
-    }
-    const auto& version = field("version");
-    if (!version.is_number_unsigned() || version.get<std::uint64_t>() != format_version) {
-        throw bad(fmt::format("unsupported version {} (this rctd reads version {})", version.dump(),
-                              format_version));
-    }
-
-    stored_meta out;
-    const auto& name = field("name");
-    const auto& id = field("id");
-    const auto& size = field("size");
-    const auto& created = field("created_at");
-    if (!name.is_string()) {
-        throw bad("'name' is not a string");
-    }
-    if (!id.is_string() || id.get<std::string>().empty()) {
-        throw bad("'id' is not a non-empty string");
-    }
-    if (!size.is_number_unsigned() || size.get<std::uint64_t>() == 0 || size.get<std::uint64_t>() % sector != 0) {
-        throw bad(fmt::format("'size' {} is not a positive multiple of {}", size.dump(), sector));
-    }
-    if (!created.is_number_integer()) {
-        throw bad("'created_at' is not an integer");
-    }
-    out.meta.name = name.get<std::string>();
-    out.meta.id = id.get<std::string>();
-    out.meta.size = size.get<std::uint64_t>();
-    out.meta.created_at = created.get<std::int64_t>();
-    if (auto it = j.find("resize_to"); it != j.end()) {
-        if (!it->is_number_unsigned()) {
-            throw bad("'resize_to' is not an unsigned integer");
-        }
-        out.resize_to = it->get<std::uint64_t>();
-    }
-    return out;
+    return disk_record::parse({reinterpret_cast<const char*>(bytes.data()), bytes.size()}, p.string());
 }
 
 // copy_file_range when the kernel and filesystems allow it (it may share

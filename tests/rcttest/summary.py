@@ -1,4 +1,5 @@
-"""scripts/test's summary line from meson's testlog.json:
+"""scripts/test's summary line from meson's testlog.json files (one per build
+directory), summed:
   N passed, N failed, N skipped
 Exits 1 when a test failed (FAIL, TIMEOUT, ERROR, UNEXPECTEDPASS or anything
 unknown count as failed; OK and EXPECTEDFAIL as passed)."""
@@ -29,7 +30,10 @@ def count(path):
 
 def main(argv=None):
     argv = sys.argv if argv is None else argv
-    passed, failed, skipped = count(argv[1])
+    passed = failed = skipped = 0
+    for path in argv[1:]:  # one testlog.json per build directory
+        p, f, s = count(path)
+        passed, failed, skipped = passed + p, failed + f, skipped + s
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 

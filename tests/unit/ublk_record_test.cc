@@ -60,6 +60,10 @@ BOOST_AUTO_TEST_CASE(damaged_records_are_refused)
         "[]",
         R"({"format": "rct-disk", "version": 1, "disk": "d", "disk_id": "x", "dev_id": 3})",
         R"({"format": "rct-ublk", "version": 2, "disk": "d", "disk_id": "x", "dev_id": 3})",
+        // Found by tests/fuzz/ublk_record: fields of the wrong type threw.
+        R"({"format": 3, "version": 1, "disk": "d", "disk_id": "x", "dev_id": 3})",
+        R"({"format": "rct-ublk", "version": "1", "disk": "d", "disk_id": "x", "dev_id": 3})",
+        R"({"format": "rct-ublk", "version": true, "disk": "d", "disk_id": "x", "dev_id": 3})",
         R"({"format": "rct-ublk", "version": 1, "disk_id": "x", "dev_id": 3})",
         R"({"format": "rct-ublk", "version": 1, "disk": "d", "dev_id": 3})",
         R"({"format": "rct-ublk", "version": 1, "disk": "d", "disk_id": "x"})",
