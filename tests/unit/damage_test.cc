@@ -6,6 +6,8 @@
 #define BOOST_TEST_MODULE damage
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hh"
+
 #include "persist/record_log.hh"
 #include "tracking/store.hh"
 
@@ -23,12 +25,9 @@
 
 namespace fs = std::filesystem;
 using namespace rct;
+using rct::test::code_of;
 using persist::payload_reader;
 using persist::record_log;
-
-namespace rct {
-std::ostream& operator<<(std::ostream& os, errc e) { return os << static_cast<int>(e); }
-}  // namespace rct
 
 namespace {
 
@@ -37,17 +36,6 @@ constexpr std::uint64_t MiB = 1024 * KiB;
 constexpr std::uint64_t g = 64 * KiB;
 constexpr std::uint32_t magic = 0x54534554;
 
-struct temp_dir {
-    temp_dir()
-    {
-        char tmpl[] = "/var/tmp/rct-damage-XXXXXX";
-        BOOST_REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-        log::set_level(log::level::err);
-    }
-    ~temp_dir() { fs::remove_all(path); }
-    fs::path path;
-};
 
 std::vector<std::uint8_t> read_bytes(const fs::path& p)
 {
@@ -100,7 +88,7 @@ record_log::replay_result parse(const std::vector<std::uint8_t>& b)
 }
 
 // Three records of 100, 200 and 300 bytes written through the real log.
-std::vector<std::uint8_t> three_records(const temp_dir& t)
+std::vector<std::uint8_t> three_records(const test::temp_dir& t)
 {
     {
         record_log l(t.path / "x.log", magic);
@@ -111,16 +99,6 @@ std::vector<std::uint8_t> three_records(const temp_dir& t)
     return read_bytes(t.path / "x.log");
 }
 
-errc code_of(const std::function<void()>& f)
-{
-    try {
-        f();
-    } catch (const error& e) {
-        return e.code();
-    }
-    BOOST_FAIL("expected an rct::error");
-    return errc::io_error;
-}
 
 std::vector<std::byte> pattern(std::uint8_t seed, std::uint64_t len)
 {
@@ -133,7 +111,7 @@ std::vector<std::byte> pattern(std::uint8_t seed, std::uint64_t len)
 
 // A state dir with disks served through the engine.
 struct engine {
-    temp_dir dir;
+    test::temp_dir dir{"damage"};
     disk_options opts;
     std::unique_ptr<disk_registry> reg;
     sync_io io;
@@ -180,7 +158,7 @@ struct engine {
 
 BOOST_AUTO_TEST_CASE(torn_tails_are_cut_off)
 {
-    temp_dir t;
+    test::temp_dir t{"damage"};
     const auto b = three_records(t);
     const std::size_t last = record_offset(b, 2);
     for (std::size_t keep : {last + 5, last + 24, last + 200, b.size() - 1}) {
@@ -199,7 +177,7 @@ BOOST_AUTO_TEST_CASE(torn_tails_are_cut_off)
 
 BOOST_AUTO_TEST_CASE(damage_is_never_taken_for_a_torn_tail)
 {
-    temp_dir t;
+    test::temp_dir t{"damage"};
     const auto b = three_records(t);
     // The length of a middle record, and of the last one (which the header
     // check catches), claims more than the file has.

@@ -6,6 +6,8 @@
 #define BOOST_TEST_MODULE mgmt_races
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hh"
+
 #include "tracking/store.hh"
 
 #include <rct/disk_registry.hh>
@@ -29,11 +31,8 @@
 
 namespace fs = std::filesystem;
 using namespace rct;
+using rct::test::code_of;
 using namespace std::chrono_literals;
-
-namespace rct {
-std::ostream& operator<<(std::ostream& os, errc e) { return os << static_cast<int>(e); }
-}  // namespace rct
 
 namespace {
 
@@ -41,29 +40,7 @@ constexpr std::uint64_t KiB = 1024;
 constexpr std::uint64_t MiB = 1024 * KiB;
 constexpr std::uint64_t GiB = 1024 * MiB;
 
-struct temp_dir {
-    temp_dir()
-    {
-        char tmpl[] = "/var/tmp/rct-mgmt-XXXXXX";
-        BOOST_REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-        log::set_level(log::level::err);
-    }
-    ~temp_dir() { fs::remove_all(path); }
-    fs::path path;
-};
 
-errc code_of(const std::function<void()>& f)
-{
-    try {
-        f();
-    } catch (const error& e) {
-        BOOST_TEST_MESSAGE("rct::error: " << e.what());
-        return e.code();
-    }
-    BOOST_FAIL("expected an rct::error");
-    return errc::io_error;
-}
 
 std::string read_text(const fs::path& p)
 {
@@ -73,7 +50,7 @@ std::string read_text(const fs::path& p)
 
 // A state dir with disks served through the engine.
 struct engine {
-    temp_dir dir;
+    test::temp_dir dir{"mgmt"};
     disk_options opts;
     std::unique_ptr<disk_registry> reg;
     sync_io io;

@@ -88,6 +88,22 @@ std::string classify(const std::uint8_t* p, std::size_t n, std::size_t pos, std:
     return "a complete record fails its checksum";
 }
 
+// Hands the record at pos to fn; what fn refuses as corrupt comes back as
+// the reason ("" when it took the record).
+std::string offer(const std::uint8_t* p, std::size_t pos, const record_header& h, const record_log::record_fn& fn)
+{
+    payload_reader r(p + pos + sizeof h, h.length);
+    try {
+        fn(h.type, r);
+    } catch (const error& e) {
+        if (e.code() != errc::corrupt) {
+            throw;
+        }
+        return e.what();
+    }
+    return {};
+}
+
 }  // namespace
 
 record_log::replay_result record_log::parse(const std::uint8_t* p, std::size_t n, std::uint32_t magic,
@@ -106,14 +122,8 @@ record_log::replay_result record_log::parse(const std::uint8_t* p, std::size_t n
             res.damage = "a record with unknown feature flags";
             break;
         }
-        payload_reader r(p + pos + sizeof h, h.length);
-        try {
-            fn(h.type, r);
-        } catch (const error& e) {
-            if (e.code() != errc::corrupt) {
-                throw;
-            }
-            res.damage = e.what();
+        res.damage = offer(p, pos, h, fn);
+        if (!res.damage.empty()) {
             break;
         }
         ++res.records;
@@ -135,14 +145,7 @@ void record_log::salvage(const std::uint8_t* p, std::size_t n, std::size_t from,
             ++pos;
             continue;
         }
-        payload_reader r(p + pos + sizeof h, h.length);
-        try {
-            fn(h.type, r);
-        } catch (const error& e) {
-            if (e.code() != errc::corrupt) {
-                throw;
-            }
-        }
+        offer(p, pos, h, fn);  // a record it refuses is skipped
         pos += sizeof h + h.length;
     }
 }
