@@ -65,7 +65,7 @@ unmount() {
 # on: a hang then shows where it is before run.sh's timeout.
 beat() { echo $((++BEATS)) >/tmp/heartbeat; }
 stall_reporter() {
-    local last= same=0 p
+    local last='' same=0 p
     while sleep 5; do
         if [[ $(cat /tmp/heartbeat) != "$last" ]]; then
             last=$(cat /tmp/heartbeat)
@@ -173,7 +173,8 @@ wait_for 30 eval '! watchdog_running' || fail "rctd's ublk watchdog is still run
 unmount /mnt/pc /dev/mapper/pc
 dmsetup remove --noudevsync pc || fail "dmsetup remove pc failed"
 # Without ublk_drv the checking rctds cannot re-attach d as a device: they
-# log that and serve it over NBD only, touching nothing else.
+# log that and serve it over NBD only (their watchdogs then drop the stale
+# ublk record from the copy they ran on).
 rmmod ublk_drv || fail "rmmod ublk_drv failed (a device left?)"
 rct-powercut log /dev/ram1 >/tmp/log.txt
 info "write log: $(sed -n 's/^# //p' /tmp/log.txt); $(grep -c ' WRITE ' /tmp/log.txt || true) plain writes, $(grep -cE 'FLUSH|FUA' /tmp/log.txt || true) FLUSH/FUA, $(grep -c ' MARK ' /tmp/log.txt || true) marks, $(grep -c DISCARD /tmp/log.txt || true) discards"
