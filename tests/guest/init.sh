@@ -20,6 +20,8 @@ scenario=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         rct.scenario=*) scenario=${arg#rct.scenario=} ;;
+        # A scenario's settings from the host (run.sh: RCT_<SCENARIO>_*).
+        rct.env.*=*) arg=${arg#rct.env.}; export "${arg%%=*}=${arg#*=}" ;;
     esac
 done
 

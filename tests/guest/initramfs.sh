@@ -7,6 +7,8 @@
 # Usage: initramfs.sh KERNEL_DIR OUT.cpio
 #   KERNEL_DIR  from kernel.sh (modules/*.ko, modules/order)
 # Environment: RCTD, RCTCTL  the binaries under test
+#              RCT_POWERCUT   the power-cut scenario's helper (optional: that
+#                             scenario skips without it)
 #
 # The archive is an uncompressed newc cpio: the kernel unpacks it faster
 # under TCG than it would decompress it, and it is rebuilt every run (a
@@ -21,6 +23,8 @@ out=$2
 
 # Host tools copied into the guest (the rest comes from busybox).
 TOOLS=(bash nbd-client mkfs.ext4 e2fsck filefrag fio)
+# Copied when the host has them; the scenarios that need them skip without.
+OPTIONAL_TOOLS=(dmsetup)
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/rct-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
@@ -47,7 +51,12 @@ for t in "${TOOLS[@]}"; do
     path=$(command -v "$t") || { echo "initramfs.sh: $t is not installed" >&2; exit 1; }
     copy_with_libs "$path" "/usr/bin/$t"
 done
+for t in "${OPTIONAL_TOOLS[@]}"; do
+    path=$(command -v "$t") || continue
+    copy_with_libs "$path" "/usr/bin/$t"
+done
 copy_with_libs "$RCTD" /usr/bin/rctd
+[[ -z "${RCT_POWERCUT:-}" || ! -x "$RCT_POWERCUT" ]] || copy_with_libs "$RCT_POWERCUT" /usr/bin/rct-powercut
 copy_with_libs "$RCTCTL" /usr/bin/rctctl
 
 # /etc: mke2fs's defaults (so the guest's ext4 matches the host's), mtab for

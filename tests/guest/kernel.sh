@@ -21,7 +21,10 @@
 set -euo pipefail
 
 CACHE=${RCT_GUEST_CACHE:-/var/cache/rct-guest}
-MODULES=(nbd ublk_drv)
+# nbd, ublk: the frontends; brd, dm_mod, dm_log_writes: the power-cut
+# scenario's RAM disks and write log. A cached kernel unpacked with fewer
+# modules is unpacked again (cache_complete).
+MODULES=(nbd ublk_drv brd dm_mod dm_log_writes)
 # Refresh the package lists at most this often (minutes).
 REFRESH_MINUTES=1440
 
@@ -68,7 +71,7 @@ newest_package() {
 # read .ko.xz) and its dependencies into OUT, appending each to OUT/order
 # after what it depends on.
 add_module() {
-    local mdir=$1 name=$2 out=$3 file dep deps
+    local mdir=$1 name=${2//-/_} out=$3 file dep deps
     ! grep -qx "$name.ko" "$out/order" || return 0
     file=$(find "$mdir" -name "$name.ko*" -o -name "${name//_/-}.ko*" | head -1)
     [[ -n "$file" ]] || { log "module $name is not in $mdir"; return 1; }
@@ -111,6 +114,14 @@ unpack() {
     log "unpacked $pkg ($kver): $(tr '\n' ' ' <"$dest/modules/order")"
 }
 
+# cache_complete DIR: the unpacked kernel in DIR has every module of MODULES.
+cache_complete() {
+    local m
+    for m in "${MODULES[@]}"; do
+        grep -qx "${m//-/_}.ko" "$1/modules/order" 2>/dev/null || return 1
+    done
+}
+
 main() {
     mkdir -p "$CACHE" 2>/dev/null || skip "cannot create the cache dir $CACHE (set RCT_GUEST_CACHE)"
     # One fetch at a time (several build dirs may share the cache).
@@ -119,6 +130,10 @@ main() {
 
     local have=""
     [[ -L "$CACHE/current" && -f "$CACHE/current/vmlinuz" ]] && have=$(readlink "$CACHE/current")
+    # A kernel cached before MODULES grew: usable if the archive cannot be
+    # asked, but fetched again otherwise.
+    local complete=1
+    [[ -z "$have" ]] || cache_complete "$CACHE/$have" || { complete=0; log "the cached $have lacks modules of: ${MODULES[*]}"; }
     command -v apt-get >/dev/null || { [[ -n "$have" ]] && { echo "$CACHE/$have"; return; }; skip "no apt-get"; }
 
     write_sources
@@ -144,7 +159,7 @@ main() {
         [[ -n "$have" ]] && { echo "$CACHE/$have"; return; }
         skip "apt-cache finds no linux-image-6.12.*-cloud-amd64-unsigned"
     fi
-    if [[ "$pkg" == "$have" ]]; then
+    if [[ "$pkg" == "$have" ]] && ((complete)); then
         echo "$CACHE/$pkg"
         return
     fi

@@ -15,6 +15,10 @@
 #   RCT_GUEST_CACHE     kernel cache (default /var/cache/rct-guest; kernel.sh)
 #   RCT_GUEST_TIMEOUT   seconds before the guest is killed (default 300)
 #   RCT_GUEST_MEM       guest memory in MiB (default 2048)
+#   RCT_POWERCUT        the power-cut scenario's helper (default
+#                       build/tests/guest/rct-powercut)
+#   RCT_<SCENARIO>_*    passed into the guest's environment under the same
+#                       name (e.g. RCT_POWERCUT_POINTS for scenario powercut)
 #   KEEP_TMP=1          keep the work dir (initramfs, console log)
 set -euo pipefail
 
@@ -22,9 +26,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$here/../.." && pwd)
 : "${RCTD:=$REPO_ROOT/build/daemon/rctd}"
 : "${RCTCTL:=$REPO_ROOT/build/tools/rctctl}"
+: "${RCT_POWERCUT:=$REPO_ROOT/build/tests/guest/rct-powercut}"
 RCTD=$(realpath -m "$RCTD")
 RCTCTL=$(realpath -m "$RCTCTL")
-export RCTD RCTCTL
+RCT_POWERCUT=$(realpath -m "$RCT_POWERCUT")
+export RCTD RCTCTL RCT_POWERCUT
 : "${RCT_GUEST_TIMEOUT:=300}"
 : "${RCT_GUEST_MEM:=2048}"
 
@@ -87,13 +93,22 @@ say "initramfs $(($(stat -c %s "$work/initrd.cpio") / 1048576)) MiB built in $((
 # The console is both logged and filtered live: RCT-* lines (the scenario's
 # steps) and kernel warnings show as they happen; the whole log is printed
 # on failure. stdin is /dev/null: qemu must not read the terminal.
+# The scenario's own settings: RCT_<SCENARIO>_* reach the guest as
+# rct.env.NAME=VALUE on the kernel command line (init.sh exports them).
+guest_env=
+prefix="RCT_${SCENARIO^^}_"
+for v in $(compgen -v "$prefix" || true); do
+    [[ "${!v}" =~ ^[A-Za-z0-9._:,/=+-]*$ ]] || fail "$v='${!v}' has characters a kernel command line cannot carry"
+    guest_env+=" rct.env.$v=${!v}"
+done
+
 boot_start=$SECONDS
 set +e
 timeout --kill-after=10 "$RCT_GUEST_TIMEOUT" \
     qemu-system-x86_64 -accel tcg -cpu max -m "$RCT_GUEST_MEM" -smp 2 \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kdir/vmlinuz" -initrd "$work/initrd.cpio" \
-    -append "console=ttyS0 quiet panic=-1 rct.scenario=$SCENARIO" \
+    -append "console=ttyS0 quiet panic=-1 rct.scenario=$SCENARIO$guest_env" \
     </dev/null 2>&1 | tr -d '\r' | sed -u 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' | tee "$work/console.log" |
     grep --line-buffered -E 'RCT-|^   \| |BUG|WARNING|Call Trace|blocked for more than|Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
