@@ -13,14 +13,32 @@
 
 namespace rct::persist {
 
+// The one little-endian codec of every format in docs/format/.
+template <typename T>
+void store_le(std::uint8_t* p, T v) noexcept
+{
+    for (std::size_t i = 0; i < sizeof(T); ++i) {
+        p[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i));
+    }
+}
+
+template <typename T>
+T load_le(const std::uint8_t* p) noexcept
+{
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < sizeof(T); ++i) {
+        v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+    }
+    return static_cast<T>(v);
+}
+
 class payload_writer {
 public:
     template <typename T>
     payload_writer& put(T v)
     {
-        for (std::size_t i = 0; i < sizeof(T); ++i) {
-            buf.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i)));
-        }
+        buf.resize(buf.size() + sizeof(T));
+        store_le(buf.data() + buf.size() - sizeof(T), v);
         return *this;
     }
     payload_writer& put_string(const std::string& s)
@@ -39,12 +57,9 @@ public:
     T get()
     {
         need(sizeof(T));
-        std::uint64_t v = 0;
-        for (std::size_t i = 0; i < sizeof(T); ++i) {
-            v |= static_cast<std::uint64_t>(p_[pos_ + i]) << (8 * i);
-        }
+        const T v = load_le<T>(p_ + pos_);
         pos_ += sizeof(T);
-        return static_cast<T>(v);
+        return v;
     }
     std::string get_string()
     {

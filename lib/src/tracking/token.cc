@@ -1,5 +1,7 @@
 #include "token.hh"
 
+#include "../persist/codec.hh"
+
 #include <xxhash.h>
 
 #include <cstring>
@@ -10,23 +12,8 @@ namespace {
 constexpr std::size_t raw_size = 48;
 constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-template <typename T>
-void put(std::uint8_t* p, T v)
-{
-    for (std::size_t i = 0; i < sizeof(T); ++i) {
-        p[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i));
-    }
-}
-
-template <typename T>
-T get(const std::uint8_t* p)
-{
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < sizeof(T); ++i) {
-        v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
-    }
-    return static_cast<T>(v);
-}
+using persist::load_le;
+using persist::store_le;
 
 int decode_char(char c)
 {
@@ -40,12 +27,12 @@ std::string encode_token(const token_fields& t)
 {
     std::uint8_t raw[raw_size] = {};
     raw[0] = 1;  // layout version
-    put<std::uint32_t>(raw + 4, t.generation);
+    store_le<std::uint32_t>(raw + 4, t.generation);
     std::memcpy(raw + 8, t.disk_id.data(), 16);
-    put<std::uint64_t>(raw + 24, t.epoch);
-    put<std::uint64_t>(raw + 32, t.size);
-    put<std::uint32_t>(raw + 40, t.granularity);
-    put<std::uint32_t>(raw + 44, static_cast<std::uint32_t>(XXH64(raw, 44, 0)));
+    store_le<std::uint64_t>(raw + 24, t.epoch);
+    store_le<std::uint64_t>(raw + 32, t.size);
+    store_le<std::uint32_t>(raw + 40, t.granularity);
+    store_le<std::uint32_t>(raw + 44, static_cast<std::uint32_t>(XXH64(raw, 44, 0)));
 
     std::string out(token_prefix);
     for (std::size_t i = 0; i < raw_size; i += 3) {
@@ -80,15 +67,15 @@ std::optional<token_fields> decode_token(std::string_view text)
         raw[o + 1] = static_cast<std::uint8_t>(v >> 8);
         raw[o + 2] = static_cast<std::uint8_t>(v);
     }
-    if (raw[0] != 1 || get<std::uint32_t>(raw + 44) != static_cast<std::uint32_t>(XXH64(raw, 44, 0))) {
+    if (raw[0] != 1 || load_le<std::uint32_t>(raw + 44) != static_cast<std::uint32_t>(XXH64(raw, 44, 0))) {
         return std::nullopt;
     }
     token_fields t;
-    t.generation = get<std::uint32_t>(raw + 4);
+    t.generation = load_le<std::uint32_t>(raw + 4);
     std::memcpy(t.disk_id.data(), raw + 8, 16);
-    t.epoch = get<std::uint64_t>(raw + 24);
-    t.size = get<std::uint64_t>(raw + 32);
-    t.granularity = get<std::uint32_t>(raw + 40);
+    t.epoch = load_le<std::uint64_t>(raw + 24);
+    t.size = load_le<std::uint64_t>(raw + 32);
+    t.granularity = load_le<std::uint32_t>(raw + 40);
     return t;
 }
 
