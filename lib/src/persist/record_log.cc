@@ -204,6 +204,9 @@ void record_log::write(std::uint16_t type, const std::vector<std::uint8_t>& payl
 
 void record_log::sync()
 {
+    if (broken_) {
+        throw error(errc::io_error, path_.string() + ": a failed append could not be undone; restart rctd");
+    }
     try {
         sync_fd(fd_.get(), path_);
     } catch (...) {
@@ -218,7 +221,9 @@ void record_log::sync()
 
 void record_log::cut_back(std::uint64_t to) noexcept
 {
-    if (env::get().truncate(fd_.get(), to) == 0) {
+    // The cut must itself be durable: the failed record may already be on
+    // disk, and must not come back at replay.
+    if (env::get().truncate(fd_.get(), to) == 0 && env::get().datasync(fd_.get()) == 0) {
         end_ = to;
     } else {
         broken_ = true;  // what lies past `to` is unknown: append nothing after it

@@ -161,10 +161,12 @@ void store_index::replay_copies(payload_reader& r)
         if (nc.c.label == 0 || nc.chunk >= max_index || (nc.c.slot != zero_slot && nc.c.slot >= max_index)) {
             throw error(errc::corrupt, "COPIES: a copy with label 0 or a chunk or slot past any file");
         }
-        const auto it = copies_.find(nc.chunk);
-        if (it != copies_.end() &&
-            std::any_of(it->second.begin(), it->second.end(), [&](const copy& c) { return c.label == nc.c.label; })) {
-            throw error(errc::corrupt, "COPIES: two copies of one chunk with the same label");
+        // rct 0.1 left a COPIES record whose sync failed in the log, and a
+        // later one may copy the chunk again under the same label: the
+        // later record is the one that was acknowledged.
+        if (const auto it = copies_.find(nc.chunk); it != copies_.end()) {
+            ncopies_ -= static_cast<std::uint64_t>(
+                std::erase_if(it->second, [&](const copy& c) { return c.label == nc.c.label; }));
         }
         last_copies_.push_back(nc);
         apply_copy(nc);

@@ -53,14 +53,16 @@ store_index open_index(const fs::path& dir, std::string& damage, std::vector<sna
         if (!old.damage().empty()) {
             damage = old.damage();
             lost = old.named_in_damaged_log();
+            // The chunk store first: an empty index must never sit beside the
+            // old slots, or the next open would reclaim (truncate) them.
             const std::string suffix = fmt::format(".damaged-{}", ::time(nullptr));
-            const auto kept = old.set_aside(suffix);
             const fs::path chunks = dir / "chunks.dat";
-            const fs::path chunks_kept = dir / ("chunks.dat" + kept.filename().string().substr(9));
+            const fs::path chunks_kept = dir / ("chunks.dat" + suffix);
             if (const int rc = persist::env::get().rename(chunks, chunks_kept); rc < 0 && rc != -ENOENT) {
                 throw_errno("rename " + chunks.string(), -rc);
             }
             persist::fsync_dir(dir);
+            const auto kept = old.set_aside(suffix);
             log::error("snapshots {}: index.log is damaged ({}); kept as {} with {}; its {} snapshot{} are "
                        "invalid",
                        dir.string(), damage, kept.filename().string(), chunks_kept.filename().string(),
@@ -350,6 +352,9 @@ void store_impl::copy_batch(std::vector<waiter>& ws) noexcept
     {
         rct::lock_guard batch(batch_mu_);
         wait_drained();
+        // The copier holds m for the whole batch while cuts may replace it:
+        // counted as a reader, it keeps m from being freed under it.
+        const quiescence::guard using_map(readers_);
         cow_map* m = current_.load();
         std::vector<std::uint64_t> need;
         if (m->label != 0) {

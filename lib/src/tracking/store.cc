@@ -62,7 +62,6 @@ log_state epoch_log::replay()
             st.initialized = true;
             st.generation = r.get<std::uint32_t>();
             st.granularity = r.get<std::uint32_t>();
-            init_granularity_ = st.granularity;
             st.region_size = r.get<std::uint64_t>();
             r.get<std::int64_t>();
             st.disk_id = r.get_string();
@@ -70,6 +69,7 @@ log_state epoch_log::replay()
                 (st.region_size & (st.region_size - 1)) != 0) {
                 throw error(errc::corrupt, "INIT: impossible granularity or region size");
             }
+            init_granularity_ = st.granularity;  // only a valid one is kept past damage
             break;
         case format::rec_seal: {
             sealed_epoch s;

@@ -320,8 +320,11 @@ std::optional<current_state> tracker_impl::recover_live(live_map& live, log_stat
     } catch (const error& e) {
         problem = e.what();
     }
+    // Every epoch from the first ADVANCE since the last seal up to the live
+    // one has been the live epoch in turn: a map of any of them is current.
     const bool cur_fits = cur && cur->generation == generation_ &&
-                          (cur->epoch == st.next_epoch || (st.advanced_from != 0 && cur->epoch == st.advanced_from));
+                          (cur->epoch == st.next_epoch ||
+                           (st.advanced_from != 0 && cur->epoch >= st.advanced_from && cur->epoch <= st.next_epoch));
     recovered_ = st.initialized && !clean;
     if (!damage.empty()) {
         everything();
