@@ -44,6 +44,52 @@ std::vector<run> get_runs(payload_reader& r)
     return runs;
 }
 
+// SEAL: consecutive epochs, valid names, runs inside the size at the cut.
+void replay_seal(log_state& st, payload_reader& r)
+{
+    sealed_epoch s;
+    s.epoch = r.get<std::uint64_t>();
+    s.created_at = r.get<std::int64_t>();
+    s.size = r.get<std::uint64_t>();
+    s.name = r.get_string();
+    s.runs = get_runs(r);
+    if (!st.initialized || !valid_checkpoint_name(s.name)) {
+        throw error(errc::corrupt, "SEAL before INIT, or with an invalid checkpoint name");
+    }
+    check_runs(s.runs, (s.size + st.granularity - 1) / st.granularity, "SEAL");
+    if (s.epoch != st.next_epoch) {
+        throw error(errc::corrupt, "seal of epoch " + std::to_string(s.epoch) + " out of order (expected " +
+                                       std::to_string(st.next_epoch) + ")");
+    }
+    st.next_epoch = s.epoch + 1;
+    st.advanced_from = 0;
+    if (!st.sealed.empty() && st.sealed.back().name.empty()) {
+        // The previous checkpoint was deleted while it was the newest: its
+        // changes went into this epoch.
+        s.runs.insert(s.runs.end(), st.sealed.back().runs.begin(), st.sealed.back().runs.end());
+        normalize(s.runs);
+        st.sealed.pop_back();
+    }
+    st.sealed.push_back(std::move(s));
+}
+
+// DELETE: the checkpoint's runs merge into the next sealed epoch; if it was
+// the newest, into the live epoch (marked by an empty name; open merges it).
+void replay_delete(log_state& st, std::uint64_t epoch)
+{
+    const auto it = std::find_if(st.sealed.begin(), st.sealed.end(), [&](const auto& s) { return s.epoch == epoch; });
+    if (it == st.sealed.end()) {
+        return;
+    }
+    if (const auto next = std::next(it); next != st.sealed.end()) {
+        next->runs.insert(next->runs.end(), it->runs.begin(), it->runs.end());
+        normalize(next->runs);  // readers binary-search run lists
+        st.sealed.erase(it);
+    } else {
+        it->name.clear();
+    }
+}
+
 }  // namespace
 
 epoch_log::epoch_log(const fs::path& path) : log_(path, format::record_magic) {}
@@ -71,53 +117,12 @@ log_state epoch_log::replay()
             }
             init_granularity_ = st.granularity;  // only a valid one is kept past damage
             break;
-        case format::rec_seal: {
-            sealed_epoch s;
-            s.epoch = r.get<std::uint64_t>();
-            s.created_at = r.get<std::int64_t>();
-            s.size = r.get<std::uint64_t>();
-            s.name = r.get_string();
-            s.runs = get_runs(r);
-            if (!st.initialized || !valid_checkpoint_name(s.name)) {
-                throw error(errc::corrupt, "SEAL before INIT, or with an invalid checkpoint name");
-            }
-            check_runs(s.runs, (s.size + st.granularity - 1) / st.granularity, "SEAL");
-            if (s.epoch != st.next_epoch) {
-                throw error(errc::corrupt, log_.path().string() + ": seal of epoch " + std::to_string(s.epoch) +
-                                               " out of order (expected " + std::to_string(st.next_epoch) + ")");
-            }
-            st.next_epoch = s.epoch + 1;
-            st.advanced_from = 0;
-            if (!st.sealed.empty() && st.sealed.back().name.empty()) {
-                // The previous checkpoint was deleted while it was the
-                // newest: its changes went into this epoch.
-                s.runs.insert(s.runs.end(), st.sealed.back().runs.begin(), st.sealed.back().runs.end());
-                normalize(s.runs);
-                st.sealed.pop_back();
-            }
-            st.sealed.push_back(std::move(s));
+        case format::rec_seal:
+            replay_seal(st, r);
             break;
-        }
-        case format::rec_delete: {
-            const auto e = r.get<std::uint64_t>();
-            for (std::size_t i = 0; i < st.sealed.size(); ++i) {
-                if (st.sealed[i].epoch != e) {
-                    continue;
-                }
-                // Merge into the next sealed epoch; if it was the last, the
-                // merge target is the live epoch (the caller handles it).
-                if (i + 1 < st.sealed.size()) {
-                    auto& next = st.sealed[i + 1].runs;
-                    next.insert(next.end(), st.sealed[i].runs.begin(), st.sealed[i].runs.end());
-                    normalize(next);  // readers binary-search run lists
-                    st.sealed.erase(st.sealed.begin() + static_cast<long>(i));
-                } else {
-                    st.sealed[i].name.clear();  // marks "merged into live"
-                }
-                break;
-            }
+        case format::rec_delete:
+            replay_delete(st, r.get<std::uint64_t>());
             break;
-        }
         case format::rec_reset:
             st.generation = r.get<std::uint32_t>();
             st.next_epoch = r.get<std::uint64_t>();
@@ -128,7 +133,7 @@ log_state epoch_log::replay()
         case format::rec_advance: {
             const auto next = r.get<std::uint64_t>();
             if (next < st.next_epoch) {
-                throw error(errc::corrupt, log_.path().string() + ": epoch advance goes backwards");
+                throw error(errc::corrupt, "epoch advance goes backwards");
             }
             if (st.advanced_from == 0) {
                 st.advanced_from = st.next_epoch;
@@ -137,7 +142,7 @@ log_state epoch_log::replay()
             break;
         }
         default:
-            throw error(errc::corrupt, log_.path().string() + ": unknown record type " + std::to_string(type));
+            throw error(errc::corrupt, "unknown record type " + std::to_string(type));
         }
     });
     if (!res.damage.empty()) {
