@@ -26,6 +26,18 @@ struct daemon_config {
     std::uint64_t intent_region = std::uint64_t{64} << 20;
     unsigned persist_interval_ms = 5000;
     std::uint64_t snapshot_store_limit = 0;  // per disk; 0 = no limit
+
+    // Limits and deadlines (docs/security.md). Seconds; 0 = no deadline.
+    unsigned max_connections = 1024;         // NBD connections in all
+    unsigned max_connections_per_peer = 128;  // per Unix uid or TCP address
+    unsigned fd_reserve = 512;               // descriptors kept for disks, tracking and the control API
+    unsigned handshake_timeout = 10;         // accept to GO / EXPORT_NAME
+    unsigned idle_timeout = 0;               // transmission with nothing asked or in flight
+    unsigned send_timeout = 30;              // replies queued while the client reads none of them
+    unsigned shutdown_timeout = 10;          // SIGTERM until the last client is cut off
+    unsigned control_max_connections = 128;
+    unsigned control_max_connections_per_peer = 16;  // per uid
+    unsigned control_idle_timeout = 30;
 };
 
 }  // namespace rct::daemon

@@ -4,6 +4,7 @@
 #include <rct/log.hh>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -20,23 +21,41 @@
 namespace rct::daemon {
 namespace {
 
-std::string describe_peer(const sockaddr_storage& ss, socklen_t len, std::uint64_t serial)
+// Who a client is for the per-peer limit ("uid 0", "127.0.0.1") and for the
+// log ("client 7 (127.0.0.1:41234)").
+struct peer_id {
+    std::string key;
+    std::string name;
+};
+
+peer_id identify(int fd, const sockaddr_storage& ss, socklen_t len, std::uint64_t serial)
 {
     if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
         char host[NI_MAXHOST];
         char port[NI_MAXSERV];
         if (getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len, host, sizeof host, port, sizeof port,
                         NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-            return fmt::format("client {} ({}:{})", serial, host, port);
+            return {host, fmt::format("client {} ({}:{})", serial, host, port)};
         }
+        return {"unknown address", fmt::format("client {}", serial)};
     }
-    return fmt::format("client {}", serial);
+    ucred cred{};
+    socklen_t clen = sizeof cred;
+    if (ss.ss_family == AF_UNIX && ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+        return {fmt::format("uid {}", cred.uid), fmt::format("client {} (uid {} pid {})", serial, cred.uid, cred.pid)};
+    }
+    return {"unknown peer", fmt::format("client {}", serial)};
+}
+
+unique_fd open_spare()
+{
+    return unique_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
 }
 
 }  // namespace
 
-listener::listener(std::vector<std::unique_ptr<worker>>& workers)
-    : workers_(workers), stop_fd_(::eventfd(0, EFD_CLOEXEC))
+listener::listener(std::vector<std::unique_ptr<worker>>& workers, admission& slots)
+    : workers_(workers), slots_(slots), spare_(open_spare()), stop_fd_(::eventfd(0, EFD_CLOEXEC))
 {
     if (!stop_fd_) {
         throw_errno("eventfd", errno);
@@ -190,37 +209,68 @@ void listener::loop() noexcept
             return;
         }
         for (std::size_t i = 0; i + 1 < fds.size(); ++i) {
-            if (fds[i].revents == 0) {
-                continue;
+            if (fds[i].revents != 0) {
+                accept_one(fds[i].fd);
             }
-            sockaddr_storage ss{};
-            socklen_t len = sizeof ss;
-            unique_fd c(::accept4(fds[i].fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC));
-            if (!c) {
-                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                    log::warn("cannot accept a client: {}; retrying shortly", std::strerror(errno));
-                    ::poll(nullptr, 0, 100);
-                }
-                continue;
-            }
-            if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-                const int one = 1;
-                ::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            }
-            // A whole 1 MiB read reply fits in one send instead of being fed
-            // through the default ~200 KiB buffer in several round trips.
-            const int buf = 4 << 20;
-            if (::setsockopt(c.get(), SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) != 0) {
-                ::setsockopt(c.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-            }
-            std::string peer = describe_peer(ss, len, ++accepted_);
-            worker& w = pick_worker();
-            // std::function needs a copyable callable; carry the fd raw and
-            // re-own it on the worker.
-            const int raw = c.release();
-            w.post([&w, raw, peer = std::move(peer)]() mutable { w.adopt(unique_fd(raw), std::move(peer)); });
         }
     }
+}
+
+void listener::accept_one(int listening) noexcept
+{
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    unique_fd c(::accept4(listening, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC));
+    if (!c) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            shed_one(listening, errno);
+        }
+        return;
+    }
+    const peer_id who = identify(c.get(), ss, len, ++accepted_);
+    const char* why = nullptr;
+    std::optional<admission::ticket> slot = slots_.admit(who.key, &why);
+    if (!slot) {
+        // Closing at once is the refusal: the client sees EOF before the greeting.
+        RCT_LOG_LIMITED(log::level::warning, "refusing {}: {} (--max-connections {}, --max-connections-per-peer)",
+                        who.name, why, slots_.max_total());
+        return;
+    }
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        const int one = 1;
+        ::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    // A whole 1 MiB read reply fits in one send instead of being fed
+    // through the default ~200 KiB buffer in several round trips.
+    const int buf = 4 << 20;
+    if (::setsockopt(c.get(), SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) != 0) {
+        ::setsockopt(c.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    }
+    worker& w = pick_worker();
+    // std::function needs a copyable callable; the socket and its slot
+    // travel in a shared box and are re-owned on the worker.
+    struct accepted {
+        unique_fd sock;
+        std::string peer;
+        admission::ticket slot;
+    };
+    auto box = std::make_shared<accepted>(accepted{std::move(c), who.name, std::move(*slot)});
+    w.post([&w, box] { w.adopt(std::move(box->sock), std::move(box->peer), std::move(box->slot)); });
+}
+
+void listener::shed_one(int listening, int err) noexcept
+{
+    RCT_LOG_LIMITED(log::level::warning, "cannot accept a client: {}; closing it", std::strerror(err));
+    if ((err == EMFILE || err == ENFILE) && spare_) {
+        // Take the connection off the queue with the spare slot and drop it,
+        // so that poll does not report the same pending client for ever.
+        spare_.reset();
+        unique_fd dropped(::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC));
+        dropped.reset();
+        spare_ = open_spare();
+        return;
+    }
+    ::poll(nullptr, 0, 100);  // out of memory: back off
 }
 
 }  // namespace rct::daemon

@@ -4,8 +4,14 @@
 // endpoints, or sockets inherited through systemd socket activation) and an
 // eventfd used to stop it. Accepting is rare next to I/O, so it stays off the
 // workers' rings; the accepted socket moves to a worker through its mailbox.
+//
+// Each accepted socket must first get a slot from admission (limits per peer
+// and in all); one that does not is closed at once. A spare descriptor is
+// held so that accept at EMFILE can still take the pending connection off
+// the queue and close it instead of polling a readable socket in a loop.
 #pragma once
 
+#include "admission.hh"
 #include "worker.hh"
 
 #include <rct/unique_fd.hh>
@@ -20,7 +26,7 @@ namespace rct::daemon {
 
 class listener {
 public:
-    explicit listener(std::vector<std::unique_ptr<worker>>& workers);
+    listener(std::vector<std::unique_ptr<worker>>& workers, admission& slots);
     ~listener();
     listener(const listener&) = delete;
     listener& operator=(const listener&) = delete;
@@ -36,9 +42,13 @@ public:
 
 private:
     void loop() noexcept;
+    void accept_one(int listening) noexcept;
+    void shed_one(int listening, int err) noexcept;
     worker& pick_worker() noexcept;
 
     std::vector<std::unique_ptr<worker>>& workers_;
+    admission& slots_;
+    unique_fd spare_;  // given up for a moment when accept hits the fd limit
     std::vector<unique_fd> sockets_;
     std::vector<std::filesystem::path> unix_paths_;
     unique_fd stop_fd_;

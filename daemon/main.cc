@@ -59,6 +59,29 @@ rct::unique_fd lock_state_dir(const std::filesystem::path& dir)
     return fd;
 }
 
+// NBD sockets beyond this would take the descriptors that disks, tracking
+// persistence, snapshots and the control API need (--fd-reserve).
+unsigned connection_cap(const daemon_config& cfg)
+{
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return cfg.max_connections;
+    }
+    if (rl.rlim_cur <= cfg.fd_reserve + cfg.control_max_connections) {
+        throw rct::error(rct::errc::invalid_argument,
+                         fmt::format("the descriptor limit {} leaves nothing for NBD clients after --fd-reserve {} "
+                                     "and --control-max-connections {}; raise LimitNOFILE",
+                                     rl.rlim_cur, cfg.fd_reserve, cfg.control_max_connections));
+    }
+    const rlim_t room = rl.rlim_cur - cfg.fd_reserve - cfg.control_max_connections;
+    if (room < cfg.max_connections) {
+        rct::log::warn("the descriptor limit {} allows {} NBD connections, not --max-connections {}", rl.rlim_cur,
+                       room, cfg.max_connections);
+        return static_cast<unsigned>(room);
+    }
+    return cfg.max_connections;
+}
+
 int run(const daemon_config& cfg)
 {
     const rct::unique_fd lock = lock_state_dir(cfg.state_dir);
@@ -74,7 +97,8 @@ int run(const daemon_config& cfg)
         workers.push_back(std::make_unique<rct::daemon::worker>(i, cfg, registry));
     }
 
-    rct::daemon::listener listener(workers);
+    rct::daemon::admission slots(connection_cap(cfg), cfg.max_connections_per_peer);
+    rct::daemon::listener listener(workers, slots);
     const int activated = sd_listen_fds(1);
     if (activated < 0) {
         throw rct::error(rct::errc::invalid_argument,
@@ -104,7 +128,9 @@ int run(const daemon_config& cfg)
     // the next rctd to recover.
     rct::daemon::ublk::frontend ublk(registry, workers, cfg.state_dir,
                                      std::chrono::seconds(cfg.ublk_recovery_window));
-    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs);
+    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs,
+                                {cfg.control_max_connections, cfg.control_max_connections_per_peer,
+                                 cfg.control_idle_timeout});
 
     for (auto& w : workers) {
         w->start();
@@ -134,6 +160,52 @@ int run(const daemon_config& cfg)
     registry.close_all();
     rct::log::notice("rctd stopped cleanly");
     return 0;
+}
+
+void add_limit_options(CLI::App& app, daemon_config& cfg)
+{
+    const auto seconds = CLI::Range(0u, 86400u);
+    app.add_option("--max-connections", cfg.max_connections,
+                   "NBD connections served at once; more are closed at accept (also capped so that the "
+                   "descriptor limit minus --fd-reserve is never crossed)")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000000u));
+    app.add_option("--max-connections-per-peer", cfg.max_connections_per_peer,
+                   "NBD connections one peer may hold: a Unix client's uid or a TCP client's address")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000000u));
+    app.add_option("--fd-reserve", cfg.fd_reserve,
+                   "file descriptors kept free of NBD clients for disks, tracking, snapshots and the control API")
+        ->capture_default_str()
+        ->check(CLI::Range(64u, 1000000u));
+    app.add_option("--handshake-timeout", cfg.handshake_timeout,
+                   "seconds a client has from connecting to choosing an export (0 = no limit)")
+        ->capture_default_str()
+        ->check(seconds);
+    app.add_option("--idle-timeout", cfg.idle_timeout,
+                   "close a connection that asks nothing for this many seconds with nothing in flight (0 = never)")
+        ->capture_default_str()
+        ->check(seconds);
+    app.add_option("--send-timeout", cfg.send_timeout,
+                   "disconnect a client that reads none of its queued replies for this many seconds (0 = never)")
+        ->capture_default_str()
+        ->check(seconds);
+    app.add_option("--shutdown-timeout", cfg.shutdown_timeout,
+                   "seconds SIGTERM waits for in-flight replies to be read before cutting the clients off")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 3600u));
+    app.add_option("--control-max-connections", cfg.control_max_connections,
+                   "control API connections at once")
+        ->capture_default_str()
+        ->check(CLI::Range(2u, 100000u));
+    app.add_option("--control-max-connections-per-peer", cfg.control_max_connections_per_peer,
+                   "control API connections one uid may hold")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 100000u));
+    app.add_option("--control-idle-timeout", cfg.control_idle_timeout,
+                   "seconds before an idle control API connection is closed")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 86400u));
 }
 
 }  // namespace
@@ -200,6 +272,7 @@ int main(int argc, char** argv)
     app.add_option("--persist-interval", cfg.persist_interval_ms, "milliseconds between change-map persists")
         ->capture_default_str()
         ->check(CLI::Range(10u, 3600000u));
+    add_limit_options(app, cfg);
     app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
     CLI11_PARSE(app, argc, argv);
 

@@ -78,6 +78,8 @@ void worker::request_stop()
 {
     post([this] {
         stopping_ = true;
+        stop_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(config_.shutdown_timeout);
+        ticker_.arm();
         for (connection* c : live_) {
             c->stop();
         }
@@ -94,15 +96,36 @@ void worker::join()
     }
 }
 
-void worker::adopt(unique_fd sock, std::string peer)
+void worker::adopt(unique_fd sock, std::string peer, admission::ticket slot)
 {
     if (stopping_) {
         return;  // the socket closes; the client sees a refused handshake
     }
-    auto* c = new connection(*this, std::move(sock), std::move(peer));
+    auto* c = new connection(*this, std::move(sock), std::move(peer), std::move(slot));
     live_.insert(c);
     live_count_.fetch_add(1, std::memory_order_relaxed);
+    ticker_.arm();
     c->start();
+}
+
+void worker::tick() noexcept
+{
+    const auto now = std::chrono::steady_clock::now();
+    if (stopping_ && !cut_off_ && now >= stop_deadline_) {
+        cut_off_ = true;
+        if (live_.size() > retired_.size()) {
+            log::notice("worker {}: cutting off {} client(s) still connected after --shutdown-timeout {} s", index_,
+                        live_.size() - retired_.size(), config_.shutdown_timeout);
+        }
+        for (connection* c : live_) {
+            c->cut_off();
+        }
+        return;
+    }
+    // A connection that closes here only joins retired_; live_ stays as it is.
+    for (connection* c : live_) {
+        c->check_deadlines(now);
+    }
 }
 
 void worker::serve(ublk::queue* q)
@@ -169,6 +192,23 @@ void worker::loop() noexcept
     // are re-issued to the next rctd.
     ring_.run(false);
     log::debug("worker {} stopped", index_);
+}
+
+void worker::ticker::arm() noexcept
+{
+    if (!armed_) {
+        armed_ = true;
+        io_uring_prep_timeout(w_.ring_.sqe(this), &period_, 0, 0);
+    }
+}
+
+void worker::ticker::complete(int, std::uint32_t) noexcept
+{
+    armed_ = false;
+    w_.tick();
+    if (!w_.live_.empty() || (w_.stopping_ && !w_.drained())) {
+        arm();
+    }
 }
 
 void worker::mailbox::arm() noexcept

@@ -6,8 +6,13 @@
 // and answered on one thread without locks. Other threads talk to a worker only through post(), a mutex-guarded
 // mailbox whose eventfd the ring watches. The listener hands new sockets over
 // that way; the main thread asks for shutdown that way.
+//
+// Deadlines (handshake, idle, send, shutdown) need no timer per connection:
+// while the worker has connections, one IORING_OP_TIMEOUT on its ring ticks
+// once a second and each tick checks every connection's deadlines.
 #pragma once
 
+#include "admission.hh"
 #include "config.hh"
 
 #include <rct/buffer_pool.hh>
@@ -16,6 +21,7 @@
 #include <rct/unique_fd.hh>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -44,7 +50,8 @@ public:
     // Any thread. Tasks run on the worker thread in FIFO order.
     void post(std::function<void()> task) override;
     // Any thread: stop reading new requests, finish in-flight ones, close
-    // every connection, then leave the loop.
+    // every connection, then leave the loop. Connections still open after
+    // config().shutdown_timeout seconds are cut off, their replies dropped.
     void request_stop();
     void join();
 
@@ -55,7 +62,7 @@ public:
     buffer_pool& buffers() noexcept { return buffers_; }
     disk_registry& registry() noexcept { return registry_; }
     const daemon_config& config() const noexcept { return config_; }
-    void adopt(unique_fd sock, std::string peer);
+    void adopt(unique_fd sock, std::string peer, admission::ticket slot);
     void retire(connection* c) noexcept;
     // ublk queues this worker serves (ublk/queue.hh); a stopping worker
     // tells them to take no new requests and waits for their busy ones.
@@ -74,7 +81,20 @@ private:
         std::uint64_t counter_ = 0;
     };
 
+    class ticker final : public completion {
+    public:
+        explicit ticker(worker& w) : w_(w) {}
+        void arm() noexcept;
+        void complete(int res, std::uint32_t) noexcept override;
+
+    private:
+        worker& w_;
+        __kernel_timespec period_{1, 0};
+        bool armed_ = false;
+    };
+
     void loop() noexcept;
+    void tick() noexcept;
     void run_tasks() noexcept;
     void reap_retired() noexcept;
     bool drained() const noexcept;
@@ -86,6 +106,7 @@ private:
     buffer_pool buffers_;
     unique_fd event_fd_;
     mailbox mailbox_{*this};
+    ticker ticker_{*this};
     std::thread thread_;
 
     std::mutex tasks_mutex_;
@@ -96,6 +117,8 @@ private:
     std::vector<connection*> retired_;
     std::vector<ublk::queue*> queues_;
     bool stopping_ = false;
+    bool cut_off_ = false;  // the shutdown deadline passed and every client was cut off
+    std::chrono::steady_clock::time_point stop_deadline_;
     std::atomic<unsigned> live_count_{0};
 };
 

@@ -24,6 +24,7 @@
 
 #include <cerrno>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -39,8 +40,6 @@ namespace {
 using json = nlohmann::ordered_json;
 
 constexpr std::size_t max_body = std::size_t{1} << 20;
-constexpr unsigned idle_timeout_seconds = 30;
-constexpr unsigned max_connections = 64;
 using control::api_error;
 using control::bad_request;
 using control::error_body;
@@ -190,7 +189,8 @@ void mhd_log(void*, const char* fmt, va_list ap)
     while (!line.empty() && line.back() == '\n') {
         line.remove_suffix(1);
     }
-    log::warn("control API: {}", line);
+    // At the connection limit or the fd limit it says so per connection.
+    RCT_LOG_LIMITED(log::level::warning, "control API: {}", line);
 }
 
 }  // namespace
@@ -212,6 +212,19 @@ public:
             return step(*static_cast<api_server*>(cls), conn, url, method, upload_data, upload_data_size, con_cls);
         } catch (...) {
             return MHD_NO;  // out of memory: drop the connection
+        }
+    }
+
+    static void notify(void* cls, MHD_Connection* conn, void** socket_context,
+                       MHD_ConnectionNotificationCode toe) noexcept
+    {
+        auto& server = *static_cast<api_server*>(cls);
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+            const MHD_ConnectionInfo* info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            *socket_context = server.admit(info != nullptr ? info->connect_fd : -1);
+        } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != nullptr) {
+            server.release(*socket_context);
+            *socket_context = nullptr;
         }
     }
 
@@ -683,9 +696,44 @@ private:
     const std::string& body_;
 };
 
+// The uid a connection counts against, boxed for libmicrohttpd's socket
+// context; a connection whose uid is unknown counts against uid -1.
+void* api_server::admit(int fd)
+{
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    uid_t uid = static_cast<uid_t>(-1);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        uid = cred.uid;
+    }
+    unsigned n = 0;
+    {
+        rct::lock_guard lock(peers_mu_);
+        n = ++per_uid_[uid];
+    }
+    if (n > limits_.max_per_uid) {
+        // Counted until libmicrohttpd closes it, which the shutdown makes
+        // immediate: the client sees EOF before any reply.
+        RCT_LOG_LIMITED(log::level::warning,
+                        "control API: refusing a connection from uid {}: it holds {} (--control-max-connections-per-peer)",
+                        uid, n - 1);
+        ::shutdown(fd, SHUT_RDWR);
+    }
+    return reinterpret_cast<void*>(static_cast<std::uintptr_t>(uid) + 1);
+}
+
+void api_server::release(void* key) noexcept
+{
+    const auto uid = static_cast<uid_t>(reinterpret_cast<std::uintptr_t>(key) - 1);
+    rct::lock_guard lock(peers_mu_);
+    if (auto it = per_uid_.find(uid); it != per_uid_.end() && --it->second == 0) {
+        per_uid_.erase(it);
+    }
+}
+
 api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path,
-                       export_addresses addrs)
-    : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs))
+                       export_addresses addrs, control_limits limits)
+    : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs)), limits_(limits)
 {
     unique_fd fd = make_listen_socket(socket_path_);
     struct stat st {};
@@ -701,8 +749,9 @@ api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem
     daemon_ = MHD_start_daemon(flags, 0, nullptr, nullptr, &handler::access, this,
                                MHD_OPTION_EXTERNAL_LOGGER, &mhd_log, nullptr,
                                MHD_OPTION_LISTEN_SOCKET, static_cast<MHD_socket>(fd.get()),
-                               MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_seconds,
-                               MHD_OPTION_CONNECTION_LIMIT, max_connections,
+                               MHD_OPTION_CONNECTION_TIMEOUT, limits_.idle_timeout,
+                               MHD_OPTION_CONNECTION_LIMIT, limits_.max_connections,
+                               MHD_OPTION_NOTIFY_CONNECTION, &handler::notify, this,
                                MHD_OPTION_NOTIFY_COMPLETED, &handler::completed, nullptr,
                                MHD_OPTION_END);
     if (daemon_ == nullptr) {

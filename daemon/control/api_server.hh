@@ -7,6 +7,11 @@
 // thread-safe, and the ublk frontend, and hold no state of their own. Access control is the
 // socket's file mode (0660): whoever may connect may manage every disk.
 //
+// Limits: libmicrohttpd caps connections in all and closes idle ones; the
+// per-uid cap is ours (libmicrohttpd's per-IP limit means nothing on a Unix
+// socket): each new connection's SO_PEERCRED uid is counted, and one above
+// its uid's share is shut down at once, before it can hold a thread.
+//
 // The server owns the socket path: it replaces a stale socket at start
 // (refusing when another process still answers on it) and unlinks it when
 // destroyed.
@@ -15,10 +20,12 @@
 #include "../ublk/frontend.hh"
 
 #include <rct/disk_registry.hh>
+#include <rct/thread_annotations.hh>
 
 #include <sys/types.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 
 struct MHD_Daemon;
@@ -33,11 +40,18 @@ struct export_addresses {
     int tcp_port = 0;  // 0 = no tcp
 };
 
+struct control_limits {
+    unsigned max_connections = 128;
+    unsigned max_per_uid = 16;
+    unsigned idle_timeout = 30;  // seconds
+};
+
 class api_server {
 public:
     // Starts serving at once. Throws rct::error when the socket cannot be
     // set up or the HTTP server does not start.
-    api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path, export_addresses addrs);
+    api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path, export_addresses addrs,
+               control_limits limits);
     // Stops accepting, waits for running requests, unlinks the socket.
     ~api_server();
     api_server(const api_server&) = delete;
@@ -48,12 +62,19 @@ public:
 private:
     class handler;  // the request handling, all in api_server.cc
 
+    // Called by libmicrohttpd's start/close notification (handler::notify).
+    void* admit(int fd) EXCLUDES(peers_mu_);
+    void release(void* key) noexcept EXCLUDES(peers_mu_);
+
     disk_registry& registry_;
     ublk::frontend& ublk_;
     const std::filesystem::path socket_path_;
     const export_addresses addrs_;
     ino_t socket_ino_ = 0;  // the socket we bound, so we never unlink another's
+    const control_limits limits_;
     MHD_Daemon* daemon_ = nullptr;
+    rct::mutex peers_mu_;
+    std::map<uid_t, unsigned> per_uid_ GUARDED_BY(peers_mu_);
 };
 
 }  // namespace rct::daemon

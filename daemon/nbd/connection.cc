@@ -5,6 +5,8 @@
 
 #include <rct/log.hh>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -22,8 +24,9 @@ constexpr std::size_t max_descriptors = 32 * 1024;
 
 }  // namespace
 
-connection::connection(worker& w, unique_fd sock, std::string peer)
-    : worker_(w), sock_(std::move(sock)), peer_(std::move(peer))
+connection::connection(worker& w, unique_fd sock, std::string peer, admission::ticket slot)
+    : worker_(w), sock_(std::move(sock)), peer_(std::move(peer)), slot_(std::move(slot)),
+      accepted_(std::chrono::steady_clock::now())
 {
 }
 
@@ -48,6 +51,74 @@ void connection::stop() noexcept
     ::shutdown(sock_.get(), SHUT_RD);
 }
 
+void connection::cut_off() noexcept
+{
+    if (cut_off_ || retired_) {
+        return;
+    }
+    cut_off_ = true;
+    stopping_ = true;
+    broken_ = true;  // replies still to come are dropped
+    ::shutdown(sock_.get(), SHUT_RDWR);
+    // A send into a full buffer or a recv may not wake for the shutdown
+    // alone; cancelling every operation on the socket ends them for sure.
+    io_uring_prep_cancel_fd(worker_.ring().sqe(nullptr), sock_.get(), IORING_ASYNC_CANCEL_ALL);
+}
+
+void connection::check_deadlines(std::chrono::steady_clock::time_point now) noexcept
+{
+    using std::chrono::seconds;
+    const daemon_config& cfg = worker_.config();
+    if (cut_off_ || retired_) {
+        return;
+    }
+    if (!transmitting_) {
+        if (cfg.handshake_timeout != 0 && now - accepted_ >= seconds(cfg.handshake_timeout)) {
+            RCT_LOG_LIMITED(log::level::info, "{}: no export chosen within --handshake-timeout {} s; closing", peer_,
+                            cfg.handshake_timeout);
+            cut_off();
+        }
+        return;
+    }
+    if (send_stalled(now)) {
+        RCT_LOG_LIMITED(log::level::warning, "{}: read none of its replies for --send-timeout {} s; disconnecting",
+                        peer_, cfg.send_timeout);
+        cut_off();
+    } else if (idle(now)) {
+        RCT_LOG_LIMITED(log::level::info, "{}: idle for --idle-timeout {} s; closing", peer_, cfg.idle_timeout);
+        cut_off();
+    }
+}
+
+bool connection::send_stalled(std::chrono::steady_clock::time_point now) noexcept
+{
+    // The kernel retries a MSG_WAITALL sendmsg itself, so a large reply shows
+    // progress only as change in the socket's unsent bytes.
+    int unsent = -1;
+    if (sending_) {
+        ::ioctl(sock_.get(), SIOCOUTQ, &unsent);
+    }
+    if (!sending_ || sends_ != seen_.sends || unsent != seen_.unsent) {
+        seen_.sends = sends_;
+        seen_.unsent = unsent;
+        seen_.sent = now;
+        return false;
+    }
+    const unsigned limit = worker_.config().send_timeout;
+    return limit != 0 && now - seen_.sent >= std::chrono::seconds(limit);
+}
+
+bool connection::idle(std::chrono::steady_clock::time_point now) noexcept
+{
+    if (requests_ != seen_.requests || inflight_ != 0 || sending_) {
+        seen_.requests = requests_;
+        seen_.active = now;
+        return false;
+    }
+    const unsigned limit = worker_.config().idle_timeout;
+    return limit != 0 && now - seen_.active >= std::chrono::seconds(limit);
+}
+
 void connection::end_handshake() noexcept
 {
     reading_ = false;
@@ -58,6 +129,8 @@ void connection::begin_transmission() noexcept
 {
     export_.d->attach_client(sock_.get());
     attached_ = true;
+    transmitting_ = true;
+    seen_.active = seen_.sent = std::chrono::steady_clock::now();
     rbuf_.resize(recv_buffer_size);
     log::debug("{}: serving '{}' (structured replies {}, {} meta contexts)", peer_, export_.name(),
                structured_ ? "on" : "off", meta_.size());
@@ -133,6 +206,7 @@ detached connection::reader()
             break;
         }
         rbegin_ += nbd::request_size;
+        ++requests_;
 
         const nbd::framing framing = nbd::frame_request(h, cfg.max_payload);
         if (framing == nbd::framing::disconnect) {
@@ -456,8 +530,9 @@ void connection::send_more() noexcept
 void connection::on_sent(int res) noexcept
 {
     sending_ = false;
-    if (res < 0) {
-        if (res != -EPIPE && res != -ECONNRESET) {
+    ++sends_;
+    if (res < 0 || broken_) {
+        if (res < 0 && res != -EPIPE && res != -ECONNRESET && res != -ECANCELED) {
             log::debug("{}: send failed: {}", peer_, std::strerror(-res));
         }
         broken_ = true;

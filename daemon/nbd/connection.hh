@@ -14,8 +14,17 @@
 // Lifetime: the worker owns the object. It ends when the reader has stopped
 // (EOF, DISC, protocol violation, stop()) and every outstanding request has
 // completed and been answered or dropped; then it retires itself.
+//
+// Deadlines: the worker's once-a-second tick calls check_deadlines(), which
+// cuts the connection off (cut_off(): both directions shut, pending socket
+// operations cancelled, replies dropped) when the handshake has not ended
+// within handshake_timeout, when queued replies have not moved for
+// send_timeout, or, with idle_timeout set, when the client has asked nothing
+// for that long and nothing is in flight. The fast path only bumps counters;
+// the tick compares them with the last tick's.
 #pragma once
 
+#include "../admission.hh"
 #include "../coro.hh"
 #include "../socket_io.hh"
 #include "export.hh"
@@ -30,6 +39,7 @@
 #include <sys/uio.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,7 +51,7 @@ class worker;
 
 class connection {
 public:
-    connection(worker& w, unique_fd sock, std::string peer);
+    connection(worker& w, unique_fd sock, std::string peer, admission::ticket slot);
     ~connection();
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
@@ -49,6 +59,10 @@ public:
     void start();
     // Stop taking requests; in-flight ones finish and are answered.
     void stop() noexcept;
+    // End the connection now: in-flight requests finish, their replies are
+    // dropped (as for a client that hung up).
+    void cut_off() noexcept;
+    void check_deadlines(std::chrono::steady_clock::time_point now) noexcept;
 
 private:
     struct request final : io_request {
@@ -97,9 +111,27 @@ private:
         connection& c_;
     };
 
+    // What the last tick saw, to tell progress from a stall.
+    struct progress {
+        std::uint64_t requests = 0;
+        std::uint64_t sends = 0;
+        int unsent = -1;  // SIOCOUTQ
+        std::chrono::steady_clock::time_point active;  // last request or nothing in flight
+        std::chrono::steady_clock::time_point sent;    // last send progress or nothing queued
+    };
+    bool send_stalled(std::chrono::steady_clock::time_point now) noexcept;
+    bool idle(std::chrono::steady_clock::time_point now) noexcept;
+
     worker& worker_;
     unique_fd sock_;
     const std::string peer_;
+    admission::ticket slot_;
+    const std::chrono::steady_clock::time_point accepted_;
+    bool transmitting_ = false;
+    bool cut_off_ = false;
+    std::uint64_t requests_ = 0;  // headers parsed
+    std::uint64_t sends_ = 0;     // sendmsg completions
+    progress seen_;
     nbd_export export_;
     bool attached_ = false;
 

@@ -1,6 +1,7 @@
 #include <rct/log.hh>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -26,6 +27,20 @@ const char* name_of(level l)
 }
 
 }  // namespace
+
+bool limiter::admit(std::uint64_t& suppressed) noexcept
+{
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+    std::int64_t next = next_ms_.load(std::memory_order_relaxed);
+    if (now < next || !next_ms_.compare_exchange_strong(next, now + window_ms_, std::memory_order_relaxed)) {
+        suppressed_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    suppressed = suppressed_.exchange(0, std::memory_order_relaxed);
+    return true;
+}
 
 void set_level(level l) noexcept { threshold.store(static_cast<int>(l), std::memory_order_relaxed); }
 

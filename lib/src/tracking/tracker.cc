@@ -180,6 +180,7 @@ private:
     epoch_log log_;
     std::unique_ptr<intent_file> intent_;
     std::vector<std::uint64_t> intent_image_;  // background thread only
+    log::limiter persist_failures_;            // one line per disk per window, not one per interval
 
     rct::mutex queue_mu_;
     rct::cond_var queue_cv_;
@@ -630,7 +631,8 @@ bool tracker_impl::persist() noexcept
         return true;
     } catch (const std::exception& e) {
         // Intent bits stay set, so nothing is lost; the excess just grows.
-        log::error("tracking {}: cannot persist the change map: {}", dir_.string(), e.what());
+        log::limited(persist_failures_, log::level::err, "tracking {}: cannot persist the change map: {}",
+                     dir_.string(), e.what());
         return false;
     }
 }
