@@ -1,5 +1,7 @@
 #include "admission.hh"
 
+#include <fmt/format.h>
+
 namespace rct::daemon {
 
 admission::ticket& admission::ticket::operator=(ticket&& o) noexcept
@@ -21,27 +23,22 @@ void admission::ticket::reset() noexcept
     }
 }
 
-std::optional<admission::ticket> admission::admit(const std::string& peer, const char** why)
+std::optional<admission::ticket> admission::admit(const std::string& peer, std::string* why)
 {
     rct::lock_guard lock(mu_);
     if (total_ >= max_total_) {
-        *why = "the daemon is at its connection limit";
+        *why = fmt::format("rctd holds {} connections (--max-connections, or the descriptor limit less --fd-reserve)",
+                           total_);
         return std::nullopt;
     }
     unsigned& n = per_peer_[peer];
     if (n >= max_per_peer_) {
-        *why = "that peer is at its connection limit";
+        *why = fmt::format("{} holds {} connections (--max-connections-per-peer)", peer, n);
         return std::nullopt;
     }
     ++n;
     ++total_;
     return ticket(this, peer);
-}
-
-unsigned admission::total() const
-{
-    rct::lock_guard lock(mu_);
-    return total_;
 }
 
 void admission::release(const std::string& peer) noexcept

@@ -37,9 +37,7 @@ public:
     admission(unsigned max_total, unsigned max_per_peer) : max_total_(max_total), max_per_peer_(max_per_peer) {}
 
     // Empty when peer (or everyone) is at its limit; *why then says which.
-    std::optional<ticket> admit(const std::string& peer, const char** why) EXCLUDES(mu_);
-    unsigned total() const EXCLUDES(mu_);
-    unsigned max_total() const noexcept { return max_total_; }
+    std::optional<ticket> admit(const std::string& peer, std::string* why) EXCLUDES(mu_);
 
 private:
     void release(const std::string& peer) noexcept EXCLUDES(mu_);

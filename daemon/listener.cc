@@ -228,12 +228,11 @@ void listener::accept_one(int listening) noexcept
         return;
     }
     const peer_id who = identify(c.get(), ss, len, ++accepted_);
-    const char* why = nullptr;
+    std::string why;
     std::optional<admission::ticket> slot = slots_.admit(who.key, &why);
     if (!slot) {
         // Closing at once is the refusal: the client sees EOF before the greeting.
-        RCT_LOG_LIMITED(log::level::warning, "refusing {}: {} (--max-connections {}, --max-connections-per-peer)",
-                        who.name, why, slots_.max_total());
+        RCT_LOG_LIMITED(log::level::warning, "refusing {}: {}", who.name, why);
         return;
     }
     if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {

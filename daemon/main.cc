@@ -191,7 +191,7 @@ void add_limit_options(CLI::App& app, daemon_config& cfg)
         ->capture_default_str()
         ->check(seconds);
     app.add_option("--shutdown-timeout", cfg.shutdown_timeout,
-                   "seconds SIGTERM waits for in-flight replies to be read before cutting the clients off")
+                   "seconds SIGTERM waits for in-flight replies to be read before cutting the clients off (0 = at once)")
         ->capture_default_str()
         ->check(CLI::Range(0u, 3600u));
     app.add_option("--control-max-connections", cfg.control_max_connections,

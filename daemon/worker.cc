@@ -78,8 +78,7 @@ void worker::request_stop()
 {
     post([this] {
         stopping_ = true;
-        stop_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(config_.shutdown_timeout);
-        ticker_.arm();
+        stop_timer_.arm(config_.shutdown_timeout);
         for (connection* c : live_) {
             c->stop();
         }
@@ -104,27 +103,30 @@ void worker::adopt(unique_fd sock, std::string peer, admission::ticket slot)
     auto* c = new connection(*this, std::move(sock), std::move(peer), std::move(slot));
     live_.insert(c);
     live_count_.fetch_add(1, std::memory_order_relaxed);
-    ticker_.arm();
+    ticker_.arm(1);
     c->start();
 }
 
 void worker::tick() noexcept
 {
     const auto now = std::chrono::steady_clock::now();
-    if (stopping_ && !cut_off_ && now >= stop_deadline_) {
-        cut_off_ = true;
-        if (live_.size() > retired_.size()) {
-            log::notice("worker {}: cutting off {} client(s) still connected after --shutdown-timeout {} s", index_,
-                        live_.size() - retired_.size(), config_.shutdown_timeout);
-        }
-        for (connection* c : live_) {
-            c->cut_off();
-        }
-        return;
-    }
     // A connection that closes here only joins retired_; live_ stays as it is.
     for (connection* c : live_) {
         c->check_deadlines(now);
+    }
+    if (!live_.empty()) {
+        ticker_.arm(1);
+    }
+}
+
+void worker::cut_off_all() noexcept
+{
+    if (live_.size() > retired_.size()) {
+        log::notice("worker {}: cutting off {} client(s) still connected after --shutdown-timeout {} s", index_,
+                    live_.size() - retired_.size(), config_.shutdown_timeout);
+    }
+    for (connection* c : live_) {
+        c->cut_off();
     }
 }
 
@@ -194,21 +196,19 @@ void worker::loop() noexcept
     log::debug("worker {} stopped", index_);
 }
 
-void worker::ticker::arm() noexcept
+void worker::timer::arm(unsigned seconds) noexcept
 {
     if (!armed_) {
         armed_ = true;
-        io_uring_prep_timeout(w_.ring_.sqe(this), &period_, 0, 0);
+        when_ = {static_cast<long long>(seconds), 0};
+        io_uring_prep_timeout(w_.ring_.sqe(this), &when_, 0, 0);
     }
 }
 
-void worker::ticker::complete(int, std::uint32_t) noexcept
+void worker::timer::complete(int, std::uint32_t) noexcept
 {
     armed_ = false;
-    w_.tick();
-    if (!w_.live_.empty() || (w_.stopping_ && !w_.drained())) {
-        arm();
-    }
+    (w_.*fire_)();
 }
 
 void worker::mailbox::arm() noexcept

@@ -9,7 +9,9 @@
 //
 // Deadlines (handshake, idle, send, shutdown) need no timer per connection:
 // while the worker has connections, one IORING_OP_TIMEOUT on its ring ticks
-// once a second and each tick checks every connection's deadlines.
+// once a second and each tick checks every connection's deadlines. The
+// shutdown deadline has a one-shot timeout of its own, so it is kept to the
+// second.
 #pragma once
 
 #include "admission.hh"
@@ -81,20 +83,23 @@ private:
         std::uint64_t counter_ = 0;
     };
 
-    class ticker final : public completion {
+    // An IORING_OP_TIMEOUT that calls (w.*fire)() when it expires.
+    class timer final : public completion {
     public:
-        explicit ticker(worker& w) : w_(w) {}
-        void arm() noexcept;
+        timer(worker& w, void (worker::*fire)() noexcept) : w_(w), fire_(fire) {}
+        void arm(unsigned seconds) noexcept;
         void complete(int res, std::uint32_t) noexcept override;
 
     private:
         worker& w_;
-        __kernel_timespec period_{1, 0};
+        void (worker::*fire_)() noexcept;
+        __kernel_timespec when_{};
         bool armed_ = false;
     };
 
     void loop() noexcept;
     void tick() noexcept;
+    void cut_off_all() noexcept;
     void run_tasks() noexcept;
     void reap_retired() noexcept;
     bool drained() const noexcept;
@@ -106,7 +111,8 @@ private:
     buffer_pool buffers_;
     unique_fd event_fd_;
     mailbox mailbox_{*this};
-    ticker ticker_{*this};
+    timer ticker_{*this, &worker::tick};
+    timer stop_timer_{*this, &worker::cut_off_all};
     std::thread thread_;
 
     std::mutex tasks_mutex_;
@@ -117,8 +123,6 @@ private:
     std::vector<connection*> retired_;
     std::vector<ublk::queue*> queues_;
     bool stopping_ = false;
-    bool cut_off_ = false;  // the shutdown deadline passed and every client was cut off
-    std::chrono::steady_clock::time_point stop_deadline_;
     std::atomic<unsigned> live_count_{0};
 };
 
