@@ -180,7 +180,10 @@ detached connection::reader()
     const int fd = sock_.get();
     const daemon_config& cfg = worker_.config();
 
-    while (!stopping_) {
+    // After stop() the kernel still hands over what the client had sent;
+    // those requests get NBD_ESHUTDOWN, as the protocol asks of a server
+    // shutting down. Only cut_off() ends the loop early.
+    while (!cut_off_) {
         while (rend_ - rbegin_ < nbd::request_size) {
             if (rbuf_.size() - rend_ < recv_low_water) {
                 std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
@@ -271,7 +274,7 @@ detached connection::reader()
         if (err == 0 && needs_buffer && rq.buf == nullptr) {
             err = nbd::err_nomem;
         }
-        if (err == 0 && export_.d->removed()) {
+        if (err == 0 && (stopping_ || export_.d->removed())) {
             err = nbd::err_shutdown;
         }
         if (err != 0) {

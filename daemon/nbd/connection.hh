@@ -57,7 +57,8 @@ public:
     connection& operator=(const connection&) = delete;
 
     void start();
-    // Stop taking requests; in-flight ones finish and are answered.
+    // Stop taking requests: those the client already sent are answered
+    // NBD_ESHUTDOWN, in-flight ones finish and are answered.
     void stop() noexcept;
     // End the connection now: in-flight requests finish, their replies are
     // dropped (as for a client that hung up).

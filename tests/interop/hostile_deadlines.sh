@@ -3,7 +3,8 @@
 # closed after --handshake-timeout, an idle client after --idle-timeout; a
 # client that never reads its replies is cut off after --send-timeout; and
 # SIGTERM with such clients exits 0 within a hard bound of 3 x
-# --shutdown-timeout, leaving tracking sealed as after a clean stop.
+# --shutdown-timeout, leaving tracking sealed as after a clean stop; and
+# requests received but not started at SIGTERM are answered NBD_ESHUTDOWN.
 # Logic: tests/rcttest/interop/hostile_limits.py.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || skip "/usr/bin/python3 has no nbd module (python3-libnbd)"
@@ -35,4 +36,12 @@ grep -q "cutting off" "$LOG" || fail "no line about the clients cut off at the s
 ok "exit status 0, log ends with 'rctd stopped cleanly'"
 start_rctd
 py -m rcttest.interop.hostile_limits after_stop "$STATE/control.sock" d
+
+say "SIGTERM with requests received but not started"
+py -m rcttest.interop.hostile_limits eshutdown "$SOCK" d "$RCTD_PID"
+rc=0
+wait "$RCTD_PID" || rc=$?
+unset "_DAEMON_PIDS[$STATE]"
+((rc == 0)) || fail "rctd exited $rc after SIGTERM"
+ok "exit status 0"
 say "PASS"

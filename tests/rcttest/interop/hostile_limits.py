@@ -20,6 +20,11 @@ well-behaved client comes from 127.0.0.1 or over the Unix socket as root.
   stuck_stop NBD_SOCK URI DISK PID TIMEOUT
         SIGTERM with clients that never read their replies exits in bounded
         time (the shell checks the exit status and the clean restart)
+  after_stop CTL DISK
+        the disk's tracking shows a clean stop, not a crash recovery
+  eshutdown NBD_SOCK DISK PID
+        SIGTERM with requests received but not started: every request is
+        answered, in-flight ones normally, the rest with NBD_ESHUTDOWN
 """
 import json
 import os
@@ -340,6 +345,7 @@ def handshake(argv):
     # Idle: one raw client asks nothing after GO; a busy one asks every 0.5 s.
     lazy = rawnbd.conn(nbd_sock)
     rawnbd.go(lazy, "d")
+    lazy_since = time.monotonic()
     busy = rawnbd.conn(nbd_sock)
     rawnbd.go(busy, "d")
     start = time.monotonic()
@@ -352,7 +358,8 @@ def handshake(argv):
           f"(--idle-timeout {idle:g})")
     [gone] = _closed_after([lazy], 5 * idle + 5)
     assert gone is not None, f"an idle connection was not closed within {5 * idle + 5:g} s"
-    print(f"   the idle client was closed by {time.monotonic() - start:.1f} s")
+    print(f"   the client silent since GO was closed {gone:.1f} s after that; "
+          f"{time.monotonic() - lazy_since:.1f} s after its GO")
 
 
 def _flood_reads(nbd_sock, disk, count, length):
@@ -430,6 +437,37 @@ def after_stop(argv):
     assert not t["recovered_after_crash"], "the stop left tracking as after a crash"
 
 
+def eshutdown(argv):
+    nbd_sock, disk, pid = argv[1], argv[2], int(argv[3])
+    count, length = 2000, 65536
+    s = rawnbd.conn(nbd_sock)
+    rawnbd.go(s, disk)
+    # More than max_inflight: most stay unparsed while no reply is read.
+    s.sendall(b"".join(struct.pack(">IHHQQI", rawnbd.REQ_MAGIC, 0, rawnbd.CMD_READ, i + 1, 0, length)
+                       for i in range(count)))
+    time.sleep(1)
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
+    answered, shut = set(), 0
+    s.settimeout(20)
+    try:
+        while len(answered) < count:
+            err, cookie = rawnbd.simple_reply(s)
+            assert err in (0, 108), f"request {cookie}: error {err}, expected 0 or ESHUTDOWN (108)"
+            if err == 0:
+                rawnbd.recvn(s, length)
+            else:
+                shut += 1
+            answered.add(cookie)
+    except EOFError:
+        pass
+    print(f"   SIGTERM with {count} reads sent: {len(answered) - shut} answered with data, {shut} with ESHUTDOWN")
+    assert len(answered) == count, f"only {len(answered)} of {count} requests answered before the server closed"
+    assert shut > 0, "no request was answered with ESHUTDOWN"
+    assert rawnbd.closed_within(s, 20), "the server did not close the connection after answering"
+
+
 if __name__ == "__main__":
     cli.run({"connections": connections, "control": control_lockout, "handshake": handshake,
-             "send_stall": send_stall, "stuck_stop": stuck_stop, "after_stop": after_stop})
+             "send_stall": send_stall, "stuck_stop": stuck_stop, "after_stop": after_stop,
+             "eshutdown": eshutdown})
