@@ -259,17 +259,18 @@ void listener::accept_one(int listening) noexcept
 
 void listener::shed_one(int listening, int err) noexcept
 {
-    RCT_LOG_LIMITED(log::level::warning, "cannot accept a client: {}; closing it", std::strerror(err));
     if ((err == EMFILE || err == ENFILE) && spare_) {
         // Take the connection off the queue with the spare slot and drop it,
         // so that poll does not report the same pending client for ever.
+        RCT_LOG_LIMITED(log::level::warning, "cannot accept a client: {}; closing it", std::strerror(err));
         spare_.reset();
         unique_fd dropped(::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC));
         dropped.reset();
         spare_ = open_spare();
         return;
     }
-    ::poll(nullptr, 0, 100);  // out of memory: back off
+    RCT_LOG_LIMITED(log::level::warning, "cannot accept a client: {}; retrying shortly", std::strerror(err));
+    ::poll(nullptr, 0, 100);
 }
 
 }  // namespace rct::daemon
