@@ -1,6 +1,7 @@
 #!/bin/bash
 # Deadlines against hostile clients: silent and slowloris handshakes are
-# closed after --handshake-timeout, an idle client after --idle-timeout; a
+# closed after --handshake-timeout, an idle client after --idle-timeout,
+# idle control connections after --control-idle-timeout; a
 # client that never reads its replies is cut off after --send-timeout; and
 # SIGTERM with such clients exits 0 within a hard bound of 3 x
 # --shutdown-timeout, leaving tracking sealed as after a clean stop; and
@@ -12,9 +13,10 @@ LOG=$T/rctd-state.log
 SOCK=$STATE/nbd.sock
 
 say "handshake and idle timeouts"
-start_rctd --handshake-timeout 2 --idle-timeout 3
+start_rctd --handshake-timeout 2 --idle-timeout 3 --control-idle-timeout 2
 rctctl create d --size 64M >/dev/null
 py -m rcttest.interop.hostile_limits handshake "$SOCK" "$(uri d)" 2 3
+py -m rcttest.interop.hostile_limits control_idle "$STATE/control.sock" 2
 stop_rctd
 
 say "send timeout"

@@ -15,6 +15,9 @@ well-behaved client comes from 127.0.0.1 or over the Unix socket as root.
         silent and slowloris handshakes are closed after the handshake
         timeout; a negotiated client survives it; an idle one is closed
         after the idle timeout, a busy one is not
+  control_idle CTL TIMEOUT
+        silent and half-sent control connections are closed after the
+        control idle timeout
   send_stall NBD_SOCK DISK TIMEOUT LOG
         a client that never reads its replies is disconnected
   stuck_stop NBD_SOCK URI DISK PID TIMEOUT
@@ -192,17 +195,22 @@ def connections(argv):
     assert cap - 2 <= in_use <= cap, f"{in_use} connections held, expected the cap {cap}"
 
     # At the cap: the connected client, persistence, snapshots and the
-    # control API keep working.
+    # control API keep working. Each persist replaces current.map by a
+    # new file (a new inode), which needs a free descriptor.
+    cur_map = os.path.join(state, "disks", "d", "tracking", "current.map")
+    before = os.stat(cur_map).st_ino
     for i in range(8):
         _check_io(good, 10 + i, i << 20)
     time.sleep(1.5)  # several persist intervals
+    assert os.stat(cur_map).st_ino != before, "the change map was not persisted at the connection cap"
     _rctctl_ok(rctctl, state, "snapshot", "d", "--name", "at-cap")
     _rctctl_ok(rctctl, state, "list")
     status, _ = control.call(ctl, "GET", "/v1/disks/d")
     assert status == 200, status
     fds = _fd_count(pid)
     limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
-    print(f"   at the cap: rctd holds {fds} descriptors (limit {limit}); I/O, snapshot, rctctl list all work")
+    print(f"   at the cap: rctd holds {fds} descriptors (limit {limit}); I/O, change-map persist, snapshot, "
+          "rctctl list all work")
     assert fds < limit, f"rctd holds {fds} descriptors, at its limit {limit}"
     emfile = _log_lines(log, "Too many open files")
     assert not emfile, f"rctd ran out of descriptors: {emfile[:3]}"
@@ -362,6 +370,18 @@ def handshake(argv):
           f"{time.monotonic() - lazy_since:.1f} s after its GO")
 
 
+def control_idle(argv):
+    ctl, timeout = argv[1], float(argv[2])
+    silent = _unix(ctl)
+    half = _unix(ctl)
+    half.sendall(b"GET /v1/disks HTTP/1.1\r\n")
+    bound = 5 * timeout + 5
+    closed = _closed_after([silent, half], bound)
+    assert None not in closed, f"idle control connections still open after {bound:g} s: {closed}"
+    print(f"   silent and half-sent control connections closed after {closed[0]:.1f} s and {closed[1]:.1f} s "
+          f"(--control-idle-timeout {timeout:g})")
+
+
 def _flood_reads(nbd_sock, disk, count, length):
     s = rawnbd.conn(nbd_sock)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -469,5 +489,5 @@ def eshutdown(argv):
 
 if __name__ == "__main__":
     cli.run({"connections": connections, "control": control_lockout, "handshake": handshake,
-             "send_stall": send_stall, "stuck_stop": stuck_stop, "after_stop": after_stop,
+             "control_idle": control_idle, "send_stall": send_stall, "stuck_stop": stuck_stop, "after_stop": after_stop,
              "eshutdown": eshutdown})
