@@ -6,7 +6,7 @@
 #define BOOST_TEST_MODULE damage
 #include <boost/test/unit_test.hpp>
 
-#include "test_util.hh"
+#include "engine.hh"
 
 #include "persist/record_log.hh"
 #include "tracking/store.hh"
@@ -109,48 +109,9 @@ std::vector<std::byte> pattern(std::uint8_t seed, std::uint64_t len)
     return v;
 }
 
-// A state dir with disks served through the engine.
-struct engine {
-    test::temp_dir dir{"damage"};
-    disk_options opts;
-    std::unique_ptr<disk_registry> reg;
-    sync_io io;
-
-    engine()
+struct engine : test::engine {
+    engine() : test::engine("damage", [](disk_options& o) { o.tracker.persist_interval = std::chrono::milliseconds(50); })
     {
-        opts.tracker.persist_interval = std::chrono::milliseconds(50);
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    void restart()
-    {
-        reg->close_all();
-        reg.reset();
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    disk& d(const std::string& name = "d") { return *reg->find(name); }
-    fs::path file(const std::string& rel, const std::string& name = "d") const
-    {
-        return dir.path / "disks" / name / rel;
-    }
-    void write(std::uint64_t off, const std::vector<std::byte>& data)
-    {
-        auto copy = data;
-        BOOST_REQUIRE_EQUAL(io.run(d().store(), io_op::write, off, copy.size(), copy.data()), 0);
-    }
-    std::vector<std::byte> read(backend& b, std::uint64_t off, std::uint64_t len)
-    {
-        std::vector<std::byte> out(len);
-        BOOST_REQUIRE_EQUAL(io.run(b, io_op::read, off, len, out.data()), 0);
-        return out;
-    }
-    bool exists_with_prefix(const fs::path& dir_, const std::string& prefix) const
-    {
-        for (const auto& e : fs::directory_iterator(dir_)) {
-            if (e.path().filename().string().rfind(prefix, 0) == 0) {
-                return true;
-            }
-        }
-        return false;
     }
 };
 
