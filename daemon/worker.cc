@@ -65,7 +65,7 @@ void worker::start()
 void worker::post(std::function<void()> task)
 {
     {
-        std::lock_guard lock(tasks_mutex_);
+        rct::lock_guard lock(tasks_mutex_);
         tasks_.push_back(std::move(task));
     }
     const std::uint64_t one = 1;
@@ -141,7 +141,7 @@ void worker::run_tasks() noexcept
 {
     std::vector<std::function<void()>> batch;
     {
-        std::lock_guard lock(tasks_mutex_);
+        rct::lock_guard lock(tasks_mutex_);
         batch.swap(tasks_);
     }
     for (auto& t : batch) {

@@ -13,6 +13,7 @@
 #include <rct/buffer_pool.hh>
 #include <rct/disk_registry.hh>
 #include <rct/io_ring.hh>
+#include <rct/thread_annotations.hh>
 #include <rct/unique_fd.hh>
 
 #include <atomic>
@@ -88,8 +89,8 @@ private:
     mailbox mailbox_{*this};
     std::thread thread_;
 
-    std::mutex tasks_mutex_;
-    std::vector<std::function<void()>> tasks_;  // guarded by tasks_mutex_
+    rct::mutex tasks_mutex_;
+    std::vector<std::function<void()>> tasks_ GUARDED_BY(tasks_mutex_);
 
     // Worker thread only.
     std::unordered_set<connection*> live_;
