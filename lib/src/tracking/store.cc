@@ -292,9 +292,11 @@ void write_current(const fs::path& dir, std::uint32_t generation, std::uint64_t 
     }
     format::current_header h{format::current_magic, format::version, generation, epoch, chunks, runs.size(), 0};
     h.checksum = header_checksum(h, body.buf.data(), body.buf.size());
-    std::vector<std::uint8_t> bytes(sizeof h);
+    std::vector<std::uint8_t> bytes(sizeof h + body.buf.size());
     std::memcpy(bytes.data(), &h, sizeof h);
-    bytes.insert(bytes.end(), body.buf.begin(), body.buf.end());
+    if (!body.buf.empty()) {
+        std::memcpy(bytes.data() + sizeof h, body.buf.data(), body.buf.size());
+    }
     replace_file(dir, "current.map", bytes);
 }
 
