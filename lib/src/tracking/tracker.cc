@@ -267,8 +267,8 @@ log_state tracker_impl::load_log(std::string& damage, std::uint64_t min_live_epo
         // Never trust a damaged log: start a new generation (every older
         // token then asks for a full backup) with the whole disk changed.
         const auto kept = log_.set_aside(".damaged");
-        log::error("tracking {}: {}; kept as {}; restarting tracking: every checkpoint now asks for a full backup",
-                   dir_.string(), damage, kept.filename().string());
+        log::error("tracking: {}; kept as {}; restarting tracking: every checkpoint now asks for a full backup",
+                   damage, kept.filename().string());
         st = {};
     }
     if (!st.initialized) {
