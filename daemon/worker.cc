@@ -18,7 +18,10 @@ namespace rct::daemon {
 
 worker::worker(unsigned index, const daemon_config& config, disk_registry& registry)
     : index_(index), config_(config), registry_(registry), ring_(1024),
-      buffers_(std::size_t{64} << 20), event_fd_(::eventfd(0, EFD_CLOEXEC))
+      budget_(config.memory_budget / config.workers),
+      // Idle buffers are memory the budget no longer sees: keep a quarter
+      // of it at most, so an idle rctd returns near its base.
+      buffers_(std::min(std::size_t{64} << 20, budget_.limit() / 4)), event_fd_(::eventfd(0, EFD_CLOEXEC))
 {
     if (!event_fd_) {
         throw_errno("eventfd", errno);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "config.hh"
+#include "memory_budget.hh"
 
 #include <rct/buffer_pool.hh>
 #include <rct/disk_registry.hh>
@@ -53,6 +54,7 @@ public:
     // Worker thread only.
     io_ring& ring() noexcept { return ring_; }
     buffer_pool& buffers() noexcept { return buffers_; }
+    memory_budget& budget() noexcept { return budget_; }
     disk_registry& registry() noexcept { return registry_; }
     const daemon_config& config() const noexcept { return config_; }
     void adopt(unique_fd sock, std::string peer);
@@ -83,6 +85,7 @@ private:
     const daemon_config& config_;
     disk_registry& registry_;
     io_ring ring_;
+    memory_budget budget_;
     buffer_pool buffers_;
     unique_fd event_fd_;
     mailbox mailbox_{*this};
