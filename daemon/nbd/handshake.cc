@@ -334,7 +334,7 @@ detached connection::handshake()
             }
             auto matched = nbd::match_contexts(offered_checkpoints(target), req->queries, list);
             if (!matched) {
-                if (co_await error_reply(nbd::rep_err_too_big, "too many meta context queries or contexts") < 0) {
+                if (co_await error_reply(nbd::rep_err_too_big, "too many meta context queries (at most 256)") < 0) {
                     co_return end_handshake();
                 }
                 break;

@@ -140,9 +140,6 @@ std::optional<std::vector<meta_context>> match_contexts(const std::vector<checkp
         }
         // Unknown namespaces and names are ignored, per the spec.
     }
-    if (!list && out.size() > max_meta_contexts) {
-        return std::nullopt;
-    }
     return out;
 }
 
