@@ -76,6 +76,18 @@ private:
         std::uint64_t counter_ = 0;
     };
 
+    // Once a second: hands an idle buffer pool's cache back to the OS.
+    class pool_trim final : public completion {
+    public:
+        explicit pool_trim(worker& w) : w_(w) {}
+        void arm() noexcept;
+        void complete(int res, std::uint32_t) noexcept override;
+
+    private:
+        worker& w_;
+        __kernel_timespec interval_{1, 0};
+    };
+
     void loop() noexcept;
     void run_tasks() noexcept;
     void reap_retired() noexcept;
@@ -89,6 +101,7 @@ private:
     buffer_pool buffers_;
     unique_fd event_fd_;
     mailbox mailbox_{*this};
+    pool_trim pool_trim_{*this};
     std::thread thread_;
 
     std::mutex tasks_mutex_;

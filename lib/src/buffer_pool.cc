@@ -9,11 +9,23 @@ namespace rct {
 
 buffer_pool::~buffer_pool()
 {
+    gets_at_trim_ = gets_;
+    trim_if_idle();
+}
+
+void buffer_pool::trim_if_idle() noexcept
+{
+    if (gets_ != gets_at_trim_) {
+        gets_at_trim_ = gets_;
+        return;
+    }
     for (std::size_t c = 0; c < classes; ++c) {
         for (std::byte* p : free_[c]) {
             release(p, min_size << c);
         }
+        free_[c].clear();
     }
+    cached_ = 0;
 }
 
 std::size_t buffer_pool::class_of(std::size_t size) noexcept
@@ -50,6 +62,7 @@ std::byte* buffer_pool::get(std::size_t size) noexcept
     if (size > max_size) {
         return nullptr;
     }
+    ++gets_;
     const std::size_t c = class_of(size);
     auto& list = free_[c];
     if (!list.empty()) {

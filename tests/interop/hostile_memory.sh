@@ -17,11 +17,11 @@ rctctl create d --size 128M >/dev/null
 say "unread large reads"
 py -m rcttest.interop.$M flood "$STATE/nbd.sock" d "$RCTD_PID" $BUDGET
 say "bursts of large reads"
-# From a fresh start, so the base is rctd's own. The pools may keep a
-# quarter of the budget idle; 32 MiB more for the rest.
+# From a fresh start, so the base is rctd's own. Idle pools give their
+# cache back; 48 MiB for the rest.
 stop_rctd
 start_rctd --workers 2 --memory-budget 256M --connection-memory 32M
-py -m rcttest.interop.$M bursts "$STATE/nbd.sock" d "$RCTD_PID" $((BUDGET / 4 + (32 << 20)))
+py -m rcttest.interop.$M bursts "$STATE/nbd.sock" d "$RCTD_PID" $((48 << 20))
 say "oversized write"
 py -m rcttest.interop.$M oversized "$STATE/nbd.sock" d
 rctctl create m --size 16M >/dev/null

@@ -7,7 +7,10 @@
 // directly (mmap/munmap), so those the pool does not keep go back to the OS
 // at once: glibc's heap would keep them (its mmap threshold grows with every
 // large free), and an idle rctd would sit on the peak of its last burst.
-// Smaller ones come from the heap. Not thread-safe: each worker owns its pool.
+// Smaller ones come from the heap. The cache itself goes back too once the
+// pool has been idle for a while (trim_if_idle(), which the owner calls
+// periodically), so RSS returns near its base after a burst. Not
+// thread-safe: each worker owns its pool.
 #pragma once
 
 #include <array>
@@ -37,6 +40,8 @@ public:
     void put(std::byte* p, std::size_t size) noexcept;
 
     std::size_t cached() const noexcept { return cached_; }
+    // Frees every cached buffer if no get() happened since the last call.
+    void trim_if_idle() noexcept;
 
 private:
     static constexpr std::size_t classes = 14;  // 4 KiB .. 32 MiB
@@ -46,6 +51,8 @@ private:
 
     const std::size_t max_cached_;
     std::size_t cached_ = 0;
+    std::size_t gets_ = 0;
+    std::size_t gets_at_trim_ = 0;
     std::array<std::vector<std::byte*>, classes> free_;
 };
 
