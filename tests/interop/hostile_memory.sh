@@ -19,7 +19,10 @@ py -m rcttest.interop.$M flood "$STATE/nbd.sock" d "$RCTD_PID" $BUDGET
 say "bursts of large reads"
 # From a fresh start, so the base is rctd's own. Idle pools give their
 # cache back; 48 MiB for the rest.
+# The flooders have gone, so their readers, stopped for memory, must have
+# woken and ended: a clean SIGTERM.
 stop_rctd
+[[ $RCTD_EXIT == 0 ]] || fail "rctd exited $RCTD_EXIT after the flood (not a clean stop)"
 start_rctd --workers 2 --memory-budget 256M --connection-memory 32M
 py -m rcttest.interop.$M bursts "$STATE/nbd.sock" d "$RCTD_PID" $((48 << 20))
 say "oversized write"
