@@ -1,7 +1,9 @@
 #!/bin/bash
 # Hostile clients get bounded memory and bounded handshake work (issue 14):
 # unread 32 MiB READs from several raw connections keep rctd's RSS within
-# its memory budget while a libnbd client's verified I/O goes on; RSS comes
+# its memory budget while a libnbd client's verified I/O goes on; when such
+# clients spend a worker's whole budget, another's READ waits for it and is
+# served as soon as one of them goes; RSS comes
 # back near its base after bursts of large reads; LIST_META_CONTEXT floods
 # against 200 checkpoints are answered (the other client's latency is
 # printed) and duplicate or too many queries are handled; a WRITE over the
@@ -27,6 +29,10 @@ start_rctd --workers 2 --memory-budget 256M --connection-memory 32M
 py -m rcttest.interop.$M bursts "$STATE/nbd.sock" d "$RCTD_PID" $((48 << 20))
 say "oversized write"
 py -m rcttest.interop.$M oversized "$STATE/nbd.sock" d
+say "budget spent"
+stop_rctd
+start_rctd --workers 1 --memory-budget 64M --connection-memory 32M
+py -m rcttest.interop.$M spent "$STATE/nbd.sock" d
 rctctl create m --size 16M >/dev/null
 say "LIST_META_CONTEXT flood"
 py -m rcttest.interop.$M metaflood "$STATE/nbd.sock" m "$STATE/control.sock" 200

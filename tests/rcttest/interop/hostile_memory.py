@@ -4,6 +4,10 @@
                                   the replies while a libnbd client does
                                   verified I/O; rctd's RSS must stay within
                                   BUDGET + a fixed base
+  spent SOCK DISK               - (one worker, 64M budget, 32M shares) two
+                                  clients holding their shares in unread
+                                  replies spend the budget: a third client's
+                                  READ waits, and is served once one goes
   bursts SOCK DISK PID BOUND    - bursts of large reads that complete; RSS must
                                   come back within BOUND of where it started
   metaflood SOCK DISK CTL N     - N checkpoints; two raw clients flood
@@ -121,6 +125,38 @@ def flood(argv):
     assert n > 0, "the good client made no progress"
     assert peak < bound, f"rss {peak} over budget {budget} + base {bound - budget}"
     print("ok rss stays within budget + base while replies go unread; the good client carries on")
+
+
+def _done_within(h, cookie, seconds):
+    """Did command cookie complete within seconds? (True retires it.)"""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if h.aio_command_completed(cookie):
+            return True
+        h.poll(100)
+    return False
+
+
+def spent(argv):
+    sock, disk = argv[1], argv[2]
+    h = nbd.NBD()
+    h.connect_uri(uri(sock, disk))
+    h.pwrite(b"\x5a" * 4096, 40 * MiB)
+    hostile = [hostile_reads(sock, disk, 4) for _ in range(2)]
+    time.sleep(1)
+    buf = nbd.Buffer(MiB)
+    cookie = h.aio_pread(buf, 40 * MiB)
+    # Nothing can give the budget back while both hold their shares.
+    assert not _done_within(h, cookie, 1.5), "a READ was served while the worker's budget was spent"
+    print("ok a READ waits while two clients that do not read hold the whole budget")
+    hostile[0].close()
+    assert _done_within(h, cookie, 10), "the waiting READ was not served after a holder went away"
+    assert buf.to_bytearray()[:4096] == b"\x5a" * 4096, "the waiting READ returned wrong data"
+    hostile[1].close()
+    h.pwrite(b"\xa5" * MiB, 0)
+    assert h.pread(MiB, 0) == b"\xa5" * MiB
+    h.shutdown()
+    print("ok it is served once one of them goes, and I/O goes on")
 
 
 def bursts(argv):
@@ -319,5 +355,5 @@ def oversized(argv):
 
 
 if __name__ == "__main__":
-    cli.run({"flood": flood, "bursts": bursts, "metaflood": metaflood, "metacap": metacap,
+    cli.run({"flood": flood, "spent": spent, "bursts": bursts, "metaflood": metaflood, "metacap": metacap,
              "oversized": oversized})
