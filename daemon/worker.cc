@@ -18,7 +18,10 @@ namespace rct::daemon {
 
 worker::worker(unsigned index, const daemon_config& config, disk_registry& registry)
     : index_(index), config_(config), registry_(registry), ring_(1024),
-      buffers_(std::size_t{64} << 20), event_fd_(::eventfd(0, EFD_CLOEXEC))
+      budget_(config.memory_budget / config.workers),
+      // Idle buffers are memory the budget no longer sees: half of it at
+      // most, and none once the pool has been idle a second or two.
+      buffers_(std::min(std::size_t{64} << 20, budget_.limit() / 2)), event_fd_(::eventfd(0, EFD_CLOEXEC))
 {
     if (!event_fd_) {
         throw_errno("eventfd", errno);
@@ -47,6 +50,7 @@ void worker::start()
             ring_.enable();
             ring_.limit_workers(config_.io_threads);
             mailbox_.arm();
+            pool_trim_.arm();
         } catch (...) {
             enabled.set_exception(std::current_exception());
             return;
@@ -183,6 +187,16 @@ void worker::mailbox::complete(int res, std::uint32_t) noexcept
     }
     w_.run_tasks();
     arm();
+}
+
+void worker::pool_trim::arm() noexcept { io_uring_prep_timeout(w_.ring_.sqe(this), &interval_, 0, 0); }
+
+void worker::pool_trim::complete(int, std::uint32_t) noexcept
+{
+    w_.buffers_.trim_if_idle();
+    if (!w_.stopping_) {
+        arm();
+    }
 }
 
 }  // namespace rct::daemon

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "config.hh"
+#include "memory_budget.hh"
 
 #include <rct/buffer_pool.hh>
 #include <rct/disk_registry.hh>
@@ -54,6 +55,7 @@ public:
     // Worker thread only.
     io_ring& ring() noexcept { return ring_; }
     buffer_pool& buffers() noexcept { return buffers_; }
+    memory_budget& budget() noexcept { return budget_; }
     disk_registry& registry() noexcept { return registry_; }
     const daemon_config& config() const noexcept { return config_; }
     void adopt(unique_fd sock, std::string peer);
@@ -75,6 +77,18 @@ private:
         std::uint64_t counter_ = 0;
     };
 
+    // Once a second: hands an idle buffer pool's cache back to the OS.
+    class pool_trim final : public completion {
+    public:
+        explicit pool_trim(worker& w) : w_(w) {}
+        void arm() noexcept;
+        void complete(int res, std::uint32_t) noexcept override;
+
+    private:
+        worker& w_;
+        __kernel_timespec interval_{1, 0};
+    };
+
     void loop() noexcept;
     void run_tasks() noexcept;
     void reap_retired() noexcept;
@@ -84,9 +98,11 @@ private:
     const daemon_config& config_;
     disk_registry& registry_;
     io_ring ring_;
+    memory_budget budget_;
     buffer_pool buffers_;
     unique_fd event_fd_;
     mailbox mailbox_{*this};
+    pool_trim pool_trim_{*this};
     std::thread thread_;
 
     rct::mutex tasks_mutex_;
