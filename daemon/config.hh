@@ -21,6 +21,11 @@ struct daemon_config {
     unsigned io_threads = 2;               // kernel io-wq threads per worker ring for blocking file work
     unsigned max_inflight = 256;           // per connection
     std::uint32_t max_payload = 32u << 20;
+    // Bytes all NBD connections together may hold in request payloads and
+    // queued replies, split evenly between the workers (memory_budget.hh);
+    // 0 = 256 MiB, or 2 × max_payload per worker if that is more.
+    std::uint64_t memory_budget = 0;
+    std::uint64_t connection_memory = std::uint64_t{64} << 20;  // one connection's share of it
     bool verbose = false;
     bool tracking = true;
     std::uint64_t intent_region = std::uint64_t{64} << 20;

@@ -12,6 +12,7 @@
 #include "ublk/watchdog.hh"
 #include "worker.hh"
 
+#include <rct/buffer_pool.hh>
 #include <rct/disk_registry.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
@@ -80,6 +81,30 @@ unsigned connection_cap(const daemon_config& cfg)
         return static_cast<unsigned>(room);
     }
     return cfg.max_connections;
+}
+
+// Sets the memory budget from its options; the reason when they do not fit
+// together. Every request must fit a connection's share, and a share must fit
+// a worker's part of the budget, or a request could wait for ever.
+const char* resolve_memory(daemon_config& cfg, const std::string& budget, const std::string& share)
+{
+    const std::uint64_t largest = rct::buffer_pool::rounded(cfg.max_payload);
+    const auto conn = rct::parse_size(share);
+    if (!conn || *conn < largest) {
+        return "--connection-memory must be a size of at least 32M (the largest request)";
+    }
+    if (budget == "auto") {
+        cfg.memory_budget = std::max<std::uint64_t>(std::uint64_t{256} << 20, std::uint64_t{cfg.workers} * 2 * largest);
+    } else if (const auto total = rct::parse_size(budget)) {
+        cfg.memory_budget = *total;
+    } else {
+        return "--memory-budget must be a size (e.g. 256M, 2G) or auto";
+    }
+    if (cfg.memory_budget / cfg.workers < *conn) {
+        return "--memory-budget must give each worker at least --connection-memory (budget / workers)";
+    }
+    cfg.connection_memory = *conn;
+    return nullptr;
 }
 
 int run(const daemon_config& cfg)
@@ -269,6 +294,16 @@ int main(int argc, char** argv)
                    "bytes of copied chunks each disk's snapshot store may hold (0 = as the filesystem allows); "
                    "beyond it the disk keeps working and the snapshots needing a copy become invalid")
         ->capture_default_str();
+    std::string memory_budget = "auto";
+    app.add_option("--memory-budget", memory_budget,
+                   "bytes all NBD clients together may hold in request payloads and queued replies, split "
+                   "between the workers; a client over it waits (auto = 256M, or 64M per worker if more)")
+        ->capture_default_str();
+    std::string connection_memory = "64M";
+    app.add_option("--connection-memory", connection_memory,
+                   "one NBD client's share of the memory budget: a client that does not read its replies "
+                   "holds at most this much, then is no longer read (at least 32M, the largest request)")
+        ->capture_default_str();
     app.add_option("--persist-interval", cfg.persist_interval_ms, "milliseconds between change-map persists")
         ->capture_default_str()
         ->check(CLI::Range(10u, 3600000u));
@@ -296,13 +331,17 @@ int main(int argc, char** argv)
         return 2;
     }
     cfg.snapshot_store_limit = *limit;
+    if (cfg.workers == 0) {
+        cfg.workers = std::max(1u, std::thread::hardware_concurrency());
+    }
+    if (const char* why = resolve_memory(cfg, memory_budget, connection_memory)) {
+        std::fprintf(stderr, "rctd: %s\n", why);
+        return 2;
+    }
     cfg.state_dir = state_dir;
     cfg.nbd_socket = nbd_socket.empty() ? cfg.state_dir / "nbd.sock" : std::filesystem::path(nbd_socket);
     cfg.control_socket =
         control_socket.empty() ? cfg.state_dir / "control.sock" : std::filesystem::path(control_socket);
-    if (cfg.workers == 0) {
-        cfg.workers = std::max(1u, std::thread::hardware_concurrency());
-    }
 
     try {
         if (watchdog_parent > 0) {

@@ -18,7 +18,10 @@ namespace rct::daemon {
 
 worker::worker(unsigned index, const daemon_config& config, disk_registry& registry)
     : index_(index), config_(config), registry_(registry), ring_(1024),
-      buffers_(std::size_t{64} << 20), event_fd_(::eventfd(0, EFD_CLOEXEC))
+      budget_(config.memory_budget / config.workers),
+      // Idle buffers are memory the budget no longer sees: half of it at
+      // most, and none once the pool has been idle a second or two.
+      buffers_(std::min(std::size_t{64} << 20, budget_.limit() / 2)), event_fd_(::eventfd(0, EFD_CLOEXEC))
 {
     if (!event_fd_) {
         throw_errno("eventfd", errno);
@@ -47,6 +50,7 @@ void worker::start()
             ring_.enable();
             ring_.limit_workers(config_.io_threads);
             mailbox_.arm();
+            ticker_.arm(1);
         } catch (...) {
             enabled.set_exception(std::current_exception());
             return;
@@ -65,7 +69,7 @@ void worker::start()
 void worker::post(std::function<void()> task)
 {
     {
-        std::lock_guard lock(tasks_mutex_);
+        rct::lock_guard lock(tasks_mutex_);
         tasks_.push_back(std::move(task));
     }
     const std::uint64_t one = 1;
@@ -103,18 +107,18 @@ void worker::adopt(unique_fd sock, std::string peer, admission::ticket slot)
     auto* c = new connection(*this, std::move(sock), std::move(peer), std::move(slot));
     live_.insert(c);
     live_count_.fetch_add(1, std::memory_order_relaxed);
-    ticker_.arm(1);
     c->start();
 }
 
 void worker::tick() noexcept
 {
+    buffers_.trim_if_idle();
     const auto now = std::chrono::steady_clock::now();
     // A connection that closes here only joins retired_; live_ stays as it is.
     for (connection* c : live_) {
         c->check_deadlines(now);
     }
-    if (!live_.empty()) {
+    if (!stopping_ || !live_.empty()) {
         ticker_.arm(1);
     }
 }
@@ -166,7 +170,7 @@ void worker::run_tasks() noexcept
 {
     std::vector<std::function<void()>> batch;
     {
-        std::lock_guard lock(tasks_mutex_);
+        rct::lock_guard lock(tasks_mutex_);
         batch.swap(tasks_);
     }
     for (auto& t : batch) {

@@ -7,19 +7,21 @@
 // mailbox whose eventfd the ring watches. The listener hands new sockets over
 // that way; the main thread asks for shutdown that way.
 //
-// Deadlines (handshake, idle, send, shutdown) need no timer per connection:
-// while the worker has connections, one IORING_OP_TIMEOUT on its ring ticks
-// once a second and each tick checks every connection's deadlines. The
-// shutdown deadline has a one-shot timeout of its own, so it is kept to the
-// second.
+// One IORING_OP_TIMEOUT on the ring ticks once a second: each tick hands an
+// idle buffer pool's cache back to the OS and checks every connection's
+// deadlines (handshake, idle, send), so there is no timer per connection.
+// The shutdown deadline has a one-shot timeout of its own, so it is kept to
+// the second.
 #pragma once
 
 #include "admission.hh"
 #include "config.hh"
+#include "memory_budget.hh"
 
 #include <rct/buffer_pool.hh>
 #include <rct/disk_registry.hh>
 #include <rct/io_ring.hh>
+#include <rct/thread_annotations.hh>
 #include <rct/unique_fd.hh>
 
 #include <atomic>
@@ -62,6 +64,7 @@ public:
     // Worker thread only.
     io_ring& ring() noexcept { return ring_; }
     buffer_pool& buffers() noexcept { return buffers_; }
+    memory_budget& budget() noexcept { return budget_; }
     disk_registry& registry() noexcept { return registry_; }
     const daemon_config& config() const noexcept { return config_; }
     void adopt(unique_fd sock, std::string peer, admission::ticket slot);
@@ -108,6 +111,7 @@ private:
     const daemon_config& config_;
     disk_registry& registry_;
     io_ring ring_;
+    memory_budget budget_;
     buffer_pool buffers_;
     unique_fd event_fd_;
     mailbox mailbox_{*this};
@@ -115,8 +119,8 @@ private:
     timer stop_timer_{*this, &worker::cut_off_all};
     std::thread thread_;
 
-    std::mutex tasks_mutex_;
-    std::vector<std::function<void()>> tasks_;  // guarded by tasks_mutex_
+    rct::mutex tasks_mutex_;
+    std::vector<std::function<void()>> tasks_ GUARDED_BY(tasks_mutex_);
 
     // Worker thread only.
     std::unordered_set<connection*> live_;

@@ -20,6 +20,8 @@ constexpr std::size_t recv_buffer_size = 256 * 1024;
 constexpr std::size_t recv_low_water = 64 * 1024;
 // Reads at least this large first ask the backend whether they hit a hole.
 constexpr std::uint32_t hole_check_min = 64 * 1024;
+// Extent descriptors in one BLOCK_STATUS reply, shared by its contexts (a
+// context gets at least one), so the reply's size does not grow with them.
 constexpr std::size_t max_descriptors = 32 * 1024;
 
 }  // namespace
@@ -49,6 +51,11 @@ void connection::stop() noexcept
     stopping_ = true;
     // Wakes a pending recv with end-of-file; the reader then winds down.
     ::shutdown(sock_.get(), SHUT_RD);
+    // A reader waiting for memory is not in a recv: wake it directly.
+    if (budget_wait_ != nullptr) {
+        worker_.budget().cancel(budget_waiter_);
+        wake_reader();
+    }
 }
 
 void connection::cut_off() noexcept
@@ -57,9 +64,9 @@ void connection::cut_off() noexcept
         return;
     }
     cut_off_ = true;
-    stopping_ = true;
     broken_ = true;  // replies still to come are dropped
-    ::shutdown(sock_.get(), SHUT_RDWR);
+    stop();          // also wakes a reader waiting for memory
+    ::shutdown(sock_.get(), SHUT_WR);
     // A send into a full buffer or a recv may not wake for the shutdown
     // alone; cancelling every operation on the socket ends them for sure.
     io_uring_prep_cancel_fd(worker_.ring().sqe(nullptr), sock_.get(), IORING_ASYNC_CANCEL_ALL);
@@ -169,9 +176,81 @@ void connection::release(request& rq) noexcept
         rq.buf = nullptr;
         rq.buf_size = 0;
     }
+    if (rq.charge != 0) {
+        held_ -= rq.charge;
+        worker_.budget().give(rq.charge);
+        rq.charge = 0;
+        if (budget_wait_ != nullptr && !budget_waiter_.queued() &&
+            held_ + wanted_ <= worker_.config().connection_memory) {
+            wake_reader();
+        }
+    }
     rq.next = free_;
     free_ = &rq;
     --inflight_;
+}
+
+std::size_t connection::charge_of(const nbd::request_header& h) const noexcept
+{
+    const bool payload = h.type == nbd::cmd_write || h.type == nbd::cmd_read;
+    if (payload && h.length != 0 && h.length <= worker_.config().max_payload) {
+        return buffer_pool::rounded(h.length);
+    }
+    if (h.type == nbd::cmd_block_status && !meta_.empty()) {
+        // The largest reply block_status() can build.
+        const std::size_t n = meta_.size();
+        return buffer_pool::rounded(n * (nbd::chunk_header_size + 4) + 8 * std::max(n, max_descriptors));
+    }
+    return 0;
+}
+
+bool connection::reserve(std::size_t bytes) noexcept
+{
+    if (granted_ != 0) {
+        granted_ = 0;
+        return true;
+    }
+    if (budget_waiter_.queued()) {
+        return false;
+    }
+    wanted_ = bytes;
+    if (held_ + bytes > worker_.config().connection_memory) {
+        // Our own replies have to leave first: the client is not reading them.
+        log::debug("{}: holds {} bytes of unsent replies; not reading until they leave", peer_, held_);
+        return false;
+    }
+    if (worker_.budget().try_take(bytes)) {
+        return true;
+    }
+    log::debug("{}: worker memory budget spent ({} of {} bytes); waiting", peer_, worker_.budget().used(),
+               worker_.budget().limit());
+    worker_.budget().enqueue(budget_waiter_, bytes);
+    return false;
+}
+
+void connection::drop_grant() noexcept
+{
+    worker_.budget().cancel(budget_waiter_);
+    if (granted_ != 0) {
+        worker_.budget().give(granted_);
+        granted_ = 0;
+    }
+}
+
+void connection::wake_reader() noexcept
+{
+    // Through the ring, not a direct resume: the caller may be deep in a
+    // send completion or another connection's release.
+    if (budget_wait_ != nullptr && !wake_posted_) {
+        io_uring_prep_nop(worker_.ring().sqe(budget_wait_));
+        wake_posted_ = true;
+    }
+}
+
+void connection::budget_waiter::admitted() noexcept
+{
+    c_.granted_ = c_.wanted_;
+    c_.wake_reader();
 }
 
 detached connection::reader()
@@ -211,17 +290,32 @@ detached connection::reader()
         rbegin_ += nbd::request_size;
         ++requests_;
 
-        const nbd::framing framing = nbd::frame_request(h, cfg.max_payload);
-        if (framing == nbd::framing::disconnect) {
+        if (nbd::frame_request(h) == nbd::framing::disconnect) {
             log::debug("{}: client disconnected cleanly", peer_);
             break;
         }
-        if (framing == nbd::framing::oversized_write) {
-            log::warn("{}: {}-byte write exceeds the {}-byte maximum; closing", peer_, h.length, cfg.max_payload);
+
+        // Until the request's memory is ours, its payload stays in the socket.
+        const std::size_t charge = charge_of(h);
+        bool reserved = charge == 0;
+        while (!reserved && !stopping_) {
+            reserved = reserve(charge);
+            if (!reserved && granted_ == 0) {
+                ring_wait w;
+                budget_wait_ = &w;
+                co_await w;
+                budget_wait_ = nullptr;
+                wake_posted_ = false;
+            }
+        }
+        if (!reserved) {
+            drop_grant();
             break;
         }
 
         request& rq = *take_request();
+        rq.charge = charge;
+        held_ += charge;
         rq.cookie = h.cookie;
         rq.type = h.type;
         rq.cmd_flags = h.flags;
@@ -250,8 +344,8 @@ detached connection::reader()
                 if (rq.buf != nullptr) {
                     r = co_await exact_io(ring, fd, exact_io::dir::recv, rq.buf + have, h.length - have);
                 } else {
-                    // Out of memory: drain the payload through the receive
-                    // buffer, then fail the request.
+                    // Too long or out of memory: drain the payload through
+                    // the receive buffer, then fail the request.
                     std::size_t left = h.length - have;
                     r = 1;
                     rbegin_ = rend_ = 0;
@@ -364,7 +458,7 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
         return;
     }
     const bool one = (rq.cmd_flags & nbd::cmd_flag_req_one) != 0;
-    const std::size_t max = one ? 1 : max_descriptors;
+    const std::size_t max = one ? 1 : std::max<std::size_t>(1, max_descriptors / meta_.size());
     // One chunk per selected context, each with its own extent list; the
     // lists sit back to back in extents_.
     extents_.clear();

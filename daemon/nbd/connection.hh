@@ -8,8 +8,12 @@
 // replies leave in completion order (the protocol allows any order) and a
 // slow request never holds up the ones behind it.
 //
-// Request objects and their buffers are pooled: the reader stops taking new
-// requests while max_inflight are outstanding, which bounds memory per client.
+// Request objects and their buffers are pooled. The reader stops taking new
+// requests while max_inflight are outstanding, and before a request that
+// needs a buffer (READ, WRITE, BLOCK_STATUS) it takes the buffer's bytes from
+// the worker's memory_budget, holding at most --connection-memory at once;
+// bytes come back when the reply has left. So a client that does not read
+// its replies stops being read once it holds its share, and the others go on.
 //
 // Lifetime: the worker owns the object. It ends when the reader has stopped
 // (EOF, DISC, protocol violation, stop()) and every outstanding request has
@@ -26,6 +30,7 @@
 
 #include "../admission.hh"
 #include "../coro.hh"
+#include "../memory_budget.hh"
 #include "../socket_io.hh"
 #include "export.hh"
 #include "options.hh"
@@ -75,6 +80,7 @@ private:
         std::uint16_t type = 0;
         std::uint16_t cmd_flags = 0;
         std::size_t buf_size = 0;  // pool size class of buf
+        std::size_t charge = 0;    // bytes of the memory budget it holds
         std::uint32_t hdr_len = 0;
         std::uint64_t data_len = 0;  // bytes of buf sent after hdr
         std::array<std::byte, 32> hdr{};
@@ -100,6 +106,12 @@ private:
     void release(request& rq) noexcept;
     void maybe_finish() noexcept;
     void begin_transmission() noexcept;
+    // Budget (memory_budget.hh): the bytes h needs; takes them or starts
+    // waiting for them (false), resuming the reader's budget_wait_ later.
+    std::size_t charge_of(const nbd::request_header& h) const noexcept;
+    bool reserve(std::size_t bytes) noexcept;
+    void drop_grant() noexcept;
+    void wake_reader() noexcept;
     void end_handshake() noexcept;
     std::uint16_t session_transmission_flags(const nbd_export& e) const noexcept;
 
@@ -122,6 +134,14 @@ private:
     };
     bool send_stalled(std::chrono::steady_clock::time_point now) noexcept;
     bool idle(std::chrono::steady_clock::time_point now) noexcept;
+    class budget_waiter final : public memory_budget::waiter {
+    public:
+        explicit budget_waiter(connection& c) : c_(c) {}
+        void admitted() noexcept override;
+
+    private:
+        connection& c_;
+    };
 
     worker& worker_;
     unique_fd sock_;
@@ -152,6 +172,14 @@ private:
     request* free_ = nullptr;
     unsigned inflight_ = 0;
     wakeup slot_free_;
+
+    // Memory budget.
+    std::size_t held_ = 0;     // bytes the outstanding requests hold
+    std::size_t wanted_ = 0;   // bytes the reader waits for
+    std::size_t granted_ = 0;  // ... taken for it by the worker's queue
+    ring_wait* budget_wait_ = nullptr;  // the reader's wait, resumed by a NOP
+    bool wake_posted_ = false;
+    budget_waiter budget_waiter_{*this};
 
     // Send queue.
     request* send_head_ = nullptr;

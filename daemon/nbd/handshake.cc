@@ -4,6 +4,8 @@
 // option gets NBD_REP_ERR_UNSUP and negotiation goes on. Option payloads are
 // read whole into a bounded buffer (a longer one is drained and refused with
 // ERR_TOO_BIG), so a hostile client can neither desynchronise nor exhaust us.
+// META_CONTEXT options cost O(queries + checkpoints) and are capped
+// (options.hh); their replies leave in one send.
 #include "connection.hh"
 #include "options.hh"
 
@@ -18,6 +20,19 @@ namespace rct::daemon {
 namespace {
 
 constexpr std::uint32_t max_option_len = 64 * 1024;
+
+// Appends an option reply header for len bytes of payload to out; returns
+// where the payload goes.
+std::byte* append_reply(std::vector<std::byte>& out, std::uint32_t opt, std::uint32_t type, std::size_t len)
+{
+    const std::size_t at = out.size();
+    out.resize(at + 20 + len);
+    std::byte* p = out.data() + at;
+    p = nbd::store_be<std::uint64_t>(p, nbd::opt_reply_magic);
+    p = nbd::store_be<std::uint32_t>(p, opt);
+    p = nbd::store_be<std::uint32_t>(p, type);
+    return nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(len));
+}
 
 }  // namespace
 
@@ -95,12 +110,8 @@ detached connection::handshake()
     // Sends out as one option reply.
     auto reply = [&](std::uint32_t opt, std::uint32_t type, const std::byte* payload,
                      std::uint32_t len) -> exact_io {
-        out.resize(20 + len);
-        std::byte* p = out.data();
-        p = nbd::store_be<std::uint64_t>(p, nbd::opt_reply_magic);
-        p = nbd::store_be<std::uint32_t>(p, opt);
-        p = nbd::store_be<std::uint32_t>(p, type);
-        p = nbd::store_be<std::uint32_t>(p, len);
+        out.clear();
+        std::byte* p = append_reply(out, opt, type, len);
         if (len != 0) {
             std::memcpy(p, payload, len);
         }
@@ -321,24 +332,27 @@ detached connection::handshake()
                 }
                 break;
             }
-            bool ok = true;
-            for (auto& m : nbd::match_contexts(offered_checkpoints(target), req->queries, list)) {
-                std::vector<std::byte> item(4 + m.name.size());
-                nbd::store_be<std::uint32_t>(item.data(), m.id);
-                std::memcpy(item.data() + 4, m.name.data(), m.name.size());
-                if (co_await reply(opt, nbd::rep_meta_context, item.data(),
-                                   static_cast<std::uint32_t>(item.size())) < 0) {
-                    ok = false;
-                    break;
+            auto matched = nbd::match_contexts(offered_checkpoints(target), req->queries, list);
+            if (!matched) {
+                if (co_await error_reply(nbd::rep_err_too_big, "too many meta context queries (at most 256)") < 0) {
+                    co_return end_handshake();
                 }
-                if (!list) {
-                    meta_.push_back(std::move(m));
-                }
+                break;
             }
+            // Every context and the ACK in one send, however many there are.
+            out.clear();
+            for (const auto& m : *matched) {
+                std::byte* p = append_reply(out, opt, nbd::rep_meta_context, 4 + m.name.size());
+                p = nbd::store_be<std::uint32_t>(p, m.id);
+                std::memcpy(p, m.name.data(), m.name.size());
+            }
+            append_reply(out, opt, nbd::rep_ack, 0);
             if (!list) {
+                meta_ = std::move(*matched);
                 meta_export_ = req->name;
             }
-            if (!ok || co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+            if (co_await exact_io(ring, fd, exact_io::dir::send, out.data(), out.size()) !=
+                static_cast<long>(out.size())) {
                 co_return end_handshake();
             }
             break;

@@ -2,7 +2,8 @@
 
 #include "wire.hh"
 
-#include <algorithm>
+#include <string_view>
+#include <unordered_map>
 
 namespace rct::nbd {
 namespace {
@@ -84,46 +85,57 @@ std::optional<meta_context_request> parse_meta_context_request(std::span<const s
     return r;
 }
 
-std::vector<meta_context> match_contexts(const std::vector<checkpoint_info>& cps,
-                                         const std::vector<std::string>& queries, bool list)
+std::optional<std::vector<meta_context>> match_contexts(const std::vector<checkpoint_info>& cps,
+                                                        const std::vector<std::string>& queries, bool list)
 {
+    if (queries.size() > max_meta_queries) {
+        return std::nullopt;
+    }
     // Context ids are per connection: 1 is base:allocation; a checkpoint's
     // bitmap gets 2 + its position in the checkpoint list.
     constexpr std::string_view bitmap_prefix = "qemu:dirty-bitmap:";
     std::vector<meta_context> out;
-    auto add_base = [&] {
-        if (std::none_of(out.begin(), out.end(), [](auto& m) { return m.id == 1; })) {
+    std::vector<bool> taken(cps.size() + 1);  // by id - 1
+    auto add = [&](std::size_t slot) {
+        if (taken[slot]) {
+            return;
+        }
+        taken[slot] = true;
+        if (slot == 0) {
             out.push_back({1, meta_kind::base_allocation, 0, 0, "base:allocation"});
+        } else {
+            const checkpoint_info& c = cps[slot - 1];
+            out.push_back({static_cast<std::uint32_t>(1 + slot), meta_kind::dirty_bitmap, c.epoch, c.generation,
+                           std::string(bitmap_prefix) + c.name});
         }
     };
-    auto add_bitmap = [&](std::size_t i) {
-        const auto id = static_cast<std::uint32_t>(2 + i);
-        if (std::none_of(out.begin(), out.end(), [&](auto& m) { return m.id == id; })) {
-            out.push_back({id, meta_kind::dirty_bitmap, cps[i].epoch, cps[i].generation,
-                           std::string(bitmap_prefix) + cps[i].name});
+    bool all_bitmaps = false;
+    auto add_bitmaps = [&] {
+        for (std::size_t i = 0; !all_bitmaps && i < cps.size(); ++i) {
+            add(1 + i);
         }
+        all_bitmaps = true;
     };
     if (queries.empty()) {
         if (list) {
-            add_base();
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                add_bitmap(i);
-            }
+            add(0);
+            add_bitmaps();
         }
         return out;
     }
+    std::unordered_map<std::string_view, std::size_t> by_name;
+    by_name.reserve(cps.size());
+    for (std::size_t i = 0; i < cps.size(); ++i) {
+        by_name.emplace(cps[i].name, i);
+    }
     for (const auto& q : queries) {
         if (q == "base:allocation" || (list && q == "base:")) {
-            add_base();
+            add(0);
         } else if (list && (q == "qemu:" || q == bitmap_prefix)) {
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                add_bitmap(i);
-            }
-        } else if (q.size() > bitmap_prefix.size() && q.compare(0, bitmap_prefix.size(), bitmap_prefix) == 0) {
-            for (std::size_t i = 0; i < cps.size(); ++i) {
-                if (q.compare(bitmap_prefix.size(), std::string::npos, cps[i].name) == 0) {
-                    add_bitmap(i);
-                }
+            add_bitmaps();
+        } else if (q.size() > bitmap_prefix.size() && q.starts_with(bitmap_prefix)) {
+            if (const auto it = by_name.find(std::string_view(q).substr(bitmap_prefix.size())); it != by_name.end()) {
+                add(1 + it->second);
             }
         }
         // Unknown namespaces and names are ignored, per the spec.

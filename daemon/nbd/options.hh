@@ -55,10 +55,19 @@ struct meta_context {
     std::string name;
 };
 
+// Bounds on one LIST_META_CONTEXT / SET_META_CONTEXT option, so that a
+// hostile client cannot make one option, or the BLOCK_STATUS replies a SET
+// leads to, cost a worker more than a legitimate client would.
+// A SET selects at most one context per query (it takes no wildcards), so
+// this caps the contexts a session carries, and each BLOCK_STATUS's work, too.
+inline constexpr std::size_t max_meta_queries = 256;  // queries in one option
+
 // The contexts that queries select, each once, among base:allocation and
 // the bitmaps of `checkpoints` (those the export offers). LIST (`list`)
-// also takes namespace wildcards, and no query as every context.
-std::vector<meta_context> match_contexts(const std::vector<checkpoint_info>& checkpoints,
-                                         const std::vector<std::string>& queries, bool list);
+// also takes namespace wildcards, and no query as every context. nullopt
+// (NBD_REP_ERR_TOO_BIG) above max_meta_queries queries. Costs
+// O(queries + checkpoints).
+std::optional<std::vector<meta_context>> match_contexts(const std::vector<checkpoint_info>& checkpoints,
+                                                        const std::vector<std::string>& queries, bool list);
 
 }  // namespace rct::nbd

@@ -183,21 +183,19 @@ inline bool decode_request(const std::byte* p, request_header& out) noexcept
 }
 
 // What the reader does with a decoded header before anything else.
+// A WRITE longer than max_payload is not a framing error: its payload is
+// drained through the receive buffer (no memory of its size is taken) and
+// validate_request() answers it with EINVAL, so the client keeps its
+// connection. The spec would allow a hard disconnect above 32 MiB; draining
+// costs us no more than the client's sending the bytes does.
 enum class framing {
-    request,          // read its payload, if any, then validate it
-    disconnect,       // NBD_CMD_DISC: the client is done
-    oversized_write,  // a payload too large to buffer: the stream cannot be resynced
+    request,     // read its payload, if any, then validate it
+    disconnect,  // NBD_CMD_DISC: the client is done
 };
 
-constexpr framing frame_request(const request_header& h, std::uint32_t max_payload) noexcept
+constexpr framing frame_request(const request_header& h) noexcept
 {
-    if (h.type == cmd_disc) {
-        return framing::disconnect;
-    }
-    if (h.type == cmd_write && h.length > max_payload) {
-        return framing::oversized_write;
-    }
-    return framing::request;
+    return h.type == cmd_disc ? framing::disconnect : framing::request;
 }
 
 // What validation needs to know about the export and the session.

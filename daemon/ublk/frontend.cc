@@ -114,7 +114,7 @@ frontend::frontend(disk_registry& reg, const std::vector<std::unique_ptr<worker>
 
 frontend::~frontend()
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     for (auto& [name, dev] : devices_) {
         dev->d->detach_client(dev->cdev.get());
         log::info("ublk: {} stays as {} for the next rctd to recover", name, device_path(dev->info.dev_id));
@@ -289,7 +289,7 @@ attachment frontend::attach(const std::string& name)
     if (!d) {
         throw error(errc::not_found, "no disk named '" + name + "'");
     }
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     if (auto it = devices_.find(name); it != devices_.end()) {
         throw error(errc::exists, fmt::format("disk '{}' is already attached as {}", name,
                                               device_path(it->second->info.dev_id)));
@@ -311,7 +311,7 @@ attachment frontend::attach(const std::string& name)
 
 void frontend::detach(const std::string& name, bool force)
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     auto it = devices_.find(name);
     if (it == devices_.end()) {
         throw error(errc::not_found, "disk '" + name + "' is not attached to a ublk device");
@@ -333,7 +333,7 @@ void frontend::detach(const std::string& name, bool force)
 
 std::optional<attachment> frontend::find(const std::string& name) const
 {
-    std::lock_guard lock(mutex_);
+    rct::lock_guard lock(mutex_);
     auto it = devices_.find(name);
     if (it == devices_.end()) {
         return std::nullopt;
@@ -358,7 +358,7 @@ void frontend::recover(const std::vector<std::string>& wanted)
         const std::uint32_t dev_id = rec->dev_id;
         try {
             auto d = registry_.find(name);
-            std::lock_guard lock(mutex_);
+            rct::lock_guard lock(mutex_);
             if (!d || d->id() != rec->disk_id) {
                 // The disk was deleted (or recreated) while rctd was down:
                 // its device would otherwise hold I/O forever.

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <rct/disk_registry.hh>
+#include <rct/thread_annotations.hh>
 
 #include <chrono>
 #include <cstdint>
@@ -73,10 +74,10 @@ public:
 
 private:
     struct device;
-    std::unique_ptr<device> create(std::shared_ptr<disk> d, std::uint32_t want_id);
+    std::unique_ptr<device> create(std::shared_ptr<disk> d, std::uint32_t want_id) REQUIRES(mutex_);
     std::unique_ptr<device> take_over(std::shared_ptr<disk> d, std::uint32_t dev_id);
     void start_queues(device& dev);
-    void stop_and_delete(device& dev);
+    void stop_and_delete(device& dev) REQUIRES(mutex_);
     void watch() const;
 
     disk_registry& registry_;
@@ -84,9 +85,9 @@ private:
     const std::filesystem::path state_dir_;
     const std::filesystem::path dir_;  // STATE/ublk
     const std::chrono::seconds recovery_window_;
-    mutable std::mutex mutex_;
-    std::map<std::string, std::unique_ptr<device>> devices_;  // guarded by mutex_
-    std::vector<std::vector<std::unique_ptr<queue>>> abandoned_;  // guarded by mutex_
+    mutable rct::mutex mutex_;
+    std::map<std::string, std::unique_ptr<device>> devices_ GUARDED_BY(mutex_);
+    std::vector<std::vector<std::unique_ptr<queue>>> abandoned_ GUARDED_BY(mutex_);
 };
 
 }  // namespace ublk

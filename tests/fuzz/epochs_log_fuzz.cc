@@ -13,6 +13,8 @@
 
 #include <rct/error.hh>
 
+#include <filesystem>
+
 using namespace rct;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
@@ -33,6 +35,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             tracking::check_runs(s.runs, (s.size + st.granularity - 1) / st.granularity, "fuzz");
         }
         RCT_FUZZ_CHECK(st.sealed.empty() || st.next_epoch > st.sealed.back().epoch);
+        // What damage (passed over) or a RESET dropped stays dropped.
+        RCT_FUZZ_CHECK(st.dropped_below <= st.next_epoch);
+        RCT_FUZZ_CHECK(st.sealed.empty() || st.sealed.front().epoch >= st.dropped_below);
+        if (!st.damage.empty()) {
+            // The rewritten log replays to the same history.
+            std::filesystem::remove(log.set_aside(".damaged"));
+            log.rewrite_after_damage(st, "fuzz");
+            const auto again = log.replay();
+            RCT_FUZZ_CHECK(again.damage.empty() && again.generation == st.generation);
+            RCT_FUZZ_CHECK(again.next_epoch == st.next_epoch && again.sealed.size() == st.sealed.size());
+            for (std::size_t i = 0; i < st.sealed.size(); ++i) {
+                RCT_FUZZ_CHECK(again.sealed[i].epoch == st.sealed[i].epoch);
+                const auto& x = again.sealed[i].runs;
+                const auto& y = st.sealed[i].runs;
+                RCT_FUZZ_CHECK(x.size() == y.size());
+                for (std::size_t k = 0; k < x.size(); ++k) {
+                    RCT_FUZZ_CHECK(x[k].start == y[k].start && x[k].count == y[k].count);
+                }
+            }
+        }
     } catch (const error& e) {
         RCT_FUZZ_CHECK(e.code() == errc::corrupt);
     }

@@ -6,7 +6,7 @@
 #define BOOST_TEST_MODULE damage
 #include <boost/test/unit_test.hpp>
 
-#include "test_util.hh"
+#include "engine.hh"
 
 #include "persist/record_log.hh"
 #include "tracking/store.hh"
@@ -109,48 +109,9 @@ std::vector<std::byte> pattern(std::uint8_t seed, std::uint64_t len)
     return v;
 }
 
-// A state dir with disks served through the engine.
-struct engine {
-    test::temp_dir dir{"damage"};
-    disk_options opts;
-    std::unique_ptr<disk_registry> reg;
-    sync_io io;
-
-    engine()
+struct engine : test::engine {
+    engine() : test::engine("damage", [](disk_options& o) { o.tracker.persist_interval = std::chrono::milliseconds(50); })
     {
-        opts.tracker.persist_interval = std::chrono::milliseconds(50);
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    void restart()
-    {
-        reg->close_all();
-        reg.reset();
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    disk& d(const std::string& name = "d") { return *reg->find(name); }
-    fs::path file(const std::string& rel, const std::string& name = "d") const
-    {
-        return dir.path / "disks" / name / rel;
-    }
-    void write(std::uint64_t off, const std::vector<std::byte>& data)
-    {
-        auto copy = data;
-        BOOST_REQUIRE_EQUAL(io.run(d().store(), io_op::write, off, copy.size(), copy.data()), 0);
-    }
-    std::vector<std::byte> read(backend& b, std::uint64_t off, std::uint64_t len)
-    {
-        std::vector<std::byte> out(len);
-        BOOST_REQUIRE_EQUAL(io.run(b, io_op::read, off, len, out.data()), 0);
-        return out;
-    }
-    bool exists_with_prefix(const fs::path& dir_, const std::string& prefix) const
-    {
-        for (const auto& e : fs::directory_iterator(dir_)) {
-            if (e.path().filename().string().rfind(prefix, 0) == 0) {
-                return true;
-            }
-        }
-        return false;
     }
 };
 
@@ -295,6 +256,110 @@ BOOST_AUTO_TEST_CASE(a_damaged_change_log_resets_tracking_with_the_reason)
     const auto page = t->changes(d.token, std::nullopt, 0, 100);
     BOOST_REQUIRE_EQUAL(page.extents.size(), 1u);
     BOOST_TEST(page.extents[0].offset == 5 * g);
+}
+
+// Flips one payload byte of record i: its header still passes its check.
+void flip_payload(const fs::path& p, int record)
+{
+    auto b = read_bytes(p);
+    b[record_offset(b, record) + 24 + 9] ^= 0x01;
+    write_bytes(p, b);
+}
+
+BOOST_AUTO_TEST_CASE(damage_to_a_seal_drops_only_the_checkpoints_before_it)
+{
+    engine e;
+    e.reg->create("d", 8 * MiB);
+    tracker* t = e.d().tracking();
+    const auto a = t->checkpoint("a");
+    e.write(0, pattern(1, g));
+    const auto b = t->checkpoint("b");
+    e.write(g, pattern(2, g));
+    const auto c = t->checkpoint("c");
+    e.write(2 * g, pattern(3, g));
+    const auto gen = t->status().generation;
+    e.restart();
+    // INIT, SEAL a, SEAL b, SEAL c: b's payload is damaged, its header is
+    // intact. a may lack b's changes (it is dropped); c does not need them.
+    flip_payload(e.file("tracking/epochs.log"), 2);
+    e.restart();
+    t = e.d().tracking();
+    BOOST_TEST(t->status().generation == gen);
+    BOOST_TEST(t->status().reason.find("damaged") != std::string::npos);
+    BOOST_REQUIRE_EQUAL(t->checkpoints().size(), 1u);
+    BOOST_TEST(t->checkpoints()[0].name == "c");
+    BOOST_TEST(e.exists_with_prefix(e.file("tracking"), "epochs.log.damaged"));
+    for (const auto& lost : {a.token, b.token}) {
+        try {
+            t->changes(lost, std::nullopt, 0, 100);
+            BOOST_FAIL("a dropped checkpoint's token was answered");
+        } catch (const error& x) {
+            BOOST_TEST(x.code() == errc::full_backup_required);
+            BOOST_TEST(std::string(x.what()).find("damaged") != std::string::npos);
+        }
+    }
+    // c still answers exactly, across a further restart of the rewritten log.
+    const auto exact = [&] {
+        const auto page = e.d().tracking()->changes(c.token, std::nullopt, 0, 100);
+        BOOST_REQUIRE_EQUAL(page.extents.size(), 1u);
+        BOOST_TEST(page.extents[0].offset == 2 * g);
+        BOOST_TEST(page.extents[0].length == g);
+    };
+    exact();
+    e.restart();
+    exact();
+    BOOST_TEST(e.d().tracking()->checkpoints().size() == 1u);
+    // No epoch number is reused: the next checkpoint is newer than every
+    // one the damaged log could have held.
+    const auto d = e.d().tracking()->checkpoint("d");
+    BOOST_TEST(d.epoch > c.epoch);
+}
+
+// A damaged INIT or RESET may have named another generation: nothing after
+// it can be trusted.
+BOOST_AUTO_TEST_CASE(damage_to_a_reset_or_an_init_still_resets_everything)
+{
+    for (const int record : {0, 2}) {
+        engine e;
+        e.reg->create("d", 8 * MiB);
+        e.d().tracking()->checkpoint("a");
+        e.reg->resize("d", 4 * MiB, true);  // a shrink resets tracking
+        const auto b = e.d().tracking()->checkpoint("b");
+        const auto gen = e.d().tracking()->status().generation;
+        e.restart();
+        // INIT, SEAL a, RESET, SEAL b.
+        flip_payload(e.file("tracking/epochs.log"), record);
+        e.restart();
+        tracker* t = e.d().tracking();
+        BOOST_TEST(t->status().generation != gen);
+        BOOST_TEST(t->checkpoints().empty());
+        BOOST_TEST(code_of([&] { t->changes(b.token, std::nullopt, 0, 100); }) == errc::full_backup_required);
+    }
+}
+
+// The log rewritten after damage keeps a deleted newest checkpoint's changes
+// in the live epoch.
+BOOST_AUTO_TEST_CASE(a_log_rewritten_after_damage_keeps_a_deleted_newest_checkpoints_changes)
+{
+    engine e;
+    e.reg->create("d", 8 * MiB);
+    tracker* t = e.d().tracking();
+    t->checkpoint("a");
+    const auto b = t->checkpoint("b");
+    e.write(3 * g, pattern(1, g));
+    const auto c = t->checkpoint("c");
+    t->delete_checkpoint("c");  // c's changes (3g) go back to the live epoch
+    e.restart();
+    // INIT, SEAL a, SEAL b, SEAL c, DELETE c: damage a.
+    flip_payload(e.file("tracking/epochs.log"), 1);
+    e.restart();
+    e.restart();  // and once more over the rewritten log
+    t = e.d().tracking();
+    BOOST_REQUIRE_EQUAL(t->checkpoints().size(), 1u);
+    const auto page = t->changes(b.token, std::nullopt, 0, 100);
+    BOOST_REQUIRE_EQUAL(page.extents.size(), 1u);
+    BOOST_TEST(page.extents[0].offset == 3 * g);
+    BOOST_TEST(c.epoch > b.epoch);
 }
 
 BOOST_AUTO_TEST_CASE(a_checksummed_live_map_with_impossible_runs_is_rejected)

@@ -6,7 +6,7 @@
 #define BOOST_TEST_MODULE mgmt_races
 #include <boost/test/unit_test.hpp>
 
-#include "test_util.hh"
+#include "engine.hh"
 
 #include "tracking/store.hh"
 
@@ -49,39 +49,18 @@ std::string read_text(const fs::path& p)
 }
 
 // A state dir with disks served through the engine.
-struct engine {
-    test::temp_dir dir{"mgmt"};
-    disk_options opts;
-    std::unique_ptr<disk_registry> reg;
-    sync_io io;
-
+struct engine : test::engine {
     explicit engine(bool tracking = true)
+        : test::engine("mgmt", [&](disk_options& o) {
+              o.tracking = tracking;
+              o.tracker.persist_interval = std::chrono::milliseconds(50);
+              o.tracker.region_size = MiB;
+          })
     {
-        opts.tracking = tracking;
-        opts.tracker.persist_interval = std::chrono::milliseconds(50);
-        opts.tracker.region_size = MiB;
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    // kill -9: nothing is closed cleanly.
-    void crash_and_restart()
-    {
-        reg.reset();
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    void restart()
-    {
-        reg->close_all();
-        crash_and_restart();
-    }
-    disk& d(const std::string& name = "d") { return *reg->find(name); }
-    fs::path file(const std::string& rel, const std::string& name = "d") const
-    {
-        return dir.path / "disks" / name / rel;
     }
     void write(std::uint64_t off, std::uint64_t len, const std::string& name = "d")
     {
-        std::vector<std::byte> buf(len, std::byte{0x5a});
-        BOOST_REQUIRE_EQUAL(io.run(d(name).store(), io_op::write, off, len, buf.data()), 0);
+        test::engine::write(off, std::vector<std::byte>(len, std::byte{0x5a}), name);
     }
 };
 

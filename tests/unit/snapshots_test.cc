@@ -5,6 +5,8 @@
 #define BOOST_TEST_MODULE snapshots
 #include <boost/test/unit_test.hpp>
 
+#include "engine.hh"
+
 #include "snapshots/chunk_copier.hh"
 #include "snapshots/index.hh"
 
@@ -35,17 +37,6 @@ constexpr std::uint64_t MiB = 1024 * KiB;
 constexpr std::uint64_t GiB = 1024 * MiB;
 constexpr std::uint64_t g = 64 * KiB;  // default granularity
 
-struct temp_dir {
-    temp_dir()
-    {
-        char tmpl[] = "/var/tmp/rct-snapshots-XXXXXX";
-        BOOST_REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-        log::set_level(log::level::warning);
-    }
-    ~temp_dir() { fs::remove_all(path); }
-    fs::path path;
-};
 
 snapshot_record snap(std::uint64_t epoch)
 {
@@ -85,40 +76,11 @@ std::vector<std::byte> pattern(std::uint64_t seed, std::uint64_t len)
 }
 
 // A disk in a fresh state dir, written and read through the engine.
-struct engine {
-    temp_dir dir;
-    disk_options opts;
-    std::unique_ptr<disk_registry> reg;
-    sync_io io;
-
+struct engine : test::engine {
     explicit engine(std::uint64_t store_limit = 0)
+        : test::engine("snapshots", [&](disk_options& o) { o.snapshots.store_limit = store_limit; },
+                       log::level::warning)
     {
-        opts.snapshots.store_limit = store_limit;
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    void restart()
-    {
-        reg->close_all();
-        reg.reset();
-        reg = std::make_unique<disk_registry>(dir.path, opts);
-    }
-    disk& d(const std::string& name = "d") { return *reg->find(name); }
-
-    void write(std::uint64_t off, const std::vector<std::byte>& data, const std::string& name = "d")
-    {
-        auto copy = data;
-        BOOST_REQUIRE_EQUAL(io.run(d(name).store(), io_op::write, off, copy.size(), copy.data()), 0);
-    }
-    std::vector<std::byte> read(backend& b, std::uint64_t off, std::uint64_t len)
-    {
-        std::vector<std::byte> out(len);
-        BOOST_REQUIRE_EQUAL(io.run(b, io_op::read, off, len, out.data()), 0);
-        return out;
-    }
-    std::vector<std::byte> read_snap(const std::string& s, std::uint64_t off, std::uint64_t len)
-    {
-        auto v = d().snapshots()->view(s);
-        return read(*v, off, len);
     }
 };
 
@@ -131,7 +93,7 @@ void overlay(std::vector<std::byte>& img, std::uint64_t off, const std::vector<s
 
 BOOST_AUTO_TEST_CASE(lookup_follows_labels)
 {
-    temp_dir t;
+    test::temp_dir t{"snapshots", log::level::warning};
     store_index x(t.path);
     x.init(g, "id");
     add_snap(x, 3);
@@ -157,7 +119,7 @@ BOOST_AUTO_TEST_CASE(lookup_follows_labels)
 
 BOOST_AUTO_TEST_CASE(delete_collects_only_unused_copies)
 {
-    temp_dir t;
+    test::temp_dir t{"snapshots", log::level::warning};
     store_index x(t.path);
     x.init(g, "id");
     add_snap(x, 3);
@@ -181,7 +143,7 @@ BOOST_AUTO_TEST_CASE(delete_collects_only_unused_copies)
 
 BOOST_AUTO_TEST_CASE(index_survives_reopen_and_detects_damage)
 {
-    temp_dir t;
+    test::temp_dir t{"snapshots", log::level::warning};
     {
         store_index x(t.path);
         x.init(g, "id");
@@ -389,7 +351,7 @@ BOOST_AUTO_TEST_CASE(chunk_copier_copies_with_and_without_o_direct)
     for (const bool direct : {true, false}) {
         BOOST_TEST_CONTEXT("direct " << direct)
         {
-            temp_dir t;
+            test::temp_dir t{"snapshots", log::level::warning};
             const auto data = pattern(21, 10 * gran + 100);  // ends inside chunk 10
             {
                 std::ofstream(t.path / "data.raw", std::ios::binary)

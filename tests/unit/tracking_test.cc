@@ -298,9 +298,12 @@ BOOST_AUTO_TEST_CASE(damaged_log_is_detected_never_trusted)
     io.put(static_cast<char>(c ^ 0x40));
     io.close();
 
+    // a's seal may have held changes: a is dropped; b sealed after it is
+    // kept (tests/unit/damage_test.cc covers that in depth).
     auto t = f.open();
     BOOST_TEST(t->status().reason.find("damaged") != std::string::npos);
-    BOOST_TEST(t->checkpoints().empty());
+    BOOST_REQUIRE_EQUAL(t->checkpoints().size(), 1u);
+    BOOST_TEST(t->checkpoints()[0].name == "b");
     BOOST_TEST(code_of([&] { t->changes(token, std::nullopt, 0, 10); }) == errc::full_backup_required);
     BOOST_TEST(fs::exists(f.dir / "t" / "epochs.log.damaged"));
 }

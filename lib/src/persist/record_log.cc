@@ -88,6 +88,18 @@ std::string classify(const std::uint8_t* p, std::size_t n, std::size_t pos, std:
     return "a complete record fails its checksum";
 }
 
+// Whether the header at pos passed its own check, so its type and length
+// are as written even though the record fails its checksum.
+bool header_trusted(const std::uint8_t* p, std::size_t n, std::size_t pos, std::uint32_t magic, record_header& h)
+{
+    if (n - pos < sizeof h) {
+        return false;
+    }
+    std::memcpy(&h, p + pos, sizeof h);
+    return h.magic == magic && h.hcheck != 0 && h.hcheck == header_check(h) && h.flags == 0 &&
+           n - pos - sizeof h >= h.length;
+}
+
 // Hands the record at pos to fn; what fn refuses as corrupt comes back as
 // the reason ("" when it took the record).
 std::string offer(const std::uint8_t* p, std::size_t pos, const record_header& h, const record_log::record_fn& fn)
@@ -107,15 +119,20 @@ std::string offer(const std::uint8_t* p, std::size_t pos, const record_header& h
 }  // namespace
 
 record_log::replay_result record_log::parse(const std::uint8_t* p, std::size_t n, std::uint32_t magic,
-                                            const record_fn& fn)
+                                            const record_fn& fn, std::size_t from)
 {
     replay_result res;
-    std::size_t pos = 0;
+    std::size_t pos = std::min(from, n);
     record_header h;
     while (pos < n) {
         if (!valid_at(p, n, pos, magic, h)) {
             res.damage = classify(p, n, pos, magic);
             res.torn_tail = res.damage.empty();
+            res.damaged_type_known = !res.torn_tail && header_trusted(p, n, pos, magic, h);
+            if (res.damaged_type_known) {
+                res.damaged_type = h.type;
+                res.resume_at = pos + sizeof h + h.length;
+            }
             break;
         }
         if (h.flags != 0) {
@@ -124,6 +141,9 @@ record_log::replay_result record_log::parse(const std::uint8_t* p, std::size_t n
         }
         res.damage = offer(p, pos, h, fn);
         if (!res.damage.empty()) {
+            res.damaged_type_known = true;  // its checksum held
+            res.damaged_type = h.type;
+            res.resume_at = pos + sizeof h + h.length;
             break;
         }
         ++res.records;

@@ -46,14 +46,23 @@ public:
         bool torn_tail = false;         // an incomplete last record was cut off
         std::uint64_t records = 0;
         std::string damage;  // non-empty: what is wrong at byte valid_bytes
+        // When the damaged record's header passed its check (or its whole
+        // checksum did, and fn refused it): its type, and where the record
+        // after it starts. Otherwise its type is unknown and nothing after
+        // it can be placed in order.
+        bool damaged_type_known = false;
+        std::uint16_t damaged_type = 0;
+        std::uint64_t resume_at = 0;
     };
     // Calls fn(type, payload) for each record in order, up to the first
     // damaged one. fn throws errc::corrupt for a record it cannot accept,
     // which counts as damage at that record. A torn tail is cut off the
     // file; a damaged log is left as it is (the owner sets it aside).
     replay_result replay(const record_fn& fn);
-    // The same over bytes in memory, without touching the file.
-    static replay_result parse(const std::uint8_t* p, std::size_t n, std::uint32_t magic, const record_fn& fn);
+    // The same over bytes in memory, without touching the file, starting
+    // at byte `from` (where a record starts: resume_at after damage).
+    static replay_result parse(const std::uint8_t* p, std::size_t n, std::uint32_t magic, const record_fn& fn,
+                               std::size_t from = 0);
     // After damage: calls fn for every record past `from` that passes its
     // checks, resynchronising on the magic (what can be salvaged).
     static void salvage(const std::uint8_t* p, std::size_t n, std::size_t from, std::uint32_t magic,

@@ -44,8 +44,41 @@ std::vector<run> get_runs(payload_reader& r)
     return runs;
 }
 
+std::vector<std::uint8_t> init_payload(std::uint32_t generation, std::uint32_t granularity,
+                                       std::uint64_t region_size, const std::string& disk_id)
+{
+    payload_writer w;
+    w.put(generation).put(granularity).put(region_size).put<std::int64_t>(::time(nullptr)).put_string(disk_id);
+    return std::move(w.buf);
+}
+
+std::vector<std::uint8_t> seal_payload(const sealed_epoch& s)
+{
+    payload_writer w;
+    w.put(s.epoch).put(s.created_at).put(s.size).put_string(s.name);
+    put_runs(w, s.runs);
+    return std::move(w.buf);
+}
+
+std::vector<std::uint8_t> reset_payload(std::uint32_t generation, std::uint64_t next_epoch, const std::string& reason)
+{
+    payload_writer w;
+    w.put(generation).put(next_epoch).put_string(reason.substr(0, 1000));
+    return std::move(w.buf);
+}
+
+// DELETE and ADVANCE: one epoch number.
+std::vector<std::uint8_t> epoch_payload(std::uint64_t epoch)
+{
+    payload_writer w;
+    w.put(epoch);
+    return std::move(w.buf);
+}
+
 // SEAL: consecutive epochs, valid names, runs inside the size at the cut.
-void replay_seal(log_state& st, payload_reader& r)
+// Right after damage that was passed over (gap_allowed) the epoch may jump:
+// the damaged record may have been a seal or an advance.
+void replay_seal(log_state& st, payload_reader& r, bool gap_allowed)
 {
     sealed_epoch s;
     s.epoch = r.get<std::uint64_t>();
@@ -57,7 +90,7 @@ void replay_seal(log_state& st, payload_reader& r)
         throw error(errc::corrupt, "SEAL before INIT, or with an invalid checkpoint name");
     }
     check_runs(s.runs, (s.size + st.granularity - 1) / st.granularity, "SEAL");
-    if (s.epoch != st.next_epoch) {
+    if (s.epoch != st.next_epoch && !(gap_allowed && s.epoch > st.next_epoch)) {
         throw error(errc::corrupt, "seal of epoch " + std::to_string(s.epoch) + " out of order (expected " +
                                        std::to_string(st.next_epoch) + ")");
     }
@@ -90,6 +123,38 @@ void replay_delete(log_state& st, std::uint64_t epoch)
     }
 }
 
+void replay_advance(log_state& st, std::uint64_t next)
+{
+    if (next < st.next_epoch) {
+        throw error(errc::corrupt, "epoch advance goes backwards");
+    }
+    if (st.advanced_from == 0) {
+        st.advanced_from = st.next_epoch;
+    }
+    st.next_epoch = next;
+}
+
+// Damage that a log can be read past without a wrong answer: a record whose
+// header is intact, of a type that neither starts a history (INIT) nor
+// changes its generation (RESET). What it said is lost, so every checkpoint
+// before it may lack changes (a lost SEAL) and is dropped; checkpoints sealed
+// after it depend only on records after it. It may have used an epoch
+// number, so that number is never used again.
+bool pass_over(log_state& st, const record_log::replay_result& res)
+{
+    const bool passable = res.damaged_type_known && st.initialized &&
+                          (res.damaged_type == format::rec_seal || res.damaged_type == format::rec_delete ||
+                           res.damaged_type == format::rec_advance);
+    if (!passable) {
+        return false;
+    }
+    st.damage = res.damage;
+    st.sealed.clear();
+    replay_advance(st, st.next_epoch + 1);
+    st.dropped_below = st.next_epoch;
+    return true;
+}
+
 }  // namespace
 
 epoch_log::epoch_log(const fs::path& path) : log_(path, format::record_magic) {}
@@ -99,95 +164,123 @@ fs::path epoch_log::set_aside(const std::string& suffix)
     return log_.set_aside(suffix);
 }
 
+void epoch_log::apply(log_state& st, std::uint16_t type, payload_reader& r, bool gap_allowed)
+{
+    switch (type) {
+    case format::rec_init:
+        st.initialized = true;
+        st.generation = r.get<std::uint32_t>();
+        st.granularity = r.get<std::uint32_t>();
+        st.region_size = r.get<std::uint64_t>();
+        r.get<std::int64_t>();
+        st.disk_id = r.get_string();
+        if (!valid_granularity(st.granularity) || st.region_size < st.granularity ||
+            (st.region_size & (st.region_size - 1)) != 0) {
+            throw error(errc::corrupt, "INIT: impossible granularity or region size");
+        }
+        init_granularity_ = st.granularity;  // only a valid one is kept past damage
+        break;
+    case format::rec_seal:
+        replay_seal(st, r, gap_allowed);
+        break;
+    case format::rec_delete:
+        replay_delete(st, r.get<std::uint64_t>());
+        break;
+    case format::rec_reset:
+        st.generation = r.get<std::uint32_t>();
+        st.next_epoch = r.get<std::uint64_t>();
+        st.reset_reason = r.get_string();
+        st.dropped_below = st.next_epoch;
+        st.sealed.clear();
+        st.advanced_from = 0;
+        break;
+    case format::rec_advance:
+        replay_advance(st, r.get<std::uint64_t>());
+        break;
+    default:
+        throw error(errc::corrupt, "unknown record type " + std::to_string(type));
+    }
+}
+
 log_state epoch_log::replay()
 {
     log_state st;
-    const auto res = log_.replay([&](std::uint16_t type, payload_reader& r) {
-        switch (type) {
-        case format::rec_init:
-            st.initialized = true;
-            st.generation = r.get<std::uint32_t>();
-            st.granularity = r.get<std::uint32_t>();
-            st.region_size = r.get<std::uint64_t>();
-            r.get<std::int64_t>();
-            st.disk_id = r.get_string();
-            if (!valid_granularity(st.granularity) || st.region_size < st.granularity ||
-                (st.region_size & (st.region_size - 1)) != 0) {
-                throw error(errc::corrupt, "INIT: impossible granularity or region size");
-            }
-            init_granularity_ = st.granularity;  // only a valid one is kept past damage
-            break;
-        case format::rec_seal:
-            replay_seal(st, r);
-            break;
-        case format::rec_delete:
-            replay_delete(st, r.get<std::uint64_t>());
-            break;
-        case format::rec_reset:
-            st.generation = r.get<std::uint32_t>();
-            st.next_epoch = r.get<std::uint64_t>();
-            st.reset_reason = r.get_string();
-            st.sealed.clear();
-            st.advanced_from = 0;
-            break;
-        case format::rec_advance: {
-            const auto next = r.get<std::uint64_t>();
-            if (next < st.next_epoch) {
-                throw error(errc::corrupt, "epoch advance goes backwards");
-            }
-            if (st.advanced_from == 0) {
-                st.advanced_from = st.next_epoch;
-            }
-            st.next_epoch = next;
-            break;
-        }
-        default:
-            throw error(errc::corrupt, "unknown record type " + std::to_string(type));
-        }
-    });
-    if (!res.damage.empty()) {
-        throw error(errc::corrupt, log_.path().string() + ": " + res.damage);
-    }
+    bool gap_allowed = false;
+    const auto fn = [&](std::uint16_t type, payload_reader& r) {
+        apply(st, type, r, gap_allowed);
+        gap_allowed = gap_allowed && type != format::rec_seal;
+    };
+    auto res = log_.replay(fn);
     st.valid_bytes = res.valid_bytes;
     st.torn_tail = res.torn_tail;
+    if (!res.damage.empty()) {
+        const auto bytes = log_.read_all();
+        while (pass_over(st, res)) {
+            gap_allowed = true;
+            res = record_log::parse(bytes.data(), bytes.size(), format::record_magic, fn, res.resume_at);
+            if (res.damage.empty()) {
+                return st;
+            }
+        }
+        throw error(errc::corrupt, log_.path().string() + ": " + res.damage);
+    }
     return st;
+}
+
+void epoch_log::rewrite_after_damage(const log_state& st, const std::string& reason)
+{
+    // Same generation (the surviving checkpoints' tokens stay valid); the
+    // RESET drops nothing on replay that is not already gone, and carries
+    // the reason for the tokens that were.
+    std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> recs;
+    recs.emplace_back(format::rec_init, init_payload(st.generation, st.granularity, st.region_size, st.disk_id));
+    std::uint64_t next = st.sealed.empty() ? st.dropped_below : st.sealed.front().epoch;
+    recs.emplace_back(format::rec_reset, reset_payload(st.generation, next, reason));
+    for (const auto& s : st.sealed) {
+        if (s.epoch != next) {
+            recs.emplace_back(format::rec_advance, epoch_payload(s.epoch));
+        }
+        if (s.name.empty()) {
+            // The newest, deleted: its runs still belong to the live epoch.
+            sealed_epoch named = s;
+            named.name = "deleted";
+            recs.emplace_back(format::rec_seal, seal_payload(named));
+            recs.emplace_back(format::rec_delete, epoch_payload(s.epoch));
+        } else {
+            recs.emplace_back(format::rec_seal, seal_payload(s));
+        }
+        next = s.epoch + 1;
+    }
+    if (next != st.next_epoch) {
+        recs.emplace_back(format::rec_advance, epoch_payload(st.next_epoch));
+    }
+    log_.rewrite(recs);
 }
 
 void epoch_log::append_init(std::uint32_t generation, std::uint32_t granularity, std::uint64_t region_size,
                             const std::string& disk_id)
 {
-    payload_writer w;
-    w.put(generation).put(granularity).put(region_size).put<std::int64_t>(::time(nullptr)).put_string(disk_id);
-    log_.append(format::rec_init, w.buf);
+    log_.append(format::rec_init, init_payload(generation, granularity, region_size, disk_id));
 }
 
 void epoch_log::append_seal(const sealed_epoch& s)
 {
-    payload_writer w;
-    w.put(s.epoch).put(s.created_at).put(s.size).put_string(s.name);
-    put_runs(w, s.runs);
-    log_.append(format::rec_seal, w.buf);
+    log_.append(format::rec_seal, seal_payload(s));
 }
 
 void epoch_log::append_delete(std::uint64_t epoch)
 {
-    payload_writer w;
-    w.put(epoch);
-    log_.append(format::rec_delete, w.buf);
+    log_.append(format::rec_delete, epoch_payload(epoch));
 }
 
 void epoch_log::append_reset(std::uint32_t generation, std::uint64_t next_epoch, const std::string& reason)
 {
-    payload_writer w;
-    w.put(generation).put(next_epoch).put_string(reason.substr(0, 1000));
-    log_.append(format::rec_reset, w.buf);
+    log_.append(format::rec_reset, reset_payload(generation, next_epoch, reason));
 }
 
 void epoch_log::append_advance(std::uint64_t next_epoch)
 {
-    payload_writer w;
-    w.put(next_epoch);
-    log_.append(format::rec_advance, w.buf);
+    log_.append(format::rec_advance, epoch_payload(next_epoch));
 }
 
 void write_current(const fs::path& dir, std::uint32_t generation, std::uint64_t epoch, std::uint64_t chunks,
@@ -199,9 +292,11 @@ void write_current(const fs::path& dir, std::uint32_t generation, std::uint64_t 
     }
     format::current_header h{format::current_magic, format::version, generation, epoch, chunks, runs.size(), 0};
     h.checksum = header_checksum(h, body.buf.data(), body.buf.size());
-    std::vector<std::uint8_t> bytes(sizeof h);
+    std::vector<std::uint8_t> bytes(sizeof h + body.buf.size());
     std::memcpy(bytes.data(), &h, sizeof h);
-    bytes.insert(bytes.end(), body.buf.begin(), body.buf.end());
+    if (!body.buf.empty()) {
+        std::memcpy(bytes.data() + sizeof h, body.buf.data(), body.buf.size());
+    }
     replace_file(dir, "current.map", bytes);
 }
 

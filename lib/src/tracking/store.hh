@@ -40,6 +40,12 @@ struct log_state {
     std::uint64_t advanced_from = 0;
     std::vector<sealed_epoch> sealed;  // ascending epoch
     std::string reset_reason;
+    // Every checkpoint numbered below this was dropped by a RESET (or by
+    // damage replay passed over) that kept the generation.
+    std::uint64_t dropped_below = 0;
+    // Non-empty: damage replay passed over (the last such); the checkpoints
+    // before it were dropped and the log must be rewritten without it.
+    std::string damage;
     std::uint64_t valid_bytes = 0;  // prefix of the file that parsed
     bool torn_tail = false;
 };
@@ -48,9 +54,16 @@ class epoch_log {
 public:
     explicit epoch_log(const std::filesystem::path& path);
     // Replays the log; a torn tail is cut off (and reported in the
-    // result); damage anywhere (framing, or a record that fails validation)
-    // throws errc::corrupt.
+    // result). Damage to a record whose header is intact and whose loss
+    // cannot change the generation (SEAL, DELETE, ADVANCE) is passed over:
+    // the state says so in `damage`, holding only what was sealed after it.
+    // Any other damage (a header that fails its check, INIT, RESET, an
+    // unknown type or flags) throws errc::corrupt.
     log_state replay();
+    // Replaces the log with the state replay recovered from a damaged one
+    // (set the damaged one aside first): same generation, a RESET with the
+    // reason, the surviving seals.
+    void rewrite_after_damage(const log_state& st, const std::string& reason);
     void append_init(std::uint32_t generation, std::uint32_t granularity, std::uint64_t region_size,
                      const std::string& disk_id);
     void append_seal(const sealed_epoch& s);
@@ -67,6 +80,7 @@ public:
     std::uint32_t init_granularity() const noexcept { return init_granularity_; }
 
 private:
+    void apply(log_state& st, std::uint16_t type, persist::payload_reader& r, bool gap_allowed);
     persist::record_log log_;
     std::uint32_t init_granularity_ = 0;
 };

@@ -172,6 +172,7 @@ private:
     std::vector<sealed_epoch> sealed_ GUARDED_BY(state_mu_);  // ascending epoch
     std::uint32_t generation_ GUARDED_BY(state_mu_) = 1;
     std::string reset_reason_ GUARDED_BY(state_mu_);
+    std::uint64_t dropped_below_ GUARDED_BY(state_mu_) = 0;  // log_state::dropped_below
     bool recovered_ GUARDED_BY(state_mu_) = false;
     bool data_modified_offline_ GUARDED_BY(state_mu_) = false;
     std::uint64_t recovery_excess_ GUARDED_BY(state_mu_) = 0;
@@ -255,12 +256,20 @@ log_state tracker_impl::load_log(std::string& damage, std::uint64_t min_live_epo
     if (st.torn_tail) {
         log::warn("tracking {}: cut an incomplete record off the end of epochs.log", dir_.string());
     }
+    if (damage.empty() && !st.damage.empty()) {
+        st.reset_reason = "the change log was damaged (" + st.damage + "); the checkpoints made before the damage "
+                          "were dropped";
+        const auto kept = log_.set_aside(".damaged");
+        log_.rewrite_after_damage(st, st.reset_reason);
+        log::error("tracking {}: epochs.log: {}; kept as {}; {} later checkpoint(s) kept", dir_.string(),
+                   st.reset_reason, kept.filename().string(), st.sealed.size());
+    }
     if (!damage.empty()) {
         // Never trust a damaged log: start a new generation (every older
         // token then asks for a full backup) with the whole disk changed.
         const auto kept = log_.set_aside(".damaged");
-        log::error("tracking {}: {}; kept as {}; restarting tracking: every checkpoint now asks for a full backup",
-                   dir_.string(), damage, kept.filename().string());
+        log::error("tracking: {}; kept as {}; restarting tracking: every checkpoint now asks for a full backup",
+                   damage, kept.filename().string());
         st = {};
     }
     if (!st.initialized) {
@@ -285,6 +294,7 @@ log_state tracker_impl::load_log(std::string& damage, std::uint64_t min_live_epo
     }
     generation_ = st.generation;
     reset_reason_ = damage.empty() ? st.reset_reason : "the change log was damaged (" + damage + ")";
+    dropped_below_ = st.dropped_below;
     return st;
 }
 
@@ -813,6 +823,11 @@ std::uint64_t tracker_impl::resolve(const std::string& ref, const char* what) co
         if (s.epoch == t->epoch) {
             return s.epoch;
         }
+    }
+    if (t->epoch < dropped_below_) {
+        throw error(errc::full_backup_required, std::string("the checkpoint of the '") + what +
+                                                     "' token was dropped when tracking was reset (" +
+                                                     reset_reason_ + "); a full backup is required");
     }
     throw error(errc::full_backup_required,
                 std::string("the checkpoint of the '") + what +
