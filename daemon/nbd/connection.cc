@@ -296,7 +296,8 @@ detached connection::reader()
         }
 
         // Until the request's memory is ours, its payload stays in the socket.
-        const std::size_t charge = charge_of(h);
+        // A stopping reader only answers NBD_ESHUTDOWN, which needs none.
+        std::size_t charge = stopping_ ? 0 : charge_of(h);
         bool reserved = charge == 0;
         while (!reserved && !stopping_) {
             reserved = reserve(charge);
@@ -310,8 +311,9 @@ detached connection::reader()
         }
         if (!reserved) {
             drop_grant();
-            break;
+            charge = 0;
         }
+        const bool refusing = stopping_ && charge == 0;
 
         request& rq = *take_request();
         rq.charge = charge;
@@ -325,7 +327,7 @@ detached connection::reader()
         rq.data_len = 0;
 
         const bool needs_buffer = (h.type == nbd::cmd_write || h.type == nbd::cmd_read) && h.length != 0 &&
-                                  h.length <= cfg.max_payload;
+                                  h.length <= cfg.max_payload && !refusing;
         if (needs_buffer) {
             rq.buf = worker_.buffers().get(h.length);
             rq.buf_size = rq.buf ? h.length : 0;
