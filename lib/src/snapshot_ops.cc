@@ -82,7 +82,7 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
     // Written outside STATE/disks, then moved in by import: a crash leaves
     // no half-made disk (STATE/tmp is emptied at start).
     const fs::path tmp_dir = state_dir_ / "tmp";
-    fs::create_directories(tmp_dir);
+    persist::make_dirs(tmp_dir);
     std::uint64_t rnd = 0;
     if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) {
         rnd = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
