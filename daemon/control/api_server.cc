@@ -132,12 +132,8 @@ std::string uri_escape(std::string_view s)
 std::string peer_of(MHD_Connection* conn)
 {
     const MHD_ConnectionInfo* info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (info == nullptr || ::getsockopt(info->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        return "control client";
-    }
-    return fmt::format("uid {} (pid {})", cred.uid, cred.pid);
+    const auto p = info == nullptr ? std::nullopt : peer_of_socket(info->connect_fd);
+    return p ? fmt::format("uid {} (pid {})", p->uid, p->pid) : "control client";
 }
 
 void mhd_log(void*, const char* fmt, va_list ap)
