@@ -485,9 +485,7 @@ private:
         src.file = server_.inbox_.take(a.import_fd, p.uid);
         src.shown = a.import_from.empty() ? std::string("the passed file") : a.import_from.string();
         if (a.move) {
-            import_source by_path = import_source::open_path(a.import_from, true);
-            src.dir = std::move(by_path.dir);
-            src.name = std::move(by_path.name);
+            src.locate(a.import_from);
             if (p.uid != 0) {
                 src.owner = p.uid;
                 check_may_unlink(src.dir.get(), p, src.shown);

@@ -660,13 +660,18 @@ import_source import_source::open_path(const std::filesystem::path& from, bool m
 {
     import_source src;
     src.shown = from.string();
-    const int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
-    src.file = open_no_symlinks(from, flags);
+    // O_NONBLOCK: a FIFO at the path must not hang the caller's request.
+    src.file = open_no_symlinks(from, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (move) {
-        src.dir = open_no_symlinks(from.parent_path(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        src.name = from.filename().string();
+        src.locate(from);
     }
     return src;
+}
+
+void import_source::locate(const std::filesystem::path& from)
+{
+    dir = open_no_symlinks(from.parent_path(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    name = from.filename().string();
 }
 
 std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::filesystem::path& from, bool move)

@@ -273,7 +273,10 @@ public:
     {
         return real().write_at(fd, d, n, off);
     }
-    ssize_t read_at(int fd, void* d, std::size_t n, std::uint64_t off) override { return real().read_at(fd, d, n, off); }
+    ssize_t read_at(int fd, void* d, std::size_t n, std::uint64_t off) override
+    {
+        return real().read_at(fd, d, n, off);
+    }
     int datasync(int fd) override { return real().datasync(fd); }
     int truncate(int fd, std::uint64_t size) override { return real().truncate(fd, size); }
     int punch_hole(int fd, std::uint64_t off, std::uint64_t len) override { return real().punch_hole(fd, off, len); }

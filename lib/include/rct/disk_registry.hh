@@ -44,6 +44,9 @@ struct import_source {
     // from, reached without any symbolic link (any component; a link is
     // refused as invalid_argument), opened by this process.
     static import_source open_path(const std::filesystem::path& from, bool move);
+    // Only dir and name of from (the file comes from elsewhere: a passed
+    // fd), by the same rules; the file itself is not opened.
+    void locate(const std::filesystem::path& from);
 };
 
 class disk_registry {
