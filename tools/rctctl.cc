@@ -1,10 +1,12 @@
 // rctctl: manages rctd's disks through its control API (docs/control-api.md).
 //
 // One HTTP request per invocation (a page at a time for `changes`), over the
-// daemon's Unix socket. The exit status tells scripts what happened without
-// parsing text: 0 ok, 1 other failure, 2 usage error, 3 no such disk or
-// checkpoint, 4 conflict (exists, busy, tracking disabled), 5 daemon
-// unreachable, 6 the change token cannot be honoured: take a full backup.
+// daemon's Unix socket; an import first passes the file, opened as the
+// calling user, over the import fd socket beside it. The exit status tells
+// scripts what happened without parsing text: 0 ok, 1 other failure, 2 usage
+// error, 3 no such disk or checkpoint, 4 conflict (exists, busy, tracking
+// disabled), 5 daemon unreachable, 6 the change token cannot be honoured:
+// take a full backup, 7 the caller may not do this.
 #include <rct/control_api.hh>
 #include <rct/size.hh>
 
