@@ -6,6 +6,7 @@
 // workers' rings; the accepted socket moves to a worker through its mailbox.
 #pragma once
 
+#include "access.hh"
 #include "worker.hh"
 
 #include <rct/unique_fd.hh>
@@ -26,7 +27,8 @@ public:
     listener& operator=(const listener&) = delete;
 
     // Setup; each throws rct::error with the address in its message.
-    void listen_unix(const std::filesystem::path& path);
+    // Its owner, group and mode come from the access policy.
+    void listen_unix(const std::filesystem::path& path, const access_policy& access);
     // "HOST", "HOST:PORT", "[V6]:PORT"; the port defaults to 10809.
     void listen_tcp(const std::string& spec);
     void adopt_listening(unique_fd fd);

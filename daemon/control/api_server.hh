@@ -4,21 +4,28 @@
 // libmicrohttpd serves it: one internal thread accepts and each connection
 // gets a thread of its own, so a long request (importing a large image)
 // never holds up the others. Handlers only call the disk_registry, which is
-// thread-safe, and the ublk frontend, and hold no state of their own. Access control is the
-// socket's file mode (0660): whoever may connect may manage every disk.
+// thread-safe, and the ublk frontend, and hold no state of their own.
+// Every request is authorized by its peer's credentials (access.hh): root
+// and the socket group may call everything, --api-readers the read-only
+// endpoints, anyone else nothing (403). Imports read a file the caller
+// opened and passed through the fd_inbox beside the socket; the path form
+// is for root callers only.
 //
 // The server owns the socket path: it replaces a stale socket at start
 // (refusing when another process still answers on it) and unlinks it when
 // destroyed.
 #pragma once
 
+#include "../access.hh"
 #include "../ublk/frontend.hh"
+#include "fd_inbox.hh"
 
 #include <rct/disk_registry.hh>
 
 #include <sys/types.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 struct MHD_Daemon;
@@ -37,7 +44,9 @@ class api_server {
 public:
     // Starts serving at once. Throws rct::error when the socket cannot be
     // set up or the HTTP server does not start.
-    api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path, export_addresses addrs);
+    // The import fd socket is socket_path + ".fd".
+    api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path, export_addresses addrs,
+               const access_policy& access);
     // Stops accepting, waits for running requests, unlinks the socket.
     ~api_server();
     api_server(const api_server&) = delete;
@@ -52,6 +61,8 @@ private:
     ublk::frontend& ublk_;
     const std::filesystem::path socket_path_;
     const export_addresses addrs_;
+    const access_policy& access_;
+    fd_inbox inbox_;
     ino_t socket_ino_ = 0;  // the socket we bound, so we never unlink another's
     MHD_Daemon* daemon_ = nullptr;
 };
