@@ -2,6 +2,8 @@
 // and read by every thread.
 #pragma once
 
+#include "access.hh"
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -31,6 +33,7 @@ struct daemon_config {
     std::uint64_t intent_region = std::uint64_t{64} << 20;
     unsigned persist_interval_ms = 5000;
     std::uint64_t snapshot_store_limit = 0;  // per disk; 0 = no limit
+    access_policy access;                    // socket modes, who may manage, read and open what
 
     // Limits and deadlines (docs/security.md). Seconds; 0 = no deadline.
     unsigned max_connections = 1024;         // NBD connections in all

@@ -71,7 +71,7 @@ listener::~listener()
     }
 }
 
-void listener::listen_unix(const std::filesystem::path& path)
+void listener::listen_unix(const std::filesystem::path& path, const access_policy& access)
 {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -100,6 +100,7 @@ void listener::listen_unix(const std::filesystem::path& path)
         throw_errno("bind " + s, errno);
     }
     unix_paths_.push_back(path);
+    access.secure_socket(path, access.nbd_socket_mode());
     if (::listen(fd.get(), SOMAXCONN) != 0) {
         throw_errno("listen " + s, errno);
     }

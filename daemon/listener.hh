@@ -11,6 +11,7 @@
 // the queue and close it instead of polling a readable socket in a loop.
 #pragma once
 
+#include "access.hh"
 #include "admission.hh"
 #include "worker.hh"
 
@@ -32,7 +33,8 @@ public:
     listener& operator=(const listener&) = delete;
 
     // Setup; each throws rct::error with the address in its message.
-    void listen_unix(const std::filesystem::path& path);
+    // Its owner, group and mode come from the access policy.
+    void listen_unix(const std::filesystem::path& path, const access_policy& access);
     // "HOST", "HOST:PORT", "[V6]:PORT"; the port defaults to 10809.
     void listen_tcp(const std::string& spec);
     void adopt_listening(unique_fd fd);

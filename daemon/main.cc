@@ -17,6 +17,7 @@
 #include <rct/error.hh>
 #include <rct/log.hh>
 #include <rct/size.hh>
+#include <rct/small_file.hh>
 
 #include <CLI/CLI.hpp>
 #include <systemd/sd-daemon.h>
@@ -24,6 +25,8 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -37,18 +40,34 @@ namespace {
 
 using rct::daemon::daemon_config;
 
+// The state dir is rctd's alone (0700); with a socket group or API
+// readers whose sockets live in it, they may pass through it to reach the
+// sockets (0710 or 0711), but not list it.
+void secure_state_dir(const daemon_config& cfg)
+{
+    const auto& dir = cfg.state_dir;
+    rct::persist::make_dirs(dir);
+    const bool sockets_inside = cfg.nbd_socket.parent_path() == dir || cfg.control_socket.parent_path() == dir;
+    const rct::daemon::access_policy& a = cfg.access;
+    mode_t mode = 0700;
+    if (sockets_inside && a.api_readers) {
+        mode = 0711;
+    } else if (sockets_inside && a.socket_group) {
+        mode = 0710;
+    }
+    const gid_t group = sockets_inside && a.socket_group ? *a.socket_group : ::getegid();
+    if (::chown(dir.c_str(), ::geteuid(), group) != 0 || ::chmod(dir.c_str(), mode) != 0) {
+        rct::throw_errno("cannot set owner and mode of state dir " + dir.string(), errno);
+    }
+}
+
 // One daemon per state directory: a second one would race the first over
 // staging directories and sockets. The lock dies with the process.
 rct::unique_fd lock_state_dir(const std::filesystem::path& dir)
 {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-        throw rct::error(rct::errc::io_error, "cannot create state dir " + dir.string() + ": " + ec.message());
-    }
     const auto path = dir / "rctd.lock";
-    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd) {
+    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd || ::fchmod(fd.get(), 0600) != 0) {
         rct::throw_errno("cannot open " + path.string(), errno);
     }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
@@ -109,6 +128,7 @@ const char* resolve_memory(daemon_config& cfg, const std::string& budget, const 
 
 int run(const daemon_config& cfg)
 {
+    secure_state_dir(cfg);
     const rct::unique_fd lock = lock_state_dir(cfg.state_dir);
     rct::disk_options opts;
     opts.tracking = cfg.tracking;
@@ -135,7 +155,7 @@ int run(const daemon_config& cfg)
             listener.adopt_listening(rct::unique_fd(fd));
         }
     } else {
-        listener.listen_unix(cfg.nbd_socket);
+        listener.listen_unix(cfg.nbd_socket, cfg.access);
         addrs.unix_socket = cfg.nbd_socket.string();
     }
     for (const auto& spec : cfg.listen) {
@@ -153,7 +173,7 @@ int run(const daemon_config& cfg)
     // the next rctd to recover.
     rct::daemon::ublk::frontend ublk(registry, workers, cfg.state_dir,
                                      std::chrono::seconds(cfg.ublk_recovery_window));
-    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs,
+    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs, cfg.access,
                                 {cfg.control_max_connections, cfg.control_max_connections_per_peer,
                                  cfg.control_idle_timeout});
 
@@ -245,6 +265,9 @@ int main(int argc, char** argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
+    // Every file and directory rctd makes is for root (or its group) only,
+    // whatever umask it was started with; explicit modes do the rest.
+    ::umask(077);
     // Each client is a socket; thousands of idle ones are legitimate.
     if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -307,6 +330,18 @@ int main(int argc, char** argv)
     app.add_option("--persist-interval", cfg.persist_interval_ms, "milliseconds between change-map persists")
         ->capture_default_str()
         ->check(CLI::Range(10u, 3600000u));
+    std::string socket_group;
+    app.add_option("--socket-group", socket_group,
+                   "group that may use the NBD and control sockets (mode 0660) and manage every disk; "
+                   "default: root only (0600)");
+    std::string api_readers;
+    app.add_option("--api-readers", api_readers,
+                   "group that may call the control API's read-only endpoints (list, info, changes, ...); "
+                   "the control socket becomes 0666 and every request is checked by its peer's uid");
+    std::vector<std::string> export_groups;
+    app.add_option("--export-group", export_groups,
+                   "DISK=GROUP: only root and GROUP may open DISK and its snapshots over NBD, and not over "
+                   "TCP (repeatable)");
     add_limit_options(app, cfg);
     app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
     CLI11_PARSE(app, argc, argv);
@@ -344,6 +379,21 @@ int main(int argc, char** argv)
         control_socket.empty() ? cfg.state_dir / "control.sock" : std::filesystem::path(control_socket);
 
     try {
+        using rct::daemon::resolve_group;
+        if (!socket_group.empty()) {
+            cfg.access.socket_group = resolve_group(socket_group);
+        }
+        if (!api_readers.empty()) {
+            cfg.access.api_readers = resolve_group(api_readers);
+        }
+        for (const auto& spec : export_groups) {
+            const auto eq = spec.find('=');
+            if (eq == std::string::npos || !rct::disk_registry::valid_name(spec.substr(0, eq))) {
+                std::fprintf(stderr, "rctd: --export-group must be DISK=GROUP, not '%s'\n", spec.c_str());
+                return 2;
+            }
+            cfg.access.export_groups[spec.substr(0, eq)] = resolve_group(spec.substr(eq + 1));
+        }
         if (watchdog_parent > 0) {
             return rct::daemon::ublk::run_watchdog(watchdog_parent, cfg.state_dir,
                                                    std::chrono::seconds(cfg.ublk_recovery_window));

@@ -1,10 +1,12 @@
 // rctctl: manages rctd's disks through its control API (docs/control-api.md).
 //
 // One HTTP request per invocation (a page at a time for `changes`), over the
-// daemon's Unix socket. The exit status tells scripts what happened without
-// parsing text: 0 ok, 1 other failure, 2 usage error, 3 no such disk or
-// checkpoint, 4 conflict (exists, busy, tracking disabled), 5 daemon
-// unreachable, 6 the change token cannot be honoured: take a full backup.
+// daemon's Unix socket; an import first passes the file, opened as the
+// calling user, over the import fd socket beside it. The exit status tells
+// scripts what happened without parsing text: 0 ok, 1 other failure, 2 usage
+// error, 3 no such disk or checkpoint, 4 conflict (exists, busy, tracking
+// disabled), 5 daemon unreachable, 6 the change token cannot be honoured:
+// take a full backup, 7 the caller may not do this.
 #include <rct/control_api.hh>
 #include <rct/size.hh>
 
@@ -12,12 +14,17 @@
 #include <curl/curl.h>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -37,6 +44,7 @@ enum exit_status : int {
     exit_conflict = 4,
     exit_unreachable = 5,
     exit_full_backup = 6,
+    exit_forbidden = 7,
 };
 
 using rct::control_api::default_changes_limit;
@@ -83,6 +91,66 @@ std::string unreachable_message(const std::string& socket, long os_errno, const 
                ": permission denied; rctd may be running, but only root and the socket's group may use it";
     }
     return "cannot reach rctd at " + socket + ": " + curl_message + "; is rctd running?";
+}
+
+// Opens the image as the calling user, so that rctd reads only what the
+// caller may (a symbolic link as the last component is refused: say the
+// file), and hands the open file to rctd's import fd socket (the control
+// socket + ".fd"; docs/control-api.md). Returns the one-time ticket.
+std::string pass_file(const std::string& control_socket, const std::string& path)
+{
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        const int err = errno;
+        const int status = err == ENOENT ? exit_not_found : err == ELOOP ? exit_usage : exit_failure;
+        const std::string why = err == ELOOP ? "it is a symbolic link; give the file itself" : std::strerror(err);
+        throw failure{status, "cannot open " + path + ": " + why, {}};
+    }
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } file{fd};
+    const std::string inbox = control_socket + ".fd";
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (inbox.size() >= sizeof addr.sun_path) {
+        throw failure{exit_usage, "control socket path too long: " + control_socket, {}};
+    }
+    std::memcpy(addr.sun_path, inbox.c_str(), inbox.size() + 1);
+    const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct closer conn{sock};
+    if (sock < 0 || ::connect(sock, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+        throw failure{exit_unreachable, unreachable_message(inbox, errno, std::strerror(errno)), {}};
+    }
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) {
+        throw failure{exit_failure, std::string("cannot pass the file to rctd: ") + std::strerror(errno), {}};
+    }
+    std::string line;
+    char buf[256];
+    for (ssize_t n; (n = ::recv(sock, buf, sizeof buf, 0)) > 0 && line.size() < 4096;) {
+        line.append(buf, static_cast<std::size_t>(n));
+    }
+    while (!line.empty() && line.back() == '\n') {
+        line.pop_back();
+    }
+    if (line.rfind("OK ", 0) != 0) {
+        throw failure{exit_failure, "rctd refused the file: " + (line.rfind("ERR ", 0) == 0 ? line.substr(4) : line),
+                      {}};
+    }
+    return line.substr(3);
 }
 
 class client {
@@ -164,6 +232,8 @@ private:
             status = exit_full_backup;
         } else if (code == "invalid_argument") {
             status = exit_usage;
+        } else if (code == "forbidden") {
+            status = exit_forbidden;
         }
         return {status, message, r.body};
     }
@@ -619,10 +689,12 @@ int main(int argc, char** argv)
             const response r = c.call("POST", "/disks/" + segment(name) + "/resize", body);
             report_disk(opt, r, "resized");
         } else if (*import) {
-            // The daemon resolves paths from its own working directory.
+            // The path names the file in messages and, for a move, is what
+            // rctd renames (only while it is still the passed file).
             const std::string path = std::filesystem::absolute(from).lexically_normal().string();
-            const response r =
-                c.call("POST", "/disks", json{{"name", name}, {"import_from", path}, {"move", move}});
+            const std::string ticket = pass_file(opt.socket, path);
+            const response r = c.call(
+                "POST", "/disks", json{{"name", name}, {"import_fd", ticket}, {"import_from", path}, {"move", move}});
             report_disk(opt, r, "imported");
         } else if (*cp_create) {
             cmd_checkpoint(c, opt, name, cp_name->count() != 0 ? std::optional(checkpoint) : std::nullopt);

@@ -131,54 +131,8 @@ std::string uri_escape(std::string_view s)
 std::string peer_of(MHD_Connection* conn)
 {
     const MHD_ConnectionInfo* info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (info == nullptr || ::getsockopt(info->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        return "control client";
-    }
-    return fmt::format("uid {} (pid {})", cred.uid, cred.pid);
-}
-
-unique_fd make_listen_socket(const std::filesystem::path& path)
-{
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const std::string& p = path.native();
-    if (p.empty() || p.size() >= sizeof addr.sun_path) {
-        throw error(errc::invalid_argument, fmt::format("control socket path '{}' is empty or longer than {} bytes",
-                                                        p, sizeof addr.sun_path - 1));
-    }
-    std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
-
-    unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) {
-        throw_errno("control socket: socket", errno);
-    }
-
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            throw error(errc::exists, fmt::format("{} exists and is not a socket; refusing to replace it", p));
-        }
-        // A socket nobody answers on is a leftover of an earlier run.
-        unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-            throw error(errc::busy,
-                        fmt::format("another process is serving the control socket {} (is rctd already running?)", p));
-        }
-        if (::unlink(p.c_str()) != 0 && errno != ENOENT) {
-            throw_errno(fmt::format("control socket: unlink stale {}", p), errno);
-        }
-    }
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-        throw_errno(fmt::format("control socket: bind {}", p), errno);
-    }
-    if (::chmod(p.c_str(), 0660) != 0 || ::listen(fd.get(), 64) != 0) {
-        const int err = errno;
-        ::unlink(p.c_str());
-        throw_errno(fmt::format("control socket {}", p), err);
-    }
-    return fd;
+    const auto p = info == nullptr ? std::nullopt : peer_of_socket(info->connect_fd);
+    return p ? fmt::format("uid {} (pid {})", p->uid, p->pid) : "control client";
 }
 
 void mhd_log(void*, const char* fmt, va_list ap)
@@ -342,6 +296,7 @@ private:
     reply route(std::string_view url)
     {
         const control::route r = control::resolve(method_, url);
+        authorize(r.what);
         const std::string& name = r.disk;
         switch (r.what) {
         case endpoint::version: return version();
@@ -364,6 +319,33 @@ private:
         case endpoint::restore: return restore(name);
         }
         __builtin_unreachable();  // resolve() returns one of the above
+    }
+
+    // The caller's credentials; every request has them (a Unix socket).
+    unix_peer caller() const
+    {
+        const MHD_ConnectionInfo* info = MHD_get_connection_info(conn_, MHD_CONNECTION_INFO_CONNECTION_FD);
+        auto p = info == nullptr ? std::nullopt : peer_of_socket(info->connect_fd);
+        if (!p) {
+            throw api_error{MHD_HTTP_FORBIDDEN, "forbidden", "cannot tell who the caller is"};
+        }
+        return *p;
+    }
+
+    void authorize(endpoint e) const
+    {
+        const unix_peer p = caller();
+        const access_policy& a = server_.access_;
+        if (a.may_manage(p) || (control::read_only(e) && a.may_read(p))) {
+            return;
+        }
+        throw api_error{MHD_HTTP_FORBIDDEN, "forbidden",
+                        a.may_read(p) ? fmt::format("{} may only list and query (--api-readers); this call "
+                                                    "changes state and needs root or the socket group",
+                                                    p.describe())
+                                      : fmt::format("{} may not use the control API (root, the socket group "
+                                                    "and --api-readers may)",
+                                                    p.describe())};
     }
 
     // A query parameter, URL-decoded; an empty string for a bare "?key".
@@ -488,11 +470,61 @@ private:
             d = server_.registry_.create(a.name, *a.size, a.granularity);
             log::info("{}: created disk {} ({} bytes, id {})", peer_of(conn_), d->name(), d->size(), d->id());
         } else {
-            d = server_.registry_.import(a.name, a.import_from, a.move);
-            log::info("{}: imported disk {} from {} by {} ({} bytes, id {})", peer_of(conn_), d->name(),
-                      a.import_from.string(), a.move ? "move" : "copy", d->size(), d->id());
+            import_source src = import_source_of(a);
+            const std::string shown = src.shown;
+            d = server_.registry_.import(a.name, std::move(src), a.move);
+            log::info("{}: imported disk {} from {} by {} ({} bytes, id {})", peer_of(conn_), d->name(), shown,
+                      a.move ? "move" : "copy", d->size(), d->id());
         }
         return ok(MHD_HTTP_CREATED, disk_json(*d));
+    }
+
+    // The file to import, read with the caller's authority: the fd it
+    // passed, or (root only) a path opened without following links. A
+    // move renames the path only while it is still the passed file, the
+    // caller's own, in a directory the caller may change.
+    import_source import_source_of(const control::create_args& a) const
+    {
+        const unix_peer p = caller();
+        if (a.import_fd.empty()) {
+            if (p.uid != 0) {
+                throw api_error{MHD_HTTP_FORBIDDEN, "forbidden",
+                                "the path form of import ('import_from' alone) is for root; pass the open file "
+                                "(rctctl import does) as 'import_fd'"};
+            }
+            return import_source::open_path(a.import_from, a.move);
+        }
+        import_source src;
+        src.file = server_.inbox_.take(a.import_fd, p.uid);
+        src.shown = a.import_from.empty() ? std::string("the passed file") : a.import_from.string();
+        if (a.move) {
+            src.locate(a.import_from);
+            if (p.uid != 0) {
+                src.owner = p.uid;
+                check_may_unlink(src.dir.get(), p, src.shown);
+            }
+        }
+        return src;
+    }
+
+    // A move takes the file out of its directory: only for a caller who
+    // could do that itself (write permission, and the sticky bit's rule
+    // is covered by owning the file).
+    static void check_may_unlink(int dir, const unix_peer& p, const std::string& shown)
+    {
+        struct stat st {};
+        if (::fstat(dir, &st) != 0) {
+            throw_errno("stat the directory of " + shown, errno);
+        }
+        const bool may = st.st_uid == p.uid ? (st.st_mode & S_IWUSR) != 0 && (st.st_mode & S_IXUSR) != 0
+                         : p.in_group(st.st_gid) ? (st.st_mode & S_IWGRP) != 0 && (st.st_mode & S_IXGRP) != 0
+                                                 : (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_IXOTH) != 0;
+        if (!may) {
+            throw rct::error(errc::invalid_argument,
+                             fmt::format("{} may not remove {} from its directory, so it cannot be moved; import it "
+                                         "without --move to copy it",
+                                         p.describe(), shown));
+        }
     }
 
     reply get_disk(const std::string& name) const { return ok(MHD_HTTP_OK, disk_json(*lookup(name))); }
@@ -732,10 +764,11 @@ void api_server::release(void* key) noexcept
 }
 
 api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path,
-                       export_addresses addrs, control_limits limits)
-    : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs)), limits_(limits)
+                       export_addresses addrs, const access_policy& access, control_limits limits)
+    : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs)), access_(access),
+      inbox_(socket_path_.string() + ".fd", access), limits_(limits)
 {
-    unique_fd fd = make_listen_socket(socket_path_);
+    unique_fd fd = access.bind_unix(socket_path_, access.control_socket_mode(), "control socket");
     struct stat st {};
     if (::stat(socket_path_.c_str(), &st) == 0) {
         socket_ino_ = st.st_ino;

@@ -4,8 +4,12 @@
 // libmicrohttpd serves it: one internal thread accepts and each connection
 // gets a thread of its own, so a long request (importing a large image)
 // never holds up the others. Handlers only call the disk_registry, which is
-// thread-safe, and the ublk frontend, and hold no state of their own. Access control is the
-// socket's file mode (0660): whoever may connect may manage every disk.
+// thread-safe, and the ublk frontend, and hold no state of their own.
+// Every request is authorized by its peer's credentials (access.hh): root
+// and the socket group may call everything, --api-readers the read-only
+// endpoints, anyone else nothing (403). Imports read a file the caller
+// opened and passed through the fd_inbox beside the socket; the path form
+// is for root callers only.
 //
 // Limits: libmicrohttpd caps connections in all and closes idle ones; the
 // per-uid cap is ours (libmicrohttpd's per-IP limit means nothing on a Unix
@@ -17,7 +21,9 @@
 // destroyed.
 #pragma once
 
+#include "../access.hh"
 #include "../ublk/frontend.hh"
+#include "fd_inbox.hh"
 
 #include <rct/disk_registry.hh>
 #include <rct/thread_annotations.hh>
@@ -26,6 +32,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 
 struct MHD_Daemon;
@@ -50,8 +57,9 @@ class api_server {
 public:
     // Starts serving at once. Throws rct::error when the socket cannot be
     // set up or the HTTP server does not start.
+    // The import fd socket is socket_path + ".fd".
     api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path, export_addresses addrs,
-               control_limits limits);
+               const access_policy& access, control_limits limits);
     // Stops accepting, waits for running requests, unlinks the socket.
     ~api_server();
     api_server(const api_server&) = delete;
@@ -70,6 +78,8 @@ private:
     ublk::frontend& ublk_;
     const std::filesystem::path socket_path_;
     const export_addresses addrs_;
+    const access_policy& access_;
+    fd_inbox inbox_;
     ino_t socket_ino_ = 0;  // the socket we bound, so we never unlink another's
     const control_limits limits_;
     MHD_Daemon* daemon_ = nullptr;

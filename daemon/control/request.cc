@@ -265,18 +265,33 @@ json parse_body(const std::string& body, std::initializer_list<std::string_view>
     return j;
 }
 
+bool read_only(endpoint e) noexcept
+{
+    switch (e) {
+    case endpoint::version:
+    case endpoint::list_disks:
+    case endpoint::get_disk:
+    case endpoint::list_checkpoints:
+    case endpoint::changes:
+    case endpoint::diff:
+    case endpoint::list_snapshots: return true;
+    default: return false;
+    }
+}
+
 create_args parse_create(const std::string& body)
 {
-    const json j = parse_body(body, {"name", "size", "granularity", "import_from", "move"});
+    const json j = parse_body(body, {"name", "size", "granularity", "import_from", "import_fd", "move"});
     create_args a;
     a.name = string_field(j, "name");
     const bool has_size = j.contains("size");
-    if (has_size == j.contains("import_from")) {
-        throw bad_request("give exactly one of 'size' (a new, empty disk) or 'import_from' (an image file)");
+    if (has_size == (j.contains("import_from") || j.contains("import_fd"))) {
+        throw bad_request("give exactly one of 'size' (a new, empty disk) or 'import_fd'/'import_from' (an image "
+                          "file)");
     }
     if (has_size) {
         if (j.contains("move")) {
-            throw bad_request("'move' only goes with 'import_from'");
+            throw bad_request("'move' only goes with an import");
         }
         if (j.contains("granularity")) {
             const std::uint64_t g = bytes_field(j, "granularity", "64K");
@@ -292,12 +307,21 @@ create_args parse_create(const std::string& body)
     if (j.contains("granularity")) {
         throw bad_request("'granularity' only goes with 'size'");
     }
+    a.move = bool_field(j, "move");
+    if (j.contains("import_fd")) {
+        a.import_fd = string_field(j, "import_fd");
+    }
+    if (!j.contains("import_from")) {
+        if (a.move) {
+            throw bad_request("'move' needs 'import_from', the path of the file passed as 'import_fd'");
+        }
+        return a;
+    }
     a.import_from = string_field(j, "import_from");
     if (!a.import_from.is_absolute()) {
         throw invalid_argument(
             fmt::format("'import_from' must be an absolute path, not '{}'", a.import_from.string()));
     }
-    a.move = bool_field(j, "move");
     return a;
 }
 

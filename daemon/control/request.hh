@@ -54,6 +54,10 @@ enum class endpoint {
     restore,
 };
 
+// Whether an endpoint only reads (list, query, changes): what --api-readers
+// may call.
+bool read_only(endpoint e) noexcept;
+
 struct route {
     endpoint what;
     std::string disk;  // the disk named in the path, if any
@@ -69,7 +73,8 @@ json parse_body(const std::string& body, std::initializer_list<std::string_view>
 struct create_args {
     std::string name;
     std::optional<std::uint64_t> size;  // a new, empty disk, or else
-    std::filesystem::path import_from;  // an image to adopt
+    std::filesystem::path import_from;  // an image to adopt (its path), and/or
+    std::string import_fd;              // the ticket of a file passed to the fd socket (fd_inbox)
     std::uint32_t granularity = 0;      // 0: the registry's default
     bool move = false;
 };

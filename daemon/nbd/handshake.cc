@@ -40,6 +40,11 @@ nbd_export connection::lookup_export(std::string_view name, std::string& why) co
 {
     auto& reg = worker_.registry();
     nbd_export e;
+    if (!worker_.config().access.may_open(peer_of_socket(sock_.get()), name)) {
+        // Told as "no such export" would be, but saying why.
+        why = "export " + std::string(name) + " is not available to this client (--export-group)";
+        return {};
+    }
     if (const auto at = name.find('@'); at != std::string_view::npos) {
         // DISK@SNAP: a snapshot, read-only.
         e.d = reg.find(name.substr(0, at));
@@ -65,6 +70,9 @@ nbd_export connection::lookup_export(std::string_view name, std::string& why) co
     }
     if (!e.d) {
         why = name.empty() ? "no default export: name one of the disks" : "no such export: " + std::string(name);
+    } else if (!worker_.config().access.may_open(peer_of_socket(sock_.get()), e.d->name())) {
+        why = "export " + e.d->name() + " is not available to this client (--export-group)";
+        return {};
     } else if (e.d->restoring()) {
         why = "disk " + e.d->name() + " is being restored from a snapshot; try again when it is done";
         return {};
@@ -216,7 +224,11 @@ detached connection::handshake()
             }
             bool ok = true;
             std::vector<std::string> names;
+            const auto peer = peer_of_socket(fd);
             for (const auto& d : worker_.registry().list()) {
+                if (!worker_.config().access.may_open(peer, d->name())) {
+                    continue;
+                }
                 names.push_back(d->name());
                 if (const snapshot_store* s = d->snapshots()) {
                     for (const auto& snap : s->snapshots()) {

@@ -8,6 +8,7 @@
 
 #include <rct/error.hh>
 #include <rct/log.hh>
+#include <rct/small_file.hh>
 
 #include <fmt/format.h>
 
@@ -105,11 +106,7 @@ frontend::frontend(disk_registry& reg, const std::vector<std::unique_ptr<worker>
     : registry_(reg), workers_(workers), state_dir_(state_dir), dir_(state_dir / "ublk"),
       recovery_window_(recovery_window)
 {
-    std::error_code ec;
-    std::filesystem::create_directories(dir_, ec);
-    if (ec) {
-        throw error(errc::io_error, "cannot create " + dir_.string() + ": " + ec.message());
-    }
+    persist::make_dirs(dir_);
 }
 
 frontend::~frontend()

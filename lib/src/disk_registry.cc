@@ -31,6 +31,8 @@
 #include <rct/unique_fd.hh>
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -305,6 +307,118 @@ int rename_noreplace(const fs::path& from, const fs::path& to)
     return r;
 }
 
+
+// open(2) that refuses a symbolic link in any component of p (openat2
+// RESOLVE_NO_SYMLINKS), so that a caller's link can never lead rctd to a
+// file of someone else's. Throws: not_found, or invalid_argument for a link.
+unique_fd open_no_symlinks(const fs::path& p, int flags)
+{
+    open_how how{};
+    how.flags = static_cast<std::uint64_t>(flags);
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const long fd = ::syscall(SYS_openat2, AT_FDCWD, p.c_str(), &how, sizeof how);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            throw error(errc::not_found, fmt::format("{} does not exist", p.string()));
+        }
+        if (errno == ELOOP) {
+            throw error(errc::invalid_argument,
+                        fmt::format("{} is or passes through a symbolic link; give the real path", p.string()));
+        }
+        throw_errno_at("open", p, errno);
+    }
+    return unique_fd(static_cast<int>(fd));
+}
+
+// Whether directory dirfd is top or below it, walking up through "..".
+bool inside(int dirfd, const fs::path& top)
+{
+    struct stat t {};
+    if (::stat(top.c_str(), &t) != 0) {
+        return false;
+    }
+    unique_fd cur(::openat(dirfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    struct stat c {};
+    while (cur && ::fstat(cur.get(), &c) == 0) {
+        if (c.st_dev == t.st_dev && c.st_ino == t.st_ino) {
+            return true;
+        }
+        unique_fd up(::openat(cur.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        struct stat u {};
+        if (!up || ::fstat(up.get(), &u) != 0 || (u.st_dev == c.st_dev && u.st_ino == c.st_ino)) {
+            return false;  // reached / (or cannot tell)
+        }
+        cur = std::move(up);
+    }
+    return false;
+}
+
+// What a source must be before anything is made of it: a regular file of a
+// disk's size; for a move, still the file at dir/name, the owner's, with
+// no other name, and not a disk's own. Returns its stat.
+struct stat check_import_source(const import_source& src, bool move, const fs::path& disks_dir)
+{
+    struct stat st {};
+    if (::fstat(src.file.get(), &st) != 0) {
+        throw_errno_at("fstat", src.shown, errno);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw error(errc::invalid_argument, fmt::format("{} is not a regular file", src.shown));
+    }
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size == 0 || size % sector != 0) {
+        throw error(errc::invalid_argument,
+                    fmt::format("{} is {} bytes; a disk image must be a non-zero multiple of {} bytes", src.shown,
+                                size, sector));
+    }
+    if (!move) {
+        return st;
+    }
+    struct stat at {};
+    if (::fstatat(src.dir.get(), src.name.c_str(), &at, AT_SYMLINK_NOFOLLOW) != 0) {
+        throw_errno_at("stat", src.shown, errno);
+    }
+    if (at.st_dev != st.st_dev || at.st_ino != st.st_ino) {
+        throw error(errc::invalid_argument, fmt::format("{} is not the file that was opened", src.shown));
+    }
+    if (src.owner && st.st_uid != *src.owner) {
+        throw error(errc::invalid_argument,
+                    fmt::format("{} belongs to uid {}, not to the caller: --move takes only the caller's own "
+                                "files (import it without --move to copy it)",
+                                src.shown, st.st_uid));
+    }
+    if (st.st_nlink != 1) {
+        throw error(errc::invalid_argument,
+                    fmt::format("{} has other hard links, which would keep access to the disk; it cannot be "
+                                "moved, import it without --move to copy it",
+                                src.shown));
+    }
+    if (inside(src.dir.get(), disks_dir)) {
+        throw error(errc::invalid_argument,
+                    fmt::format("{} is inside the state directory; it cannot be moved", src.shown));
+    }
+    return st;
+}
+
+// A moved-in file becomes the daemon's: still the file that was checked
+// (else refused and given back), owned by rctd, mode 0600. Returns its size.
+std::uint64_t adopt_moved(int fd, const struct stat& checked, const std::string& shown)
+{
+    struct stat now {};
+    if (::fstat(fd, &now) != 0) {
+        throw_errno_at("fstat", shown, errno);
+    }
+    if (now.st_dev != checked.st_dev || now.st_ino != checked.st_ino || now.st_nlink != 1) {
+        throw error(errc::invalid_argument, fmt::format("{} was replaced while it was moved in", shown));
+    }
+    if (::fchown(fd, ::geteuid(), ::getegid()) != 0 || ::fchmod(fd, 0600) != 0) {
+        throw_errno_at("chown", shown, errno);
+    }
+    const auto size = static_cast<std::uint64_t>(now.st_size);  // may have changed since the check
+    check_size(size);
+    return size;
+}
+
 }  // namespace
 
 disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
@@ -362,13 +476,14 @@ std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir)
     }
 
     const fs::path data = dir / data_file;
-    unique_fd fd(::open(data.c_str(), O_RDWR | O_CLOEXEC));
-    if (!fd) {
-        if (errno == ENOENT) {
+    const int opened = persist::env::get().open(data, O_RDWR, 0);
+    if (opened < 0) {
+        if (opened == -ENOENT) {
             throw error(errc::corrupt, fmt::format("{} is missing", data.string()));
         }
-        throw_errno_at("open", data, errno);
+        throw_errno_at("open", data, -opened);
     }
+    unique_fd fd(opened);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) {
         throw_errno_at("fstat", data, errno);
@@ -525,8 +640,8 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
     disk_meta meta{name, new_uuid(), size, now_unix()};
     const fs::path disks_dir = state_dir_ / "disks";
     const fs::path staging = disks_dir / fmt::format(".create-{}-{}.tmp", name, meta.id);
-    if (::mkdir(staging.c_str(), 0755) != 0) {
-        throw_errno_at("mkdir", staging, errno);
+    if (const int rc = persist::env::get().mkdir(staging, 0700); rc != 0) {
+        throw_errno_at("mkdir", staging, -rc);
     }
     staging_guard guard(staging);
 
@@ -541,61 +656,48 @@ std::shared_ptr<disk> disk_registry::create(const std::string& name, std::uint64
     return d;
 }
 
+import_source import_source::open_path(const std::filesystem::path& from, bool move)
+{
+    import_source src;
+    src.shown = from.string();
+    // O_NONBLOCK: a FIFO at the path must not hang the caller's request.
+    src.file = open_no_symlinks(from, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (move) {
+        src.locate(from);
+    }
+    return src;
+}
+
+void import_source::locate(const std::filesystem::path& from)
+{
+    dir = open_no_symlinks(from.parent_path(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    name = from.filename().string();
+}
+
 std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::filesystem::path& from, bool move)
 {
-    check_name(name);
+    return import(name, import_source::open_path(from, move), move);
+}
 
-    // With move the file itself is taken, so a symbolic link is refused
-    // rather than moved; a copy reads through it.
-    struct stat st {};
-    if ((move ? ::lstat(from.c_str(), &st) : ::stat(from.c_str(), &st)) != 0) {
-        if (errno == ENOENT) {
-            throw error(errc::not_found, fmt::format("{} does not exist", from.string()));
-        }
-        throw_errno_at("stat", from, errno);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        throw error(errc::invalid_argument, fmt::format("{} is not a regular file", from.string()));
-    }
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    if (size == 0 || size % sector != 0) {
-        throw error(errc::invalid_argument,
-                    fmt::format("{} is {} bytes; a disk image must be a non-zero multiple of {} bytes",
-                                from.string(), size, sector));
-    }
-    const fs::path disks_dir = state_dir_ / "disks";
-    if (move) {
-        std::error_code ec_from;
-        std::error_code ec_disks;
-        const fs::path canon_from = fs::weakly_canonical(from, ec_from);
-        const fs::path canon_disks = fs::weakly_canonical(disks_dir, ec_disks);
-        const auto rel = canon_from.lexically_relative(canon_disks);
-        if (!ec_from && !ec_disks && !rel.empty() && *rel.begin() != "..") {
-            throw error(errc::invalid_argument,
-                        fmt::format("{} is inside the state directory; it cannot be moved", from.string()));
-        }
-    }
+std::shared_ptr<disk> disk_registry::import(const std::string& name, import_source src, bool move)
+{
+    check_name(name);
+    const struct stat st = check_import_source(src, move, state_dir_ / "disks");
     const reservation held = reserve(name);
 
-    disk_meta meta{name, new_uuid(), size, now_unix()};
+    disk_meta meta{name, new_uuid(), static_cast<std::uint64_t>(st.st_size), now_unix()};
+    const fs::path disks_dir = state_dir_ / "disks";
     const fs::path staging = disks_dir / fmt::format(".{}-{}-{}.tmp", move ? "move" : "import", name, meta.id);
-    if (::mkdir(staging.c_str(), 0755) != 0) {
-        throw_errno_at("mkdir", staging, errno);
+    if (const int rc = persist::env::get().mkdir(staging, 0700); rc != 0) {
+        throw_errno_at("mkdir", staging, -rc);
     }
     staging_guard guard(staging);
     const fs::path data = staging / data_file;
 
     if (!move) {
-        unique_fd src(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!src) {
-            if (errno == ENOENT) {
-                throw error(errc::not_found, fmt::format("{} does not exist", from.string()));
-            }
-            throw_errno_at("open", from, errno);
-        }
         unique_fd fd = open_at(data, O_RDWR | O_CREAT | O_EXCL, 0600);
-        truncate_to(fd.get(), size, data);
-        sparse_copy(src.get(), fd.get(), static_cast<off_t>(size), from);
+        truncate_to(fd.get(), meta.size, data);
+        sparse_copy(src.file.get(), fd.get(), static_cast<off_t>(meta.size), src.shown);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
         auto d = install(staging, std::move(meta), std::move(fd), opts_);
@@ -603,38 +705,32 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
         return d;
     }
 
-    if (const int rc = persist::env::get().rename(from, data); rc != 0) {
+    if (const int rc = persist::env::get().rename_at(src.dir.get(), src.name, AT_FDCWD, data); rc != 0) {
         const int err = -rc;
         if (err == EXDEV) {
             throw error(errc::invalid_argument,
                         fmt::format("{} is on a different filesystem than {}; it cannot be moved, "
                                     "import it without --move to copy it",
-                                    from.string(), state_dir_.string()));
+                                    src.shown, state_dir_.string()));
         }
         if (err == ENOENT) {
-            throw error(errc::not_found, fmt::format("{} does not exist", from.string()));
+            throw error(errc::not_found, fmt::format("{} does not exist", src.shown));
         }
-        throw_errno_at("rename", from, err);
+        throw_errno_at("rename", src.shown, err);
     }
     try {
         unique_fd fd = open_at(data, O_RDWR);
-        // The file is ours now; its size may have changed since the stat.
-        struct stat now {};
-        if (::fstat(fd.get(), &now) != 0) {
-            throw_errno_at("fstat", data, errno);
-        }
-        meta.size = static_cast<std::uint64_t>(now.st_size);
-        check_size(meta.size);
+        meta.size = adopt_moved(fd.get(), st, src.shown);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
         auto d = install(staging, std::move(meta), std::move(fd), opts_);
         guard.release();
         return d;
     } catch (...) {
-        // Give the user's file back before the staging directory goes.
-        if (::rename(data.c_str(), from.c_str()) != 0) {
+        // Give the file back before the staging directory goes.
+        if (persist::env::get().rename_at(AT_FDCWD, data, src.dir.get(), src.name) != 0) {
             log::error("could not move {} back to {} after a failed import: {}; it stays in {}", data.string(),
-                       from.string(), std::strerror(errno), staging.string());
+                       src.shown, std::strerror(errno), staging.string());
             guard.release();
         }
         throw;

@@ -82,7 +82,7 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
     // Written outside STATE/disks, then moved in by import: a crash leaves
     // no half-made disk (STATE/tmp is emptied at start).
     const fs::path tmp_dir = state_dir_ / "tmp";
-    fs::create_directories(tmp_dir);
+    persist::make_dirs(tmp_dir);
     std::uint64_t rnd = 0;
     if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) {
         rnd = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
@@ -109,8 +109,17 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
         }
     });
     persist::sync_fd(fd.get(), tmp);
-    fd.reset();
-    return import(new_name, tmp, true);
+    // Our own file, by its fds: a state dir reached through a link (which
+    // an import's path rules would refuse) clones all the same.
+    import_source src;
+    src.file = std::move(fd);
+    src.dir = unique_fd(::open(tmp_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!src.dir) {
+        throw_errno("open " + tmp_dir.string(), errno);
+    }
+    src.name = tmp.filename().string();
+    src.shown = tmp.string();
+    return import(new_name, std::move(src), true);
 }
 
 void disk_registry::restore(const std::string& name, const std::string& snap, bool force)

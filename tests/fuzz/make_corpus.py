@@ -95,6 +95,8 @@ def control_seeds():
         "version": req("GET", "/v1/version"),
         "create": req("POST", "/v1/disks", json.dumps({"name": "vm1", "size": "10G", "granularity": "64K"})),
         "import": req("POST", "/v1/disks", json.dumps({"name": "vm1", "import_from": "/srv/a.raw", "move": True})),
+        "import-fd": req("POST", "/v1/disks", json.dumps({"name": "vm1", "import_fd": "0" * 32,
+                                                          "import_from": "/srv/a.raw", "move": True})),
         "create-both": req("POST", "/v1/disks", json.dumps({"name": "vm1", "size": 4096, "import_from": "/a"})),
         "resize": req("POST", "/v1/disks/vm1/resize", json.dumps({"size": 1 << 30, "force": False})),
         "resize-negative": req("POST", "/v1/disks/vm1/resize", '{"size": -1.5}'),

@@ -410,4 +410,40 @@ BOOST_AUTO_TEST_CASE(import_errors)
     BOOST_TEST(fs::exists(root / "odd.raw"));
 }
 
+// An import never reaches a file by a symbolic link, and a move takes only
+// a file that is wholly the caller's; what is moved in becomes rctd's (0600).
+BOOST_AUTO_TEST_CASE(import_without_borrowed_authority)
+{
+    disk_registry reg(root);
+    write_file(root / "real.raw", std::string(4096, 'r'));
+    fs::create_symlink(root / "real.raw", root / "link.raw");
+    fs::create_directory(root / "dir");
+    write_file(root / "dir" / "in.raw", std::string(4096, 'd'));
+    fs::create_directory_symlink(root / "dir", root / "dirlink");
+    for (const bool move : {false, true}) {
+        BOOST_CHECK_EXCEPTION(reg.import("x", root / "link.raw", move), rct::error, code_is(errc::invalid_argument));
+        BOOST_CHECK_EXCEPTION(reg.import("x", root / "dirlink" / "in.raw", move), rct::error,
+                              code_is(errc::invalid_argument));
+    }
+
+    fs::create_hard_link(root / "real.raw", root / "second.raw");
+    BOOST_CHECK_EXCEPTION(reg.import("x", root / "real.raw", true), rct::error, code_is(errc::invalid_argument));
+    fs::remove(root / "second.raw");
+
+    rct::import_source theirs = rct::import_source::open_path(root / "real.raw", true);
+    theirs.owner = ::geteuid() + 1;
+    BOOST_CHECK_EXCEPTION(reg.import("x", std::move(theirs), true), rct::error, code_is(errc::invalid_argument));
+    BOOST_TEST(entries(disks()).empty());
+    BOOST_TEST(read_file(root / "real.raw") == std::string(4096, 'r'));
+
+    ::chmod((root / "real.raw").c_str(), 0644);
+    rct::import_source mine = rct::import_source::open_path(root / "real.raw", true);
+    mine.owner = ::geteuid();
+    reg.import("mine", std::move(mine), true);
+    struct stat st {};
+    BOOST_REQUIRE(::stat((disks() / "mine" / "data.raw").c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 07777) == 0600u);
+    BOOST_TEST(!fs::exists(root / "real.raw"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

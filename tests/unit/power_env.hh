@@ -141,10 +141,21 @@ public:
         std::lock_guard l(mu_);
         return off_ ? -EIO : real().rename(from, to);
     }
+    int rename_at(int from_dir, const std::filesystem::path& from, int to_dir,
+                  const std::filesystem::path& to) override
+    {
+        std::lock_guard l(mu_);
+        return off_ ? -EIO : real().rename_at(from_dir, from, to_dir, to);
+    }
     int remove(const std::filesystem::path& p) override
     {
         std::lock_guard l(mu_);
         return off_ ? -EIO : real().remove(p);
+    }
+    int mkdir(const std::filesystem::path& dir, mode_t mode) override
+    {
+        std::lock_guard l(mu_);
+        return off_ ? -EIO : real().mkdir(dir, mode);
     }
     int sync_dir(const std::filesystem::path& dir) override
     {

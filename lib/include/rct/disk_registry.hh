@@ -13,6 +13,9 @@
 #pragma once
 
 #include <rct/disk.hh>
+#include <rct/unique_fd.hh>
+
+#include <sys/types.h>
 
 #include <filesystem>
 #include <map>
@@ -20,12 +23,31 @@
 #include <rct/thread_annotations.hh>
 
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace rct {
+
+// The file an import reads: open for reading by whoever asked (copied
+// from), and for a move also its directory and name, renamed in without
+// following a symbolic link and only while it is still that same file.
+struct import_source {
+    unique_fd file;
+    unique_fd dir;               // move only
+    std::string name;            // move only: the file's name in dir
+    std::string shown;           // the path, for messages
+    std::optional<uid_t> owner;  // move only: refused unless the file is this user's
+
+    // from, reached without any symbolic link (any component; a link is
+    // refused as invalid_argument), opened by this process.
+    static import_source open_path(const std::filesystem::path& from, bool move);
+    // Only dir and name of from (the file comes from elsewhere: a passed
+    // fd), by the same rules; the file itself is not opened.
+    void locate(const std::filesystem::path& from);
+};
 
 class disk_registry {
 public:
@@ -49,7 +71,12 @@ public:
     // granularity: change-tracking chunk size in bytes, a power of two from
     // 4 KiB to 1 MiB; 0 means the default (64 KiB).
     std::shared_ptr<disk> create(const std::string& name, std::uint64_t size, std::uint32_t granularity = 0);
-    // Copies FILE (sparsely) into the state dir; with move, renames it in.
+    // Copies the source file (sparsely) into the state dir; with move,
+    // renames it in, then it becomes the daemon's own (owner, mode 0600).
+    // A move is refused for a file with other hard links, outside the state
+    // dir's filesystem, or not the owner's (when src.owner is set).
+    std::shared_ptr<disk> import(const std::string& name, import_source src, bool move);
+    // import(name, import_source::open_path(from, move), move).
     std::shared_ptr<disk> import(const std::string& name, const std::filesystem::path& from, bool move);
     // Refused (errc::busy) while clients are connected, unless force, which
     // disconnects them.

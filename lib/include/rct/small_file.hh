@@ -22,5 +22,8 @@ std::vector<std::uint8_t> read_file(const std::filesystem::path& p, bool& exists
 void replace_file(const std::filesystem::path& dir, const std::string& name, const std::vector<std::uint8_t>& bytes);
 // Removes dir/name (absent is fine) and makes the removal durable.
 void remove_file(const std::filesystem::path& dir, const std::string& name);
+// create_directories for the directories these files live in: each new
+// level mode 0700 and made durable in its parent.
+void make_dirs(const std::filesystem::path& dir);
 
 }  // namespace rct::persist

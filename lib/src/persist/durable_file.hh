@@ -26,8 +26,6 @@ int open_file(const std::filesystem::path& p, int flags, mode_t mode);
 // is made durable before it returns (a log whose name a crash forgets is a
 // log lost).
 int open_or_create(const std::filesystem::path& p, int flags, mode_t mode);
-// create_directories, each new level made durable in its parent.
-void make_dirs(const std::filesystem::path& dir);
 
 // XXH64 over a header struct with its `checksum` member zeroed, then tail.
 std::uint64_t checksum(const void* head, std::size_t head_len, const void* tail, std::size_t tail_len);

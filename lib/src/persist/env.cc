@@ -1,7 +1,9 @@
 #include "env.hh"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,7 +21,14 @@ class real_env final : public env {
 public:
     int open(const std::filesystem::path& p, int flags, mode_t mode) override
     {
-        return result(::open(p.c_str(), flags | O_CLOEXEC, mode));
+        const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : ".";
+        const int dfd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            return -errno;
+        }
+        const int fd = result(::openat(dfd, p.filename().c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode));
+        ::close(dfd);
+        return fd;
     }
     int write_at(int fd, const void* data, std::size_t n, std::uint64_t off) override
     {
@@ -68,6 +77,11 @@ public:
     {
         return result(::rename(from.c_str(), to.c_str()));
     }
+    int rename_at(int from_dir, const std::filesystem::path& from, int to_dir,
+                  const std::filesystem::path& to) override
+    {
+        return result(::renameat(from_dir, from.c_str(), to_dir, to.c_str()));
+    }
     int remove(const std::filesystem::path& p) override { return result(::unlink(p.c_str())); }
     int sync_dir(const std::filesystem::path& dir) override
     {
@@ -79,6 +93,7 @@ public:
         ::close(fd);
         return rc;
     }
+    int mkdir(const std::filesystem::path& dir, mode_t mode) override { return result(::mkdir(dir.c_str(), mode)); }
     void synced(int, std::uint64_t, std::uint64_t) noexcept override {}
 };
 

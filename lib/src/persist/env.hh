@@ -6,6 +6,13 @@
 // power cut keeps. Errors are values (-errno); durable_file.hh wraps them in
 // exceptions naming the file for setup-time callers.
 //
+// Opens never follow a symbolic link in the final component and resolve
+// the name relative to its directory's fd (real env: openat with
+// O_NOFOLLOW), so a link planted where a metadata file belongs is refused
+// (ELOOP), never written through; files and directories are created with
+// the explicit modes the callers pass (0600 and 0700), which rctd's umask
+// of 077 cannot widen.
+//
 // The process has one env: real() unless a test installs another (a fault
 // env that drops unsynced writes at a simulated power cut, fails writes or
 // syncs, or returns ENOSPC) before it opens anything. Implementations are
@@ -41,8 +48,14 @@ public:
     virtual int truncate(int fd, std::uint64_t size) = 0;
     virtual int punch_hole(int fd, std::uint64_t off, std::uint64_t len) = 0;
     virtual int rename(const std::filesystem::path& from, const std::filesystem::path& to) = 0;
+    // renameat(2) (AT_FDCWD for a path), for a file reached by its
+    // directory's fd; never follows a link in either name.
+    virtual int rename_at(int from_dir, const std::filesystem::path& from, int to_dir,
+                          const std::filesystem::path& to) = 0;
     virtual int remove(const std::filesystem::path& p) = 0;
     virtual int sync_dir(const std::filesystem::path& dir) = 0;
+    // mkdir(2): 0 or -errno (-EEXIST when it is there already).
+    virtual int mkdir(const std::filesystem::path& dir, mode_t mode) = 0;
     // A sync done outside the env completed: of the whole file (len 0), or
     // of [off, off+len) written with RWF_DSYNC.
     virtual void synced(int fd, std::uint64_t off, std::uint64_t len) noexcept = 0;

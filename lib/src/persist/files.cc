@@ -43,10 +43,8 @@ void make_dirs(const fs::path& dir)
         return;
     }
     make_dirs(dir.parent_path());
-    std::error_code ec;
-    fs::create_directory(dir, ec);
-    if (ec) {
-        throw error(errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
+    if (const int rc = env::get().mkdir(dir, 0700); rc < 0 && !(rc == -EEXIST && fs::is_directory(dir))) {
+        throw_errno("cannot create " + dir.string(), -rc);
     }
     fsync_dir(dir.parent_path());
 }
@@ -112,8 +110,13 @@ std::vector<std::uint8_t> read_file(const fs::path& p, bool& exists, std::size_t
 void replace_file(const fs::path& dir, const std::string& name, const std::vector<std::uint8_t>& bytes)
 {
     const fs::path tmp = dir / (name + ".tmp");
+    // A temp file is always new (O_EXCL): one left by a crash goes first,
+    // and whatever else sits at the name (a planted link) is never opened.
+    if (const int rc = env::get().remove(tmp); rc < 0 && rc != -ENOENT) {
+        throw_errno("unlink " + tmp.string(), -rc);
+    }
     {
-        const unique_fd fd(open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+        const unique_fd fd(open_file(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600));
         write_all(fd.get(), bytes.data(), bytes.size(), 0, tmp);
         sync_fd(fd.get(), tmp);
     }

@@ -258,7 +258,7 @@ fs::path record_log::set_aside(const std::string& suffix)
         aside = path_.string() + suffix + "." + std::to_string(i);
     }
     rename_file(path_, aside);
-    fd_.reset(open_file(path_, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+    fd_.reset(open_file(path_, O_RDWR | O_CREAT | O_EXCL, 0600));
     end_ = synced_end_ = 0;
     broken_ = false;
     fsync_dir(path_.parent_path());
