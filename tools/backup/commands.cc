@@ -304,11 +304,10 @@ void cmd_backup(const settings& s, const std::string& disk, const std::string& r
                 ranges = changed_ranges(api, disk, p.base->token, m.checkpoint);
             } catch (const failure& f) {
                 if (f.status != exit_full_backup || requested != "auto") {
-                    throw failure{f.status, "rctd cannot say what changed since backup " + p.base->id + ": " +
-                                                f.message + (f.status == exit_full_backup
-                                                                 ? "; a full backup is required (rct-backup full, or auto)"
-                                                                 : ""),
-                                  f.body, f.code};
+                    throw failure{f.status,
+                              "rctd cannot say what changed since backup " + p.base->id + ": " + f.message +
+                                  (f.status == exit_full_backup ? " (run rct-backup full, or auto)" : ""),
+                              f.body, f.code};
                 }
                 p = {"full", {}, "rctd cannot say what changed since backup " + p.base->id + ": " + f.message};
             }
@@ -447,6 +446,26 @@ std::vector<std::string> check_point(const fs::path& dir, const manifest& m, boo
     return problems;
 }
 
+// Writes the buffer's pieces that are not all zeroes: zeroes stay holes (the
+// file was truncated to its size, empty). Pieces are the filesystem's 4 KiB
+// blocks, on absolute boundaries.
+void write_nonzero(int fd, const char* data, std::uint64_t n, std::uint64_t offset, const std::string& to)
+{
+    constexpr std::uint64_t block = 4096;
+    const auto piece_end = [&](std::uint64_t at) { return std::min(n, (offset + at) / block * block + block - offset); };
+    for (std::uint64_t at = 0; at < n;) {
+        std::uint64_t end = at;
+        while (end < n && !all_zero(data + end, piece_end(end) - end)) {
+            end = piece_end(end);
+        }
+        if (end > at &&
+            ::pwrite(fd, data + at, end - at, static_cast<off_t>(offset + at)) != static_cast<ssize_t>(end - at)) {
+            throw failure{exit_failure, "cannot write " + to + ": " + std::strerror(errno), {}, {}};
+        }
+        at = end < n ? piece_end(end) : end;
+    }
+}
+
 void restore_into(connection& c, int fd, const std::string& to, bool json)
 {
     const std::vector<extent> map = c.extents(0, c.size());
@@ -460,11 +479,7 @@ void restore_into(connection& c, int fd, const std::string& to, bool json)
         for (std::uint64_t at = e.offset; !e.zero && at < e.offset + e.length;) {
             const std::uint64_t n = std::min<std::uint64_t>(e.offset + e.length - at, buf.size());
             c.read(buf.data(), n, at);
-            // Zeroes stay holes: the file was truncated to its size empty.
-            if (!all_zero(buf.data(), n) &&
-                ::pwrite(fd, buf.data(), n, static_cast<off_t>(at)) != static_cast<ssize_t>(n)) {
-                throw failure{exit_failure, "cannot write " + to + ": " + std::strerror(errno), {}, {}};
-            }
+            write_nonzero(fd, buf.data(), n, at, to);
             at += n;
             p.advance(n);
         }

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -35,9 +36,41 @@ std::string joined(const std::vector<std::string>& argv)
     return s;
 }
 
-// Starts argv with stdout and stderr sent to the given fds (-1: inherited).
-pid_t spawn(const std::vector<std::string>& argv, int out_fd, int err_fd)
+pid_t spawn_bound(const std::vector<std::string>& argv, int err_fd)
 {
+    std::vector<char*> args;
+    for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        throw failure{exit_failure, "cannot run " + argv[0] + ": " + std::strerror(errno), {}, {}};
+    }
+    if (pid == 0) {
+        // Only async-signal-safe calls from here to exec.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) {
+            ::_exit(127);
+        }
+        const int null_fd = ::open("/dev/null", O_RDONLY);
+        ::dup2(null_fd, 0);
+        ::dup2(err_fd, 2);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    return pid;
+}
+
+// Starts argv with stdout and stderr sent to the given fds (-1: inherited).
+// With `die_with_parent` the child gets SIGTERM when rct-backup dies (even
+// by SIGKILL), so that a killed run leaves no qemu-nbd behind.
+pid_t spawn(const std::vector<std::string>& argv, int out_fd, int err_fd, bool die_with_parent = false)
+{
+    if (die_with_parent) {
+        return spawn_bound(argv, err_fd);
+    }
     std::vector<char*> args;
     for (const auto& a : argv) {
         args.push_back(const_cast<char*>(a.c_str()));
@@ -153,7 +186,7 @@ served_image::served_image(const std::string& image, bool writable)
     // Its messages (the readiness probe's "Broken pipe" among them) are kept
     // for a failure report instead of reaching the user's terminal.
     log_ = std::make_unique<temp_file>();
-    pid_ = spawn(argv, -1, log_->fd);
+    pid_ = spawn(argv, -1, log_->fd, true);
 
     // Ready once the socket accepts a connection.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
