@@ -6,7 +6,8 @@
 # repository keeps its points, the next run discards the leftovers); a grown
 # disk continues the chain, a shrunk one gets a full; a re-created disk gets
 # a full, said; every point restored, by rct-backup and by qemu-img convert
-# alone, equals the disk at that point; verify names a flipped byte's file.
+# alone, equals the disk at that point; verify names a flipped byte's file;
+# prune --keep 4 leaves 4 points that restore exactly and verify.
 # Logic: tests/rcttest/interop/backup_chain.py.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${RCT_BACKUP:=$REPO_ROOT/build/tools/rct-backup}"
@@ -42,4 +43,6 @@ say "restore every point"
 bc restore "$W"
 say "verify"
 bc flip "$W"
+say "prune"
+bc prune "$W" 4
 say "PASS"

@@ -38,11 +38,6 @@ namespace {
 
 using byte_range = std::pair<std::uint64_t, std::uint64_t>;  // offset, length
 
-bool all_zero(const char* p, std::size_t n)
-{
-    return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
-}
-
 std::string now_rfc3339()
 {
     const std::time_t t = std::time(nullptr);

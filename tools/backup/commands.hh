@@ -34,4 +34,7 @@ bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const
 void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
                  const std::string& to);
 
+// Merges the oldest points into their full until `keep` remain (prune.cc).
+void cmd_prune(const settings& s, const std::string& disk, std::size_t keep);
+
 }  // namespace rct::backup

@@ -72,6 +72,11 @@ int main(int argc, char** argv)
     restore->add_option("--at", at, "backup point id (default: the newest)");
     restore->add_option("--to", to, "image file to write (raw; replaced if it exists)")->required();
 
+    std::size_t keep = 0;
+    auto* prune = app.add_subcommand("prune", "merge the oldest points into their full until N remain");
+    prune->add_option("DISK", disk, "disk name")->required();
+    prune->add_option("--keep", keep, "points to keep (at least 1)")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -99,6 +104,8 @@ int main(int argc, char** argv)
             status = rct::backup::cmd_verify(s, opt_disk, opt_at) ? exit_ok : rct::backup::exit_corrupt;
         } else if (*restore) {
             rct::backup::cmd_restore(s, disk, opt_at, to);
+        } else if (*prune) {
+            rct::backup::cmd_prune(s, disk, keep);
         }
     } catch (const failure& f) {
         if (s.json) {

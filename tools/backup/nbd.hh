@@ -11,6 +11,7 @@
 #include <libnbd.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,12 @@ struct extent {
     std::uint64_t length = 0;
     bool zero = false;  // reads as zeroes (a hole or a zeroed range)
 };
+
+// True when the n bytes at p are all zero.
+inline bool all_zero(const char* p, std::size_t n)
+{
+    return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
+}
 
 class connection {
 public:

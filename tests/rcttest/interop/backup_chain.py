@@ -14,6 +14,7 @@ the disk as it was; faults around it. State between steps lives in WORK
   grow BACKUP STATE DISK URI WORK      - after a grow: the chain continues
   shrunk BACKUP STATE DISK URI WORK    - after a shrink: auto -> full, said
   restore BACKUP STATE DISK WORK       - every point restored and compared
+  prune BACKUP STATE DISK WORK N       - prune --keep N; the rest stay exact
   flip BACKUP STATE DISK WORK          - verify names a flipped byte's file
 """
 import json
@@ -30,6 +31,7 @@ BLOCK = 64 << 10
 
 
 def _backup(argv, *args, check=True):
+    """rct-backup ARGS; argv: a subcommand's (WORK at 5 after a URI, else at 4)."""
     backup, state, work = argv[1], argv[2], argv[5] if len(argv) > 5 else argv[4]
     cmd = [backup, "--state-dir", state, "--repo", os.path.join(work, "repo")] + list(args)
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -234,10 +236,10 @@ def _allocated(path):
     return os.stat(path).st_blocks * 512
 
 
-def restore(argv):
+def restore(argv, at_least=8):
     disk, work = argv[3], argv[4]
     points = _points(work)
-    assert len(points) >= 8, points
+    assert len(points) >= at_least, points
     for point_id, ref in sorted(points.items()):
         out = os.path.join(work, "restored.raw")
         _backup(argv, "restore", disk, "--at", point_id, "--to", out)
@@ -249,6 +251,21 @@ def restore(argv):
         subprocess.run(["cmp", ref, converted], check=True)
         print("ok point %s: restore and qemu-img convert equal the disk then (%d of %d bytes allocated)" %
               (point_id, _allocated(out), os.path.getsize(out)))
+
+
+def prune(argv):
+    disk, work, keep = argv[3], argv[4], int(argv[5])
+    r = _backup(argv[:5], "prune", disk, "--keep", str(keep))
+    print(r.stdout)
+    left = sorted(f[:-5] for f in os.listdir(os.path.join(work, "repo", disk)) if f.endswith(".json"))
+    assert len(left) == keep, left
+    points = {k: v for k, v in _points(work).items() if k in left}
+    assert len(points) == keep, (points, left)
+    _save_points(work, points)
+    restore(argv[:5], at_least=keep)
+    r = _backup(argv[:5], "verify", disk)
+    print(r.stdout)
+    print("ok prune --keep %d: every remaining point restores exactly and verifies" % keep)
 
 
 def flip(argv):
@@ -274,9 +291,12 @@ def flip(argv):
     bad = [line for line in r.stdout.splitlines() if line.startswith("CORRUPT")]
     assert r.returncode == 7 and len(bad) == 1 and victim in bad[0], (r.returncode, r.stdout)
     assert "do not match the manifest" in r.stdout, r.stdout
+    with open(path, "r+b") as f:
+        f.seek(host)
+        f.write(byte)
     print("ok verify found the flipped byte at file offset %d of %s (exit 7)" % (host, victim))
 
 
 if __name__ == "__main__":
     cli.run({"rounds": rounds, "write": write, "inc": inc, "kill": kill, "recreated": recreated, "grow": grow,
-             "shrunk": shrunk, "restore": restore, "flip": flip})
+             "shrunk": shrunk, "restore": restore, "prune": prune, "flip": flip})
