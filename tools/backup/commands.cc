@@ -3,6 +3,7 @@
 #include "nbd.hh"
 #include "process.hh"
 #include "progress.hh"
+#include "read_ahead.hh"
 #include "repo.hh"
 
 #include <rct/size.hh>
@@ -136,34 +137,34 @@ plan choose(const std::vector<manifest>& points, const std::string& requested, c
 // records what it wrote.
 class copier {
 public:
-    copier(connection& in, connection& out, manifest& m, bool json)
-        : in_(in), out_(out), m_(m), json_(json), buf_(in.max_request())
-    {
-    }
+    copier(connection& in, connection& out, manifest& m, bool json) : in_(in), out_(out), m_(m), json_(json) {}
 
     // ranges: what to look at; a full skips zeroes (a new image reads as
-    // zeroes), other modes write them.
+    // zeroes), other modes write them. Data is read ahead on a second thread
+    // while this one writes and hashes.
     void run(const std::vector<byte_range>& ranges, bool write_zeroes)
     {
-        std::vector<extent> work;
+        std::vector<byte_range> data;
         std::uint64_t total = 0;
         for (const auto& [offset, length] : ranges) {
             for (const extent& e : in_.extents(offset, length)) {
-                if (!e.zero || write_zeroes) {
-                    work.push_back(e);
-                    total += e.zero ? 0 : e.length;
+                if (e.zero && write_zeroes) {
+                    zero(e.offset, e.length);
+                } else if (!e.zero) {
+                    data.emplace_back(e.offset, e.length);
+                    total += e.length;
                 }
             }
         }
         progress p("backup", total, json_);
-        for (const extent& e : work) {
-            if (e.zero) {
-                zero(e.offset, e.length);
-            } else {
-                copy(e.offset, e.length, write_zeroes, p);
-            }
+        read_ahead reader(in_, std::move(data), in_.max_request(), 4);
+        while (std::optional<read_ahead::block> b = reader.next()) {
+            copy(b->offset, b->data, write_zeroes);
+            p.advance(b->data.size());
         }
         p.done();
+        std::sort(m_.ranges.begin(), m_.ranges.end(),
+                  [](const written_range& x, const written_range& y) { return x.offset < y.offset; });
     }
 
 private:
@@ -181,29 +182,22 @@ private:
 
     // Data in pieces that end on checksum_chunk boundaries; pieces that turn
     // out to be zeroes are written as zeroes (or skipped in a full).
-    void copy(std::uint64_t offset, std::uint64_t length, bool write_zeroes, progress& p)
+    void copy(std::uint64_t offset, const std::vector<char>& buf, bool write_zeroes)
     {
-        const std::uint64_t end = offset + length;
-        while (offset < end) {
-            const std::uint64_t n = std::min<std::uint64_t>(end - offset, buf_.size());
-            in_.read(buf_.data(), n, offset);
-            for (std::uint64_t at = 0; at < n;) {
-                const std::uint64_t pos = offset + at;
-                const std::uint64_t piece = std::min(n - at, checksum_chunk - pos % checksum_chunk);
-                const char* data = buf_.data() + at;
-                if (all_zero(data, piece)) {
-                    if (write_zeroes) {
-                        zero(pos, piece);
-                    }
-                } else {
-                    out_.write(data, piece, pos);
-                    m_.ranges.push_back({pos, piece, XXH64(data, piece, 0)});
-                    m_.data_bytes += piece;
+        for (std::uint64_t at = 0; at < buf.size();) {
+            const std::uint64_t pos = offset + at;
+            const std::uint64_t piece = std::min(buf.size() - at, checksum_chunk - pos % checksum_chunk);
+            const char* data = buf.data() + at;
+            if (all_zero(data, piece)) {
+                if (write_zeroes) {
+                    zero(pos, piece);
                 }
-                at += piece;
+            } else {
+                out_.write(data, piece, pos);
+                m_.ranges.push_back({pos, piece, XXH64(data, piece, 0)});
+                m_.data_bytes += piece;
             }
-            p.advance(n);
-            offset += n;
+            at += piece;
         }
     }
 
@@ -211,7 +205,6 @@ private:
     connection& out_;
     manifest& m_;
     bool json_;
-    std::vector<char> buf_;
 };
 
 std::string snapshot_uri(const settings& s, const json& snap, const std::string& disk, const std::string& name)
