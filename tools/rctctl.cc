@@ -9,6 +9,7 @@
 #include <rct/size.hh>
 
 #include "control_client.hh"
+#include "table.hh"
 
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
@@ -70,27 +71,6 @@ std::uint64_t number(const json& j, const char* key)
 }
 
 std::uint64_t bytes(const json& j) { return number(j, "size"); }
-
-void print_table(const std::vector<std::vector<std::string>>& rows)
-{
-    std::vector<std::size_t> width;
-    for (const auto& row : rows) {
-        width.resize(std::max(width.size(), row.size()));
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            width[i] = std::max(width[i], row[i].size());
-        }
-    }
-    for (const auto& row : rows) {
-        std::string line;
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            line += row[i];
-            if (i + 1 < row.size()) {
-                line.append(width[i] - row[i].size() + 2, ' ');
-            }
-        }
-        std::cout << line << '\n';
-    }
-}
 
 void cmd_list(client& c, const options& opt)
 {

@@ -4,6 +4,7 @@
 #include "process.hh"
 #include "progress.hh"
 #include "read_ahead.hh"
+#include "table.hh"
 #include "repo.hh"
 
 #include <rct/size.hh>
@@ -496,19 +497,7 @@ void cmd_list(const settings& s, const std::optional<std::string>& disk)
         std::cout << json{{"disks", all}}.dump(2) << '\n';
         return;
     }
-    std::vector<std::size_t> width(rows[0].size());
-    for (const auto& row : rows) {
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            width[i] = std::max(width[i], row[i].size());
-        }
-    }
-    for (const auto& row : rows) {
-        std::string line;
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            line += row[i] + (i + 1 < row.size() ? std::string(width[i] - row[i].size() + 2, ' ') : "");
-        }
-        std::cout << line << '\n';
-    }
+    tools::print_table(rows);
 }
 
 bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const std::optional<std::string>& at)
