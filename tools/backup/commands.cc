@@ -457,21 +457,19 @@ void write_nonzero(int fd, const char* data, std::uint64_t n, std::uint64_t offs
 
 void restore_into(connection& c, int fd, const std::string& to, bool json)
 {
-    const std::vector<extent> map = c.extents(0, c.size());
+    std::vector<byte_range> data;
     std::uint64_t total = 0;
-    for (const extent& e : map) {
-        total += e.zero ? 0 : e.length;
+    for (const extent& e : c.extents(0, c.size())) {
+        if (!e.zero) {
+            data.emplace_back(e.offset, e.length);
+            total += e.length;
+        }
     }
     progress p("restore", total, json);
-    std::vector<char> buf(c.max_request());
-    for (const extent& e : map) {
-        for (std::uint64_t at = e.offset; !e.zero && at < e.offset + e.length;) {
-            const std::uint64_t n = std::min<std::uint64_t>(e.offset + e.length - at, buf.size());
-            c.read(buf.data(), n, at);
-            write_nonzero(fd, buf.data(), n, at, to);
-            at += n;
-            p.advance(n);
-        }
+    read_ahead reader(c, std::move(data), c.max_request(), 4);
+    while (std::optional<read_ahead::block> b = reader.next()) {
+        write_nonzero(fd, b->data.data(), b->data.size(), b->offset, to);
+        p.advance(b->data.size());
     }
     p.done();
 }

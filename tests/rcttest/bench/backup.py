@@ -2,7 +2,7 @@
 
   fill URI FRACTION          - random data in 1 MiB pieces over FRACTION of the disk
   rewrite URI FRACTION       - rewrite FRACTION of the disk, spread out, 64 KiB at a time
-  table SIZE BYTES RCT REF INC - markdown: medians of the round times, ratio
+  table SIZE BYTES RCT REF INC RESTORE CONVERT - markdown: medians of the round times, ratios
 """
 import os
 import statistics
@@ -58,6 +58,13 @@ def table(argv):
     print("| ratio (nbdcopy time / rct-backup time; bar >= 0.9) | %.2f | | |" % (m_ref / m_rct))
     print("| rct-backup inc, 1%% of the disk rewritten | %.2f | | %.1f%% of the full's median (bar <= 3%%) |" %
           (inc, 100 * inc / m_rct))
+    res = [float(x) for x in argv[6].split()]
+    conv = [float(x) for x in argv[7].split()]
+    m_res, m_conv = statistics.median(res), statistics.median(conv)
+    print("| rct-backup restore, 10-point chain | %.2f | | %s |" % (m_res, " ".join("%.2f" % x for x in res)))
+    print("| qemu-img convert -O raw of the same chain (+ sync) | %.2f | | %s |" %
+          (m_conv, " ".join("%.2f" % x for x in conv)))
+    print("| ratio (convert time / restore time; bar >= 1.0) | %.2f | | |" % (m_conv / m_res))
     sys.stdout.flush()
 
 
