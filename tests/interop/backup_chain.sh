@@ -7,7 +7,9 @@
 # disk continues the chain, a shrunk one gets a full; a re-created disk gets
 # a full, said; every point restored, by rct-backup and by qemu-img convert
 # alone, equals the disk at that point; verify names a flipped byte's file;
-# prune --keep 4 leaves 4 points that restore exactly and verify.
+# prune --keep 6 leaves 6 points that restore exactly and verify; a full and
+# an inc taken while a writer runs are each the disk after a prefix of its
+# writes (a snapshot, not the live disk).
 # Logic: tests/rcttest/interop/backup_chain.py.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${RCT_BACKUP:=$REPO_ROOT/build/tools/rct-backup}"
@@ -39,10 +41,12 @@ say "a re-created disk"
 rctctl delete d >/dev/null
 rctctl create d --size 32M >/dev/null
 bc recreated "$(uri d)" "$W"
+say "backups under write load"
+bc underload "$(uri d)" "$W"
 say "restore every point"
 bc restore "$W"
 say "verify"
 bc flip "$W"
 say "prune"
-bc prune "$W" 4
+bc prune "$W" 6
 say "PASS"
