@@ -10,21 +10,16 @@
 #include <rct/control_api.hh>
 #include <rct/size.hh>
 
+#include "control_client.hh"
+#include "table.hh"
+
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
-#include <nlohmann/json.hpp>
-
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -34,29 +29,9 @@
 
 namespace {
 
-using json = nlohmann::ordered_json;
-
-enum exit_status : int {
-    exit_ok = 0,
-    exit_failure = 1,
-    exit_usage = 2,
-    exit_not_found = 3,
-    exit_conflict = 4,
-    exit_unreachable = 5,
-    exit_full_backup = 6,
-    exit_forbidden = 7,
-};
-
 using rct::control_api::default_changes_limit;
 using rct::control_api::max_changes_limit;
-
-// Ends the command: message to stderr, and with --json the server's error
-// document (if any) to stdout.
-struct failure {
-    int status;
-    std::string message;
-    std::string body;
-};
+using namespace rct::tools;
 
 struct options {
     std::string socket;
@@ -64,219 +39,13 @@ struct options {
     bool json_output = false;
 };
 
-struct response {
-    long status = 0;
-    std::string body;
-};
-
-std::size_t collect(char* data, std::size_t size, std::size_t n, void* out)
-{
-    static_cast<std::string*>(out)->append(data, size * n);
-    return size * n;
-}
-
-// Why a connection failed, in the words of someone deciding what to do next.
-std::string unreachable_message(const std::string& socket, long os_errno, const char* curl_message)
-{
-    struct stat st {};
-    if (::stat(socket.c_str(), &st) != 0 && errno == ENOENT) {
-        return "cannot reach rctd: control socket " + socket +
-               " does not exist; rctd is not running (or uses another --state-dir or --socket)";
-    }
-    if (os_errno == ECONNREFUSED) {
-        return "cannot reach rctd: nobody is listening on " + socket + "; rctd is not running (stale socket)";
-    }
-    if (os_errno == EACCES || os_errno == EPERM) {
-        return "cannot reach rctd at " + socket +
-               ": permission denied; rctd may be running, but only root and the socket's group may use it";
-    }
-    return "cannot reach rctd at " + socket + ": " + curl_message + "; is rctd running?";
-}
-
-// Opens the image as the calling user, so that rctd reads only what the
-// caller may (a symbolic link as the last component is refused: say the
-// file), and hands the open file to rctd's import fd socket (the control
-// socket + ".fd"; docs/control-api.md). Returns the one-time ticket.
-std::string pass_file(const std::string& control_socket, const std::string& path)
-{
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        const int err = errno;
-        const int status = err == ENOENT ? exit_not_found : err == ELOOP ? exit_usage : exit_failure;
-        const std::string why = err == ELOOP ? "it is a symbolic link; give the file itself" : std::strerror(err);
-        throw failure{status, "cannot open " + path + ": " + why, {}};
-    }
-    struct closer {
-        int fd;
-        ~closer() { ::close(fd); }
-    } file{fd};
-    const std::string inbox = control_socket + ".fd";
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (inbox.size() >= sizeof addr.sun_path) {
-        throw failure{exit_usage, "control socket path too long: " + control_socket, {}};
-    }
-    std::memcpy(addr.sun_path, inbox.c_str(), inbox.size() + 1);
-    const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct closer conn{sock};
-    if (sock < 0 || ::connect(sock, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-        throw failure{exit_unreachable, unreachable_message(inbox, errno, std::strerror(errno)), {}};
-    }
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) {
-        throw failure{exit_failure, std::string("cannot pass the file to rctd: ") + std::strerror(errno), {}};
-    }
-    std::string line;
-    char buf[256];
-    for (ssize_t n; (n = ::recv(sock, buf, sizeof buf, 0)) > 0 && line.size() < 4096;) {
-        line.append(buf, static_cast<std::size_t>(n));
-    }
-    while (!line.empty() && line.back() == '\n') {
-        line.pop_back();
-    }
-    if (line.rfind("OK ", 0) != 0) {
-        throw failure{exit_failure, "rctd refused the file: " + (line.rfind("ERR ", 0) == 0 ? line.substr(4) : line),
-                      {}};
-    }
-    return line.substr(3);
-}
-
-class client {
-public:
-    explicit client(std::string socket) : socket_(std::move(socket)), curl_(curl_easy_init())
-    {
-        if (curl_ == nullptr) {
-            throw failure{exit_failure, "cannot initialise libcurl", {}};
-        }
-    }
-    ~client() { curl_easy_cleanup(curl_); }
-    client(const client&) = delete;
-    client& operator=(const client&) = delete;
-
-    // Performs one request; HTTP errors come back as failures carrying the
-    // server's message.
-    response call(const char* method, const std::string& path, const std::optional<json>& body = {})
-    {
-        response r;
-        std::string payload;
-        curl_slist* headers = nullptr;
-        headers = curl_slist_append(headers, "Accept: application/json");
-        if (body) {
-            payload = body->dump();
-            headers = curl_slist_append(headers, "Content-Type: application/json");
-        }
-        const std::string url = "http://localhost/v1" + path;
-        char error[CURL_ERROR_SIZE] = "";
-
-        curl_easy_reset(curl_);
-        curl_easy_setopt(curl_, CURLOPT_UNIX_SOCKET_PATH, socket_.c_str());
-        curl_easy_setopt(curl_, CURLOPT_URL, url.c_str());
-        curl_easy_setopt(curl_, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &collect);
-        curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &r.body);
-        curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, error);
-        curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT, 10L);
-        curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
-        if (body) {
-            curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, payload.c_str());
-            curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE, static_cast<long>(payload.size()));
-        }
-        const CURLcode rc = curl_easy_perform(curl_);
-        curl_slist_free_all(headers);
-
-        if (rc != CURLE_OK) {
-            const char* text = error[0] != '\0' ? error : curl_easy_strerror(rc);
-            long os_errno = 0;
-            curl_easy_getinfo(curl_, CURLINFO_OS_ERRNO, &os_errno);
-            if (rc == CURLE_COULDNT_CONNECT) {
-                throw failure{exit_unreachable, unreachable_message(socket_, os_errno, text), {}};
-            }
-            throw failure{exit_failure, std::string("request to rctd failed: ") + text, {}};
-        }
-        curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
-        if (r.status < 200 || r.status > 299) {
-            throw server_failure(r);
-        }
-        return r;
-    }
-
-private:
-    static failure server_failure(const response& r)
-    {
-        const json j = json::parse(r.body, nullptr, false);
-        if (j.is_discarded() || !j.contains("error") || !j["error"].is_object()) {
-            return {exit_failure, "rctd answered HTTP " + std::to_string(r.status), r.body};
-        }
-        const json& e = j["error"];
-        const std::string code = e.value("code", "");
-        const std::string message = e.value("message", "HTTP " + std::to_string(r.status));
-        int status = exit_failure;
-        if (code == "not_found") {
-            status = exit_not_found;
-        } else if (code == "exists" || code == "busy" || code == "tracking_disabled" || code == "is_snapshot") {
-            status = exit_conflict;
-        } else if (code == "full_backup_required") {
-            status = exit_full_backup;
-        } else if (code == "invalid_argument") {
-            status = exit_usage;
-        } else if (code == "forbidden") {
-            status = exit_forbidden;
-        }
-        return {status, message, r.body};
-    }
-
-    const std::string socket_;
-    CURL* const curl_;
-};
-
-// A disk or checkpoint name as a URL path segment or query value. Escaping
-// '.' too keeps curl from folding names like ".." into the path.
-std::string segment(const std::string& name)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char ch : name) {
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-            ch == '-') {
-            out += static_cast<char>(ch);
-        } else {
-            out += '%';
-            out += hex[ch >> 4];
-            out += hex[ch & 15];
-        }
-    }
-    return out;
-}
-
 std::uint64_t size_arg(const std::string& text, const std::string& what = "size",
                        const std::string& examples = "4096, 512M, 10G, 1.5T")
 {
     if (auto v = rct::parse_size(text)) {
         return *v;
     }
-    throw failure{exit_usage, "invalid " + what + " '" + text + "' (examples: " + examples + ")", {}};
-}
-
-json parse_reply(const response& r)
-{
-    json j = json::parse(r.body, nullptr, false);
-    if (j.is_discarded()) {
-        throw failure{exit_failure, "rctd sent a reply that is not JSON", r.body};
-    }
-    return j;
+    throw failure{exit_usage, "invalid " + what + " '" + text + "' (examples: " + examples + ")", {}, {}};
 }
 
 // The server's JSON as it is, pretty-printed; false when not asked for.
@@ -304,27 +73,6 @@ std::uint64_t number(const json& j, const char* key)
 }
 
 std::uint64_t bytes(const json& j) { return number(j, "size"); }
-
-void print_table(const std::vector<std::vector<std::string>>& rows)
-{
-    std::vector<std::size_t> width;
-    for (const auto& row : rows) {
-        width.resize(std::max(width.size(), row.size()));
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            width[i] = std::max(width[i], row[i].size());
-        }
-    }
-    for (const auto& row : rows) {
-        std::string line;
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            line += row[i];
-            if (i + 1 < row.size()) {
-                line.append(width[i] - row[i].size() + 2, ' ');
-            }
-        }
-        std::cout << line << '\n';
-    }
-}
 
 void cmd_list(client& c, const options& opt)
 {
@@ -476,7 +224,7 @@ void cmd_changes(client& c, const options& opt, const std::string& query, std::u
         const std::string text = next.get<std::string>();
         const std::uint64_t at = std::strtoull(text.c_str(), nullptr, 10);
         if (at <= position) {
-            throw failure{exit_failure, "rctd's change listing did not advance past cursor " + cursor, {}};
+            throw failure{exit_failure, "rctd's change listing did not advance past cursor " + cursor, {}, {}};
         }
         position = at;
         cursor = text;
@@ -653,16 +401,7 @@ int main(int argc, char** argv)
         return exit_usage;
     }
 
-    // Command line over environment: an explicit --state-dir beats
-    // $RCTD_CONTROL_SOCKET.
-    if (opt.socket.empty()) {
-        const char* env = std::getenv("RCTD_CONTROL_SOCKET");
-        if (env != nullptr && *env != '\0' && state_dir->count() == 0) {
-            opt.socket = env;
-        } else {
-            opt.socket = (std::filesystem::path(opt.state_dir) / "control.sock").string();
-        }
-    }
+    opt.socket = resolve_socket(opt.socket, opt.state_dir, state_dir->count() != 0);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int status = exit_ok;
@@ -744,7 +483,7 @@ int main(int argc, char** argv)
         } else if (*clone) {
             const auto at = source.find('@');
             if (at == std::string::npos || at == 0 || at + 1 == source.size()) {
-                throw failure{exit_usage, "clone: SOURCE must be DISK@SNAPSHOT, not '" + source + "'", {}};
+                throw failure{exit_usage, "clone: SOURCE must be DISK@SNAPSHOT, not '" + source + "'", {}, {}};
             }
             const response r = c.call("POST",
                                       "/disks/" + segment(source.substr(0, at)) + "/snapshots/" +

@@ -1,0 +1,575 @@
+#include "commands.hh"
+
+#include "nbd.hh"
+#include "process.hh"
+#include "progress.hh"
+#include "read_ahead.hh"
+#include "table.hh"
+#include "repo.hh"
+
+#include <rct/size.hh>
+#include <rct/small_file.hh>
+#include <rct/unique_fd.hh>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
+namespace rct::backup {
+
+using tools::client;
+using tools::exit_failure;
+using tools::exit_full_backup;
+using tools::exit_not_found;
+using tools::exit_usage;
+using tools::failure;
+using tools::segment;
+namespace fs = std::filesystem;
+
+namespace {
+
+using byte_range = std::pair<std::uint64_t, std::uint64_t>;  // offset, length
+
+std::string now_rfc3339()
+{
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return text;
+}
+
+// A message for people: stderr, and never mixed into --json's stdout.
+void note(const std::string& text) { std::cerr << "rct-backup: " << text << '\n'; }
+
+// The ranges rctd says changed between `from` (a token) and snapshot `to`.
+std::vector<byte_range> changed_ranges(client& api, const std::string& disk, const std::string& from,
+                                       const std::string& to)
+{
+    std::vector<byte_range> out;
+    const std::string path = "/disks/" + segment(disk) + "/diff?from=" + segment(from) + "&to=" + segment(to);
+    std::string cursor = "0";
+    for (;;) {
+        const json page = api.call_json("GET", path + "&cursor=" + segment(cursor));
+        for (const auto& e : page.value("extents", json::array())) {
+            const std::uint64_t offset = e.at("offset").get<std::uint64_t>();
+            const std::uint64_t length = e.at("length").get<std::uint64_t>();
+            if (!out.empty() && out.back().first + out.back().second == offset) {
+                out.back().second += length;
+            } else {
+                out.emplace_back(offset, length);
+            }
+        }
+        const json next = page.value("next_cursor", json());
+        if (!next.is_string()) {
+            return out;
+        }
+        if (std::strtoull(next.get<std::string>().c_str(), nullptr, 10) <=
+            std::strtoull(cursor.c_str(), nullptr, 10)) {
+            throw failure{exit_failure, "rctd's diff listing did not advance past cursor " + cursor, {}, {}};
+        }
+        cursor = next.get<std::string>();
+    }
+}
+
+// Deletes a snapshot rct-backup cut and its checkpoint; best effort, for
+// cleaning up after a failed or killed run.
+void drop_snapshot(client& api, const std::string& disk, const std::string& snap)
+{
+    const std::string base = "/disks/" + segment(disk);
+    try {
+        api.call("DELETE", base + "/snapshots/" + segment(snap) + "?force=1");
+    } catch (const failure&) {
+    }
+    try {
+        api.call("DELETE", base + "/checkpoints/" + segment(snap));
+    } catch (const failure&) {
+    }
+}
+
+// What a backup run decided to do, and why.
+struct plan {
+    std::string mode;  // "full", "inc", "diff"
+    std::optional<manifest> base;
+    std::string reason;  // why a full was taken by auto (empty otherwise)
+};
+
+plan choose(const std::vector<manifest>& points, const std::string& requested, const std::string& disk,
+            const std::string& disk_id)
+{
+    if (requested == "full") {
+        return {"full", {}, {}};
+    }
+    std::optional<manifest> base;
+    for (auto it = points.rbegin(); it != points.rend(); ++it) {
+        if (requested != "diff" || it->mode == "full") {
+            base = *it;
+            break;
+        }
+    }
+    std::string why;
+    if (!base) {
+        why = "there is no backup of disk " + disk + " in the repository yet";
+    } else if (base->disk_id != disk_id) {
+        why = "disk " + disk + " was re-created since backup " + base->id + " (its id is now " + disk_id +
+              ", the chain's is " + base->disk_id + ")";
+    }
+    if (why.empty()) {
+        return {requested == "auto" ? "inc" : requested, base, {}};
+    }
+    if (requested == "auto") {
+        return {"full", {}, why};
+    }
+    throw failure{exit_full_backup, why + ": a full backup is required (rct-backup full, or auto)", {}, {}};
+}
+
+// Copies what the plan needs from the snapshot export to the new image and
+// records what it wrote.
+class copier {
+public:
+    copier(connection& in, connection& out, manifest& m, bool json) : in_(in), out_(out), m_(m), json_(json) {}
+
+    // ranges: what to look at; a full skips zeroes (a new image reads as
+    // zeroes), other modes write them. Data is read ahead on a second thread
+    // while this one writes and hashes.
+    void run(const std::vector<byte_range>& ranges, bool write_zeroes)
+    {
+        std::vector<byte_range> data;
+        std::uint64_t total = 0;
+        for (const auto& [offset, length] : ranges) {
+            for (const extent& e : in_.extents(offset, length)) {
+                if (e.zero && write_zeroes) {
+                    zero(e.offset, e.length);
+                } else if (!e.zero) {
+                    data.emplace_back(e.offset, e.length);
+                    total += e.length;
+                }
+            }
+        }
+        progress p("backup", total, json_);
+        read_ahead reader(in_, std::move(data), in_.max_request(), 4);
+        while (std::optional<read_ahead::block> b = reader.next()) {
+            copy(b->offset, b->data, write_zeroes);
+            p.advance(b->data.size());
+        }
+        p.done();
+        std::sort(m_.ranges.begin(), m_.ranges.end(),
+                  [](const written_range& x, const written_range& y) { return x.offset < y.offset; });
+    }
+
+private:
+    void zero(std::uint64_t offset, std::uint64_t length)
+    {
+        out_.zero(length, offset);
+        m_.zero_bytes += length;
+        if (!m_.ranges.empty() && !m_.ranges.back().xxh64 &&
+            m_.ranges.back().offset + m_.ranges.back().length == offset) {
+            m_.ranges.back().length += length;
+        } else {
+            m_.ranges.push_back({offset, length, {}});
+        }
+    }
+
+    // Data in pieces that end on checksum_chunk boundaries; pieces that turn
+    // out to be zeroes are written as zeroes (or skipped in a full).
+    void copy(std::uint64_t offset, const std::vector<char>& buf, bool write_zeroes)
+    {
+        for (std::uint64_t at = 0; at < buf.size();) {
+            const std::uint64_t pos = offset + at;
+            const std::uint64_t piece = std::min(buf.size() - at, checksum_chunk - pos % checksum_chunk);
+            const char* data = buf.data() + at;
+            if (all_zero(data, piece)) {
+                if (write_zeroes) {
+                    zero(pos, piece);
+                }
+            } else {
+                out_.write(data, piece, pos);
+                m_.ranges.push_back({pos, piece, XXH64(data, piece, 0)});
+                m_.data_bytes += piece;
+            }
+            at += piece;
+        }
+    }
+
+    connection& in_;
+    connection& out_;
+    manifest& m_;
+    bool json_;
+};
+
+std::string snapshot_uri(const settings& s, const json& snap, const std::string& disk, const std::string& name)
+{
+    if (!s.nbd_socket.empty()) {
+        return "nbd+unix:///" + disk + "%40" + name + "?socket=" + s.nbd_socket;
+    }
+    const json uri = snap.value("export_uri", json());
+    if (!uri.is_string()) {
+        throw failure{exit_failure, "rctd did not say where snapshot " + name + " is exported; give --socket", {},
+                      {}};
+    }
+    return uri.get<std::string>();
+}
+
+// Deletes the checkpoints of this disk's earlier points that no later
+// backup needs: only the newest point's and its chain's full are kept.
+void drop_old_checkpoints(client& api, const std::string& disk, const std::vector<manifest>& points,
+                          const manifest& now)
+{
+    const auto full = std::find_if(points.begin(), points.end(), [&](const manifest& m) { return m.id == now.full; });
+    for (const manifest& m : points) {
+        if (m.checkpoint == now.checkpoint || (full != points.end() && m.checkpoint == full->checkpoint)) {
+            continue;
+        }
+        try {
+            api.call("DELETE", "/disks/" + segment(disk) + "/checkpoints/" + segment(m.checkpoint));
+        } catch (const failure&) {
+            // Already gone (deleted by hand, or the disk was re-created).
+        }
+    }
+}
+
+void print_result(const settings& s, const manifest& m, const plan& p, double seconds)
+{
+    if (s.json) {
+        json j = to_json(m);
+        j.erase("ranges");
+        j["event"] = "result";
+        j["full_reason"] = p.reason.empty() ? json(nullptr) : json(p.reason);
+        j["seconds"] = seconds;
+        std::cout << j.dump() << std::endl;
+        return;
+    }
+    std::cout << fmt::format("{} backup {} of disk {}: {} of data, {} of zeroes, in {:.2f} s -> {}\n", m.mode, m.id,
+                             m.disk, rct::format_size(m.data_bytes), rct::format_size(m.zero_bytes), seconds,
+                             (s.repo / m.disk / m.file).string());
+}
+
+}  // namespace
+
+void cmd_backup(const settings& s, const std::string& disk, const std::string& requested)
+{
+    const auto started = std::chrono::steady_clock::now();
+    client api(s.control_socket);
+    const fs::path dir = disk_dir(s.repo, disk);
+    const json info = api.call_json("GET", "/disks/" + segment(disk));
+    const rct::unique_fd lock = lock_disk_dir(dir);
+    for (const std::string& snap : discard_leftovers(dir)) {
+        note("discarded an unfinished backup of disk " + disk + " (snapshot " + snap + ")");
+        drop_snapshot(api, disk, snap);
+    }
+    const std::vector<manifest> points = load_points(dir);
+    plan p = choose(points, requested, disk, info.at("id").get<std::string>());
+
+    manifest m;
+    m.id = new_id(points);
+    m.disk = disk;
+    m.disk_id = info.at("id").get<std::string>();
+    m.checkpoint = "rct-backup-" + m.id;
+    m.created_at = now_rfc3339();
+
+    // Recorded before the cut, so that a killed run's snapshot is found.
+    const fs::path pending = temp_path(dir, m.id, ".pending");
+    rct::persist::replace_file(dir, pending.filename().string(),
+                               std::vector<std::uint8_t>(m.checkpoint.begin(), m.checkpoint.end()));
+    const json snap = api.call_json("POST", "/disks/" + segment(disk) + "/snapshots", json{{"name", m.checkpoint}});
+    m.token = snap.at("token").get<std::string>();
+    m.size = snap.at("size").get<std::uint64_t>();
+    const fs::path temp_image = temp_path(dir, m.id, ".qcow2");
+    try {
+        std::vector<byte_range> ranges;
+        if (p.base) {
+            try {
+                ranges = changed_ranges(api, disk, p.base->token, m.checkpoint);
+            } catch (const failure& f) {
+                if (f.status != exit_full_backup || requested != "auto") {
+                    throw failure{f.status,
+                              "rctd cannot say what changed since backup " + p.base->id + ": " + f.message +
+                                  (f.status == exit_full_backup ? " (run rct-backup full, or auto)" : ""),
+                              f.body, f.code};
+                }
+                p = {"full", {}, "rctd cannot say what changed since backup " + p.base->id + ": " + f.message};
+            }
+        }
+        if (!p.reason.empty()) {
+            note("taking a full backup of disk " + disk + ": " + p.reason);
+        }
+        m.mode = p.mode;
+        m.parent = p.base ? std::optional(p.base->id) : std::nullopt;
+        m.full = p.base ? p.base->full : m.id;
+        m.file = image_name(m.mode, m.id);
+        if (!p.base) {
+            ranges = {{0, m.size}};
+        }
+
+        std::vector<std::string> create{"qemu-img", "create", "-q", "-f", "qcow2"};
+        if (p.base) {
+            // Relative: the repository can be moved or copied as a whole.
+            create.insert(create.end(), {"-b", p.base->file, "-F", "qcow2"});
+        }
+        create.insert(create.end(), {temp_image.string(), std::to_string(m.size)});
+        run(create);
+        {
+            served_image sink(temp_image.string(), true);
+            {
+                connection in(snapshot_uri(s, snap, disk, m.checkpoint), false);
+                connection out(sink.socket(), true);
+                copier(in, out, m, s.json).run(ranges, p.base.has_value());
+                out.flush();
+            }
+            sink.finish();
+        }
+        commit(dir, temp_image, m);
+    } catch (...) {
+        std::error_code ec;
+        fs::remove(temp_image, ec);
+        drop_snapshot(api, disk, m.checkpoint);
+        fs::remove(pending, ec);
+        throw;
+    }
+    // The point is safe; the snapshot's data is no longer needed, its
+    // checkpoint is the next backup's stamp.
+    try {
+        api.call("DELETE", "/disks/" + segment(disk) + "/snapshots/" + segment(m.checkpoint) + "?force=1");
+    } catch (const failure& f) {
+        note("backup " + m.id + " is complete, but its snapshot's data could not be freed: " + f.message);
+    }
+    drop_old_checkpoints(api, disk, points, m);
+    std::error_code ec;
+    fs::remove(pending, ec);
+    print_result(s, m, p, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
+namespace {
+
+std::vector<std::string> disks_in(const settings& s, const std::optional<std::string>& disk)
+{
+    if (disk) {
+        if (!fs::is_directory(disk_dir(s.repo, *disk))) {
+            throw failure{exit_not_found, "no backups of disk " + *disk + " in " + s.repo.string(), {}, {}};
+        }
+        return {*disk};
+    }
+    if (!fs::is_directory(s.repo)) {
+        throw failure{exit_not_found, "no repository at " + s.repo.string(), {}, {}};
+    }
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(s.repo)) {
+        if (e.is_directory() && !e.path().filename().string().starts_with(".")) {
+            out.push_back(e.path().filename().string());
+        }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// The point `at` of a disk (the newest when not given), with its chain.
+std::vector<manifest> chain_at(const settings& s, const std::string& disk, const std::optional<std::string>& at)
+{
+    const std::vector<manifest> points = load_points(disk_dir(s.repo, disk));
+    if (points.empty()) {
+        throw failure{exit_not_found, "no backups of disk " + disk + " in " + s.repo.string(), {}, {}};
+    }
+    const std::string id = at.value_or(points.back().id);
+    std::vector<manifest> chain = chain_to(points, id);
+    if (chain.empty()) {
+        throw failure{exit_not_found, "disk " + disk + " has no backup " + id + " (or a point of its chain is missing)",
+                      {}, {}};
+    }
+    return chain;
+}
+
+// What is wrong with one point: its file against the manifest, then its
+// data read back through qemu-nbd (the whole chain under it).
+std::vector<std::string> check_point(const fs::path& dir, const manifest& m, bool json)
+{
+    std::vector<std::string> problems;
+    const fs::path file = dir / m.file;
+    if (!fs::exists(file)) {
+        return {m.file + ": missing"};
+    }
+    if (fs::file_size(file) != m.file_size) {
+        problems.push_back(fmt::format("{}: {} bytes, the manifest says {}", m.file, fs::file_size(file), m.file_size));
+    } else if (file_xxh64(file) != m.file_xxh64) {
+        problems.push_back(m.file + ": the file's checksum does not match its manifest (the file changed since it was written)");
+    }
+    try {
+        served_image image(file.string(), false);
+        connection c(image.socket(), true);
+        if (c.size() != m.size) {
+            problems.push_back(fmt::format("{}: virtual size {}, the manifest says {}", m.file, c.size(), m.size));
+        }
+        std::uint64_t total = 0;
+        for (const auto& r : m.ranges) {
+            total += r.length;
+        }
+        progress p("verify " + m.id, total, json);
+        std::vector<char> buf(checksum_chunk);
+        for (const auto& r : m.ranges) {
+            for (std::uint64_t at = r.offset; at < r.offset + r.length;) {
+                const std::uint64_t n = std::min<std::uint64_t>(r.offset + r.length - at, buf.size());
+                c.read(buf.data(), n, at);
+                const bool good = r.xxh64 ? XXH64(buf.data(), n, 0) == *r.xxh64 : all_zero(buf.data(), n);
+                if (!good) {
+                    problems.push_back(fmt::format("{}: {} bytes at offset {} do not match the manifest ({})", m.file,
+                                                   n, at, r.xxh64 ? "checksum differs" : "should read as zeroes"));
+                }
+                at += n;
+                p.advance(n);
+            }
+        }
+        p.done();
+    } catch (const failure& f) {
+        problems.push_back(m.file + ": cannot be read: " + f.message);
+    }
+    return problems;
+}
+
+// Writes the buffer's pieces that are not all zeroes: zeroes stay holes (the
+// file was truncated to its size, empty). Pieces are the filesystem's 4 KiB
+// blocks, on absolute boundaries.
+void write_nonzero(int fd, const char* data, std::uint64_t n, std::uint64_t offset, const std::string& to)
+{
+    constexpr std::uint64_t block = 4096;
+    const auto piece_end = [&](std::uint64_t at) { return std::min(n, (offset + at) / block * block + block - offset); };
+    for (std::uint64_t at = 0; at < n;) {
+        std::uint64_t end = at;
+        while (end < n && !all_zero(data + end, piece_end(end) - end)) {
+            end = piece_end(end);
+        }
+        if (end > at &&
+            ::pwrite(fd, data + at, end - at, static_cast<off_t>(offset + at)) != static_cast<ssize_t>(end - at)) {
+            throw failure{exit_failure, "cannot write " + to + ": " + std::strerror(errno), {}, {}};
+        }
+        at = end < n ? piece_end(end) : end;
+    }
+}
+
+void restore_into(connection& c, int fd, const std::string& to, bool json)
+{
+    std::vector<byte_range> data;
+    std::uint64_t total = 0;
+    for (const extent& e : c.extents(0, c.size())) {
+        if (!e.zero) {
+            data.emplace_back(e.offset, e.length);
+            total += e.length;
+        }
+    }
+    progress p("restore", total, json);
+    read_ahead reader(c, std::move(data), c.max_request(), 4);
+    while (std::optional<read_ahead::block> b = reader.next()) {
+        write_nonzero(fd, b->data.data(), b->data.size(), b->offset, to);
+        p.advance(b->data.size());
+    }
+    p.done();
+}
+
+}  // namespace
+
+void cmd_list(const settings& s, const std::optional<std::string>& disk)
+{
+    json all = json::object();
+    std::vector<std::vector<std::string>> rows{{"DISK", "ID", "MODE", "PARENT", "CREATED", "SIZE", "DATA", "FILE"}};
+    for (const std::string& d : disks_in(s, disk)) {
+        json points = json::array();
+        for (const manifest& m : load_points(disk_dir(s.repo, d))) {
+            json j = to_json(m);
+            j.erase("ranges");
+            points.push_back(j);
+            rows.push_back({d, m.id, m.mode, m.parent.value_or("-"), m.created_at, rct::format_size(m.size),
+                            rct::format_size(m.data_bytes), m.file});
+        }
+        all[d] = points;
+    }
+    if (s.json) {
+        std::cout << json{{"disks", all}}.dump(2) << '\n';
+        return;
+    }
+    tools::print_table(rows);
+}
+
+bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const std::optional<std::string>& at)
+{
+    json report = json::array();
+    bool all_good = true;
+    bool found = !at.has_value();
+    for (const std::string& d : disks_in(s, disk)) {
+        const fs::path dir = disk_dir(s.repo, d);
+        std::vector<manifest> points = load_points(dir);
+        if (at) {
+            if (std::none_of(points.begin(), points.end(), [&](const manifest& m) { return m.id == *at; })) {
+                continue;
+            }
+            points = chain_at(s, d, at);
+            found = true;
+        }
+        for (const manifest& m : points) {
+            const std::vector<std::string> problems = check_point(dir, m, s.json);
+            all_good = all_good && problems.empty();
+            report.push_back({{"disk", d}, {"id", m.id}, {"file", m.file}, {"ok", problems.empty()},
+                              {"problems", problems}});
+            if (!s.json) {
+                std::cout << (problems.empty() ? "ok       " : "CORRUPT  ") << d << ' ' << m.id << ' ' << m.file
+                          << '\n';
+                for (const auto& text : problems) {
+                    std::cout << "         " << text << '\n';
+                }
+            }
+        }
+    }
+    if (!found) {
+        throw failure{exit_not_found, "no backup " + *at + " in " + s.repo.string(), {}, {}};
+    }
+    if (s.json) {
+        std::cout << json{{"event", "result"}, {"ok", all_good}, {"points", report}}.dump() << std::endl;
+    }
+    return all_good;
+}
+
+void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
+                 const std::string& to)
+{
+    const auto started = std::chrono::steady_clock::now();
+    const std::vector<manifest> chain = chain_at(s, disk, at);
+    const manifest& point = chain.back();
+    served_image image((disk_dir(s.repo, disk) / point.file).string(), false);
+    connection c(image.socket(), true);
+    rct::unique_fd fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) {
+        throw failure{exit_failure, "cannot create " + to + ": " + std::strerror(errno), {}, {}};
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        throw failure{exit_usage, to + " is not a regular file (restore writes image files)", {}, {}};
+    }
+    if (::ftruncate(fd.get(), static_cast<off_t>(c.size())) != 0) {
+        throw failure{exit_failure, "cannot size " + to + ": " + std::strerror(errno), {}, {}};
+    }
+    restore_into(c, fd.get(), to, s.json);
+    if (::fsync(fd.get()) != 0) {
+        throw failure{exit_failure, "cannot fsync " + to + ": " + std::strerror(errno), {}, {}};
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (s.json) {
+        std::cout << json{{"event", "result"}, {"disk", disk}, {"id", point.id}, {"to", to}, {"size", c.size()},
+                          {"chain", chain.size()}, {"seconds", seconds}}
+                         .dump()
+                  << std::endl;
+        return;
+    }
+    std::cout << fmt::format("restored disk {} at {} ({} backup{}) to {} ({}) in {:.2f} s\n", disk, point.id,
+                             chain.size(), chain.size() == 1 ? "" : "s in the chain", to,
+                             rct::format_size(c.size()), seconds);
+}
+
+}  // namespace rct::backup

@@ -1,0 +1,40 @@
+// commands: what each rct-backup subcommand does (docs/backup.md). main.cc
+// parses the command line and turns failures into exit statuses.
+//
+// Every command writes human output to stdout (messages to stderr), or with
+// --json JSON to stdout: progress events, one object per line, then the
+// command's result object as the last line.
+#pragma once
+
+#include "control_client.hh"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace rct::backup {
+
+using tools::json;
+
+// rct-backup's own exit status, beyond the shared ones (control_client.hh).
+inline constexpr int exit_corrupt = 8;
+
+struct settings {
+    std::filesystem::path repo;
+    std::string control_socket;
+    std::string nbd_socket;  // empty: the export URI rctd reports
+    bool json = false;
+};
+
+// mode: "full", "inc", "diff" or "auto".
+void cmd_backup(const settings& s, const std::string& disk, const std::string& mode);
+void cmd_list(const settings& s, const std::optional<std::string>& disk);
+// Returns false when something did not verify.
+bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const std::optional<std::string>& at);
+void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
+                 const std::string& to);
+
+// Merges the oldest points into their full until `keep` remain (prune.cc).
+void cmd_prune(const settings& s, const std::string& disk, std::size_t keep);
+
+}  // namespace rct::backup

@@ -1,0 +1,126 @@
+// rct-backup: backs up rctd's disks into qcow2 backing chains, and lists,
+// verifies and restores them (docs/backup.md; repository format:
+// docs/format/backup.md).
+//
+// Each backup cuts a snapshot of its own through rctd's control API, reads
+// it over NBD (libnbd), and writes only what its mode needs into a new qcow2
+// overlay served by qemu-nbd on a private socket. The exit status tells
+// scripts what happened (see the --help footer).
+#include "commands.hh"
+
+#include <CLI/CLI.hpp>
+#include <curl/curl.h>
+
+#include <iostream>
+
+namespace {
+
+using namespace rct::tools;
+
+constexpr const char* exit_help = R"(Exit status:
+  0  success
+  1  any other failure (qemu-img/qemu-nbd failed, I/O error, unexpected reply)
+  2  usage error (bad command line, or rctd found an argument invalid)
+  3  not found: no such disk (in rctd or in the repository) or backup point
+  4  conflict: another rct-backup works on the same disk, or rctd is busy
+  5  cannot reach rctd (the message says why)
+  6  full backup required: inc/diff cannot be taken (no chain, a re-created
+     disk, or rctd refused the chain's token, e.g. after a shrink); auto
+     takes the full instead and says why
+  7  rctd refused the caller (docs/security.md)
+  8  verify found a point that does not match its manifest (named in the output))";
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    rct::backup::settings s;
+    std::string state_dir = "/var/lib/rctd";
+    std::string disk;
+    std::string at;
+    std::string to;
+
+    CLI::App app{"rct-backup: full, incremental and differential backups of rctd's disks into qcow2 chains"};
+    app.footer(exit_help);
+    app.require_subcommand(1);
+    app.fallthrough();
+    app.add_option("--repo", s.repo, "backup repository directory (one subdirectory per disk)")->required();
+    app.add_option("--control-socket", s.control_socket,
+                   "rctd's control socket (default: STATE-DIR/control.sock if --state-dir is given, else "
+                   "$RCTD_CONTROL_SOCKET, else /var/lib/rctd/control.sock)");
+    auto* state_opt = app.add_option("--state-dir", state_dir, "rctd's state directory")->capture_default_str();
+    app.add_option("--socket", s.nbd_socket, "rctd's NBD Unix socket (default: the export URI rctd reports)");
+    app.add_flag("--json", s.json, "JSON to stdout: progress events, then the result, one object per line");
+
+    std::vector<CLI::App*> backups;
+    for (const char* mode : {"full", "inc", "diff", "auto"}) {
+        const std::string help = std::string(mode) == "full"   ? "copy every allocated extent of a new snapshot"
+                                 : std::string(mode) == "inc"  ? "copy what changed since the newest backup"
+                                 : std::string(mode) == "diff" ? "copy what changed since the newest full backup"
+                                                               : "inc, or a full when there is no usable chain "
+                                                                 "(says why)";
+        auto* sub = app.add_subcommand(mode, help);
+        sub->add_option("DISK", disk, "disk name")->required();
+        backups.push_back(sub);
+    }
+    auto* list = app.add_subcommand("list", "list the backup points, per disk");
+    list->add_option("DISK", disk, "only this disk");
+    auto* verify = app.add_subcommand("verify", "re-read backups and check every checksum of their manifests");
+    verify->add_option("DISK", disk, "only this disk");
+    verify->add_option("--at", at, "only this point and its chain (default: every point)");
+    auto* restore = app.add_subcommand("restore", "write a disk's image at a point to a file (sparse)");
+    restore->add_option("DISK", disk, "disk name")->required();
+    restore->add_option("--at", at, "backup point id (default: the newest)");
+    restore->add_option("--to", to, "image file to write (raw; replaced if it exists)")->required();
+
+    std::size_t keep = 0;
+    auto* prune = app.add_subcommand("prune", "merge the oldest points into their full until N remain");
+    prune->add_option("DISK", disk, "disk name")->required();
+    prune->add_option("--keep", keep, "points to keep (at least 1)")->required();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) {
+            return app.exit(e);  // --help
+        }
+        std::cerr << "rct-backup: " << e.what() << "\nRun with --help for more information.\n";
+        return exit_usage;
+    }
+    s.control_socket = resolve_socket(s.control_socket, state_dir, state_opt->count() != 0);
+    const auto opt_disk = disk.empty() ? std::nullopt : std::optional(disk);
+    const auto opt_at = at.empty() ? std::nullopt : std::optional(at);
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int status = exit_ok;
+    try {
+        for (auto* sub : backups) {
+            if (*sub) {
+                rct::backup::cmd_backup(s, disk, sub->get_name());
+            }
+        }
+        if (*list) {
+            rct::backup::cmd_list(s, opt_disk);
+        } else if (*verify) {
+            status = rct::backup::cmd_verify(s, opt_disk, opt_at) ? exit_ok : rct::backup::exit_corrupt;
+        } else if (*restore) {
+            rct::backup::cmd_restore(s, disk, opt_at, to);
+        } else if (*prune) {
+            rct::backup::cmd_prune(s, disk, keep);
+        }
+    } catch (const failure& f) {
+        if (s.json) {
+            std::cout << json{{"event", "error"}, {"status", f.status}, {"message", f.message},
+                              {"code", f.code.empty() ? json(nullptr) : json(f.code)}}
+                             .dump()
+                      << std::endl;
+        }
+        std::cerr << "rct-backup: " << f.message << '\n';
+        status = f.status;
+    } catch (const std::exception& e) {
+        std::cerr << "rct-backup: " << e.what() << '\n';
+        status = exit_failure;
+    }
+    curl_global_cleanup();
+    return status;
+}

@@ -1,0 +1,131 @@
+#include "nbd.hh"
+
+#include <algorithm>
+
+namespace rct::backup {
+
+using tools::exit_failure;
+using tools::failure;
+
+connection::connection(const std::string& where, bool is_socket) : h_(nbd_create()), where_(where)
+{
+    if (h_ == nullptr) {
+        fail("cannot create a libnbd handle");
+    }
+    if (nbd_add_meta_context(h_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) {
+        fail("cannot ask for base:allocation");
+    }
+    const int rc = is_socket ? nbd_connect_unix(h_, where.c_str()) : nbd_connect_uri(h_, where.c_str());
+    if (rc == -1) {
+        fail("cannot connect");
+    }
+    const int64_t size = nbd_get_size(h_);
+    if (size < 0) {
+        fail("cannot get the export's size");
+    }
+    size_ = static_cast<std::uint64_t>(size);
+    const int64_t max = nbd_get_block_size(h_, LIBNBD_SIZE_MAXIMUM);
+    if (max > 0) {
+        max_request_ = std::min<std::uint64_t>(max_request_, static_cast<std::uint64_t>(max));
+    }
+}
+
+connection::~connection()
+{
+    if (h_ != nullptr) {
+        nbd_shutdown(h_, 0);
+        nbd_close(h_);
+    }
+}
+
+void connection::fail(const std::string& what) const
+{
+    const char* e = nbd_get_error();
+    throw failure{exit_failure, where_ + ": " + what + (e != nullptr ? std::string(": ") + e : ""), {}, {}};
+}
+
+void connection::read(void* buf, std::uint64_t length, std::uint64_t offset)
+{
+    if (nbd_pread(h_, buf, length, offset, 0) == -1) {
+        fail("read of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " failed");
+    }
+}
+
+void connection::write(const void* buf, std::uint64_t length, std::uint64_t offset)
+{
+    if (nbd_pwrite(h_, buf, length, offset, 0) == -1) {
+        fail("write of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " failed");
+    }
+}
+
+void connection::zero(std::uint64_t length, std::uint64_t offset)
+{
+    if (nbd_zero(h_, length, offset, 0) == -1) {
+        fail("zeroing " + std::to_string(length) + " bytes at " + std::to_string(offset) + " failed");
+    }
+}
+
+void connection::flush()
+{
+    if (nbd_flush(h_, 0) == -1) {
+        fail("flush failed");
+    }
+}
+
+namespace {
+
+struct extent_walk {
+    std::vector<extent>* out;
+    std::uint64_t end;
+};
+
+int on_extents(void* user, const char* context, std::uint64_t offset, std::uint32_t* entries, std::size_t n,
+               int* /*error*/)
+{
+    auto* walk = static_cast<extent_walk*>(user);
+    if (std::string_view(context) != LIBNBD_CONTEXT_BASE_ALLOCATION) {
+        return 0;
+    }
+    for (std::size_t i = 0; i + 1 < n && offset < walk->end; i += 2) {
+        const std::uint64_t length = std::min<std::uint64_t>(entries[i], walk->end - offset);
+        const bool zero = (entries[i + 1] & LIBNBD_STATE_ZERO) != 0;
+        if (!walk->out->empty() && walk->out->back().zero == zero &&
+            walk->out->back().offset + walk->out->back().length == offset) {
+            walk->out->back().length += length;
+        } else {
+            walk->out->push_back({offset, length, zero});
+        }
+        offset += length;
+    }
+    return 0;
+}
+
+}  // namespace
+
+std::vector<extent> connection::extents(std::uint64_t offset, std::uint64_t length)
+{
+    std::vector<extent> out;
+    const std::uint64_t end = offset + length;
+    extent_walk walk{&out, end};
+    // Without base:allocation (a server that does not offer it) all is data.
+    if (nbd_can_meta_context(h_, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1) {
+        return {{offset, length, false}};
+    }
+    while (offset < end) {
+        // Requests are 32-bit; ask for at most 1 GiB at a time.
+        const std::uint64_t ask = std::min<std::uint64_t>(end - offset, std::uint64_t{1} << 30);
+        const std::size_t before = out.size();
+        const std::uint64_t reached = out.empty() ? offset : out.back().offset + out.back().length;
+        if (nbd_block_status(h_, ask, offset, nbd_extent_callback{&on_extents, &walk, nullptr}, 0) == -1) {
+            fail("block status at " + std::to_string(offset) + " failed");
+        }
+        const std::uint64_t now = out.empty() ? offset : out.back().offset + out.back().length;
+        if (out.size() == before && now == reached) {
+            fail("block status at " + std::to_string(offset) + " made no progress");
+        }
+        offset = now;
+    }
+    return out;
+}
+
+}  // namespace rct::backup

@@ -1,0 +1,59 @@
+// read_ahead: reads byte ranges from one connection on a thread of its own,
+// up to `depth` blocks ahead of the consumer, so that reading the snapshot
+// overlaps writing (and hashing) into the sink.
+//
+// The reader thread owns the connection while the read_ahead lives; the
+// consumer calls next() from one thread. The destructor stops the reader and
+// joins it. A failed read ends the stream: next() rethrows it.
+#pragma once
+
+#include "nbd.hh"
+
+#include <rct/thread_annotations.hh>
+
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace rct::backup {
+
+class read_ahead {
+public:
+    struct block {
+        std::uint64_t offset = 0;
+        std::vector<char> data;
+    };
+
+    // ranges: (offset, length), read in order in blocks of at most block_size.
+    read_ahead(connection& in, std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges, std::size_t block_size,
+               std::size_t depth);
+    ~read_ahead();
+    read_ahead(const read_ahead&) = delete;
+    read_ahead& operator=(const read_ahead&) = delete;
+
+    // The next block, in order; empty at the end.
+    std::optional<block> next();
+
+private:
+    void run();
+    // Waits for room; false when told to stop.
+    bool push(block b);
+
+    connection& in_;
+    const std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges_;
+    const std::size_t block_size_;
+    const std::size_t depth_;
+    rct::mutex m_;
+    rct::cond_var cv_;
+    std::deque<block> ready_ GUARDED_BY(m_);
+    bool done_ GUARDED_BY(m_) = false;
+    bool stop_ GUARDED_BY(m_) = false;
+    std::exception_ptr error_ GUARDED_BY(m_);
+    std::thread thread_;  // last: starts once the rest is built
+};
+
+}  // namespace rct::backup
