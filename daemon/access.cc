@@ -40,9 +40,16 @@ std::optional<unix_peer> peer_of_socket(int fd)
     // Linux 4.13+; without it only the primary group counts.
     std::vector<gid_t> groups(64);
     len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0 && errno == ERANGE) {
-        groups.resize(len / sizeof(gid_t));
-        ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+        const bool retry = errno == ERANGE;
+        if (retry) {
+            groups.resize(len / sizeof(gid_t));
+        }
+        // A failed call leaves len as it was: no group may be read from
+        // the zeroes (they would make anyone a member of group 0).
+        if (!retry || ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+            len = 0;
+        }
     }
     groups.resize(len / sizeof(gid_t));
     p.groups = std::move(groups);

@@ -27,7 +27,7 @@ struct daemon_config {
     // queued replies, split evenly between the workers (memory_budget.hh);
     // 0 = 256 MiB, or 2 × max_payload per worker if that is more.
     std::uint64_t memory_budget = 0;
-    std::uint64_t connection_memory = std::uint64_t{64} << 20;  // one connection's share of it
+    std::uint64_t connection_memory = std::uint64_t{32} << 20;  // one connection's share of it
     bool verbose = false;
     bool tracking = true;
     std::uint64_t intent_region = std::uint64_t{64} << 20;

@@ -260,6 +260,9 @@ void listener::accept_one(int listening) noexcept
 
 void listener::shed_one(int listening, int err) noexcept
 {
+    if (!spare_) {
+        spare_ = open_spare();  // lost to another thread at an earlier shed
+    }
     if ((err == EMFILE || err == ENFILE) && spare_) {
         // Take the connection off the queue with the spare slot and drop it,
         // so that poll does not report the same pending client for ever.

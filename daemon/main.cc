@@ -113,7 +113,9 @@ const char* resolve_memory(daemon_config& cfg, const std::string& budget, const 
         return "--connection-memory must be a size of at least 32M (the largest request)";
     }
     if (budget == "auto") {
-        cfg.memory_budget = std::max<std::uint64_t>(std::uint64_t{256} << 20, std::uint64_t{cfg.workers} * 2 * largest);
+        // Room for four clients' shares per worker: one client that stops
+        // reading never holds all of its worker's memory.
+        cfg.memory_budget = std::max<std::uint64_t>(std::uint64_t{256} << 20, std::uint64_t{cfg.workers} * 4 * *conn);
     } else if (const auto total = rct::parse_size(budget)) {
         cfg.memory_budget = *total;
     } else {
@@ -137,12 +139,14 @@ int run(const daemon_config& cfg)
     opts.snapshots.store_limit = cfg.snapshot_store_limit;
     rct::disk_registry registry(cfg.state_dir, opts);
 
+    // Before the workers: connections (and adopt tasks) they still own when
+    // they go hand their slots back to it.
+    rct::daemon::admission slots(connection_cap(cfg), cfg.max_connections_per_peer);
     std::vector<std::unique_ptr<rct::daemon::worker>> workers;
     for (unsigned i = 0; i < cfg.workers; ++i) {
         workers.push_back(std::make_unique<rct::daemon::worker>(i, cfg, registry));
     }
 
-    rct::daemon::admission slots(connection_cap(cfg), cfg.max_connections_per_peer);
     rct::daemon::listener listener(workers, slots);
     const int activated = sd_listen_fds(1);
     if (activated < 0) {
@@ -320,9 +324,10 @@ int main(int argc, char** argv)
     std::string memory_budget = "auto";
     app.add_option("--memory-budget", memory_budget,
                    "bytes all NBD clients together may hold in request payloads and queued replies, split "
-                   "between the workers; a client over it waits (auto = 256M, or 64M per worker if more)")
+                   "between the workers; a client over it waits (auto = 256M, or four --connection-memory shares per "
+                   "worker if more)")
         ->capture_default_str();
-    std::string connection_memory = "64M";
+    std::string connection_memory = "32M";
     app.add_option("--connection-memory", connection_memory,
                    "one NBD client's share of the memory budget: a client that does not read its replies "
                    "holds at most this much, then is no longer read (at least 32M, the largest request)")

@@ -117,7 +117,9 @@ bool connection::send_stalled(std::chrono::steady_clock::time_point now) noexcep
 
 bool connection::idle(std::chrono::steady_clock::time_point now) noexcept
 {
-    if (requests_ != seen_.requests || inflight_ != 0 || sending_) {
+    // A request waiting for memory is not idleness: it was counted before
+    // its wait, and cutting it off would drop it unanswered.
+    if (requests_ != seen_.requests || inflight_ != 0 || sending_ || budget_waiter_.queued()) {
         seen_.requests = requests_;
         seen_.active = now;
         return false;

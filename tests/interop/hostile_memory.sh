@@ -31,7 +31,9 @@ say "oversized write"
 py -m rcttest.interop.$M oversized "$STATE/nbd.sock" d
 say "budget spent"
 stop_rctd
-start_rctd --workers 1 --memory-budget 64M --connection-memory 32M
+# With an idle deadline shorter than the wait: a READ waiting for memory is
+# not idleness (it would be dropped unanswered).
+start_rctd --workers 1 --memory-budget 64M --connection-memory 32M --idle-timeout 3
 py -m rcttest.interop.$M spent "$STATE/nbd.sock" d
 rctctl create m --size 16M >/dev/null
 say "LIST_META_CONTEXT flood"
