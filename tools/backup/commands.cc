@@ -12,6 +12,7 @@
 #include <rct/unique_fd.hh>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -570,6 +571,36 @@ void cmd_restore(const settings& s, const std::string& disk, const std::optional
     std::cout << fmt::format("restored disk {} at {} ({} backup{}) to {} ({}) in {:.2f} s\n", disk, point.id,
                              chain.size(), chain.size() == 1 ? "" : "s in the chain", to,
                              rct::format_size(c.size()), seconds);
+}
+
+void cmd_serve(const settings& s, const std::string& disk, const std::optional<std::string>& at,
+               const std::string& listen)
+{
+    const std::vector<manifest> chain = chain_at(s, disk, at);
+    const manifest& point = chain.back();
+    served_image image((disk_dir(s.repo, disk) / point.file).string(), false, listen);
+    // Blocked only now: qemu-nbd, started above, must keep SIGTERM.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &stop, nullptr);
+    if (s.json) {
+        std::cout << json{{"event", "serving"}, {"disk", disk}, {"id", point.id}, {"uri", image.uri()},
+                          {"chain", chain.size()}}
+                         .dump()
+                  << std::endl;
+    } else {
+        std::cout << fmt::format("serving disk {} at {} read-only on {}\n(SIGINT or SIGTERM stops)\n", disk,
+                                 point.id, image.uri())
+                  << std::flush;
+    }
+    const timespec tick{0, 200'000'000};
+    while (::sigtimedwait(&stop, nullptr, &tick) < 0) {
+        if (!image.running()) {
+            throw failure{exit_failure, "qemu-nbd serving " + point.file + " stopped", {}, {}};
+        }
+    }
 }
 
 }  // namespace rct::backup

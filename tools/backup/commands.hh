@@ -33,6 +33,10 @@ void cmd_list(const settings& s, const std::optional<std::string>& disk);
 bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const std::optional<std::string>& at);
 void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
                  const std::string& to);
+// Exports the point read-only over NBD (on `listen`: a Unix socket path or
+// tcp:HOST:PORT; empty: a private socket) until SIGINT or SIGTERM.
+void cmd_serve(const settings& s, const std::string& disk, const std::optional<std::string>& at,
+               const std::string& listen);
 
 // Merges the oldest points into their full until `keep` remain (prune.cc).
 void cmd_prune(const settings& s, const std::string& disk, std::size_t keep);

@@ -1,5 +1,5 @@
 // rct-backup: backs up rctd's disks into qcow2 backing chains, and lists,
-// verifies and restores them (docs/backup.md; repository format:
+// verifies, restores and serves them (docs/backup.md; repository format:
 // docs/format/backup.md).
 //
 // Each backup cuts a snapshot of its own through rctd's control API, reads
@@ -73,6 +73,18 @@ int main(int argc, char** argv)
     restore->add_option("--at", at, "backup point id (default: the newest)");
     restore->add_option("--to", to, "image file to write (raw; replaced if it exists)")->required();
 
+    std::string serve_socket;
+    std::string listen;
+    auto* serve = app.add_subcommand("serve", "export a point read-only over NBD until SIGINT/SIGTERM, for "
+                                              "file-level restore (prints the NBD URI)");
+    serve->add_option("DISK", disk, "disk name")->required();
+    serve->add_option("--at", at, "backup point id (default: the newest)");
+    auto* serve_sock = serve->add_option("--socket", serve_socket,
+                                         "Unix socket to serve on (default: a private one, named in the URI)");
+    serve->add_option("--listen", listen, "serve on TCP instead: tcp:HOST:PORT")
+        ->excludes(serve_sock)
+        ->check([](const std::string& v) { return v.rfind("tcp:", 0) == 0 ? "" : "want tcp:HOST:PORT"; });
+
     std::size_t keep = 0;
     auto* prune = app.add_subcommand("prune", "merge the oldest points into their full until N remain");
     prune->add_option("DISK", disk, "disk name")->required();
@@ -105,6 +117,8 @@ int main(int argc, char** argv)
             status = rct::backup::cmd_verify(s, opt_disk, opt_at) ? exit_ok : rct::backup::exit_corrupt;
         } else if (*restore) {
             rct::backup::cmd_restore(s, disk, opt_at, to);
+        } else if (*serve) {
+            rct::backup::cmd_serve(s, disk, opt_at, listen.empty() ? serve_socket : listen);
         } else if (*prune) {
             rct::backup::cmd_prune(s, disk, keep);
         }

@@ -1,0 +1,148 @@
+"""rct-backup serve, for file-level restore: a disk holding ext4 is backed up
+(full), its files are changed and it is backed up again (inc); then the first
+point is served on a Unix socket, made a file by nbdfuse, loop-mounted
+read-only and its files compared with the originals; the second point,
+served on TCP, reads back as the second image byte for byte.
+
+  run BACKUP STATE DISK URI WORK
+"""
+import filecmp
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import nbd
+
+SIZE = 64 << 20
+
+
+def _tree(root, seed):
+    """A few files of random content, some in subdirectories."""
+    rng = random.Random(seed)
+    os.makedirs(os.path.join(root, "dir", "sub"))
+    for name, size in (("small", 1000), ("dir/medium", 3 << 20), ("dir/sub/large", 9 << 20)):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(rng.randbytes(size))
+    for i in range(50):
+        with open(os.path.join(root, "dir", "many-%d" % i), "w") as f:
+            f.write("file %d %d\n" % (i, rng.getrandbits(32)))
+
+
+def _image(work, name, seed):
+    """An ext4 image holding _tree(seed), made without mounting (mkfs -d)."""
+    src, img = os.path.join(work, name), os.path.join(work, name + ".img")
+    _tree(src, seed)
+    subprocess.run(["truncate", "-s", str(SIZE), img], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", src, img], check=True)
+    return src, img
+
+
+def _backup(backup, state, work, *args):
+    cmd = [backup, "--state-dir", state, "--repo", os.path.join(work, "repo"), "--json"] + list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, "%s exited %d: %s" % (" ".join(cmd), r.returncode, r.stderr)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()][-1]
+
+
+class _served:
+    """rct-backup serve in the background; the URI from its first line."""
+
+    def __init__(self, backup, state, work, *args):
+        cmd = [backup, "--state-dir", state, "--repo", os.path.join(work, "repo"), "--json", "serve"] + list(args)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line, "serve exited %s before serving" % self.proc.wait()
+        self.event = json.loads(line)
+        assert self.event["event"] == "serving", self.event
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        assert rc == 0, "serve exited %d on SIGTERM" % rc
+
+
+def _wait_for(path, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "%s did not appear within %d s" % (path, seconds)
+        time.sleep(0.05)
+
+
+def _compare(mnt, src):
+    """Every file under src is in mnt with the same bytes (and nothing else)."""
+    count = 0
+    for root, _, files in os.walk(src):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), src)
+            assert filecmp.cmp(os.path.join(src, rel), os.path.join(mnt, rel), shallow=False), rel
+            count += 1
+    return count
+
+
+def _mount_and_compare(uri, work, src):
+    fuse_dir, mnt = os.path.join(work, "fuse"), os.path.join(work, "mnt")
+    os.makedirs(fuse_dir)
+    os.makedirs(mnt)
+    pidfile = os.path.join(work, "nbdfuse.pid")
+    fuse = subprocess.Popen(["nbdfuse", "-r", "-P", pidfile, os.path.join(fuse_dir, "disk"), uri])
+    try:
+        _wait_for(pidfile)
+        subprocess.run(["mount", "-o", "ro,loop,noload", os.path.join(fuse_dir, "disk"), mnt], check=True)
+        try:
+            return _compare(mnt, src)
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+    finally:
+        subprocess.run(["fusermount3", "-u", fuse_dir], check=False)
+        assert fuse.wait(timeout=30) == 0, "nbdfuse failed"
+
+
+def _sha(read, size):
+    h = hashlib.sha256()
+    for off in range(0, size, 4 << 20):
+        h.update(read(min(4 << 20, size - off), off))
+    return h.hexdigest()
+
+
+def run(argv):
+    backup, state, disk, uri, work = argv
+    src1, img1 = _image(work, "one", 1)
+    src2, img2 = _image(work, "two", 2)
+    subprocess.run(["nbdcopy", img1, uri], check=True)
+    first = _backup(backup, state, work, "full", disk)
+    subprocess.run(["nbdcopy", img2, uri], check=True)
+    second = _backup(backup, state, work, "inc", disk)
+    assert second["mode"] == "inc", second
+    print("ok backed up %s (full) and %s (inc)" % (first["id"], second["id"]))
+
+    served = _served(backup, state, work, disk, "--at", first["id"], "--socket", os.path.join(work, "serve.sock"))
+    try:
+        print("ok serving %s at %s" % (first["id"], served.event["uri"]))
+        n = _mount_and_compare(served.event["uri"], work, src1)
+        print("ok mounted point %s read-only: %d files equal the originals" % (first["id"], n))
+    finally:
+        served.stop()
+
+    port = 20000 + os.getpid() % 20000
+    served = _served(backup, state, work, disk, "--at", second["id"], "--listen", "tcp:127.0.0.1:%d" % port)
+    try:
+        h = nbd.NBD()
+        h.connect_uri(served.event["uri"])
+        assert h.get_size() == SIZE and h.is_read_only(), (h.get_size(), h.is_read_only())
+        with open(img2, "rb") as f:
+            want = _sha(lambda n, off: os.pread(f.fileno(), n, off), SIZE)
+        assert _sha(h.pread, SIZE) == want, "point %s over TCP differs from the image written" % second["id"]
+        h.shutdown()
+        print("ok point %s served on %s reads back as the image written" % (second["id"], served.event["uri"]))
+    finally:
+        served.stop()
+
+
+if __name__ == "__main__":
+    import sys
+    assert sys.argv[1] == "run", sys.argv
+    run(sys.argv[2:])
