@@ -2,7 +2,8 @@
 # rct-backup serve: file-level restore. An ext4 disk backed up (full, then
 # inc after its files changed); the first point served read-only, mounted
 # through nbdfuse + a read-only loop mount, its files equal the originals; the
-# second point served on TCP reads back as the image written then.
+# second point served on TCP reads back as the image written then; restored
+# over NBD to another disk and to a loop device, it equals that image.
 # Logic: tests/rcttest/interop/backup_serve.py.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${RCT_BACKUP:=$REPO_ROOT/build/tools/rct-backup}"
@@ -21,7 +22,8 @@ mkdir -p "$W"
 
 start_rctd
 rctctl create d --size 64M >/dev/null
-say "ext4 backed up twice; serve each point"
-py -m rcttest.interop.backup_serve run "$RCT_BACKUP" "$STATE" d "$(uri d)" "$W"
+rctctl create target --size 64M >/dev/null
+say "ext4 backed up twice; serve each point; restore to NBD and a block device"
+py -m rcttest.interop.backup_serve run "$RCT_BACKUP" "$STATE" d "$(uri d)" "$W" "$(uri target)"
 daemon_alive
 say "PASS"

@@ -12,8 +12,11 @@
 #include <rct/unique_fd.hh>
 
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 #include <signal.h>
 #include <fmt/format.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -436,27 +439,133 @@ std::vector<std::string> check_point(const fs::path& dir, const manifest& m, boo
     return problems;
 }
 
-// Writes the buffer's pieces that are not all zeroes: zeroes stay holes (the
-// file was truncated to its size, empty). Pieces are the filesystem's 4 KiB
-// blocks, on absolute boundaries.
-void write_nonzero(int fd, const char* data, std::uint64_t n, std::uint64_t offset, const std::string& to)
+// Splits [offset, offset+n) at the filesystem's 4 KiB blocks (absolute
+// boundaries) into runs of data and runs of all-zero blocks.
+template <typename OnData, typename OnZero>
+void split_zero(const char* p, std::uint64_t n, std::uint64_t offset, OnData on_data, OnZero on_zero)
 {
     constexpr std::uint64_t block = 4096;
     const auto piece_end = [&](std::uint64_t at) { return std::min(n, (offset + at) / block * block + block - offset); };
     for (std::uint64_t at = 0; at < n;) {
-        std::uint64_t end = at;
-        while (end < n && !all_zero(data + end, piece_end(end) - end)) {
+        const bool zero = all_zero(p + at, piece_end(at) - at);
+        std::uint64_t end = piece_end(at);
+        while (end < n && all_zero(p + end, piece_end(end) - end) == zero) {
             end = piece_end(end);
         }
-        if (end > at &&
-            ::pwrite(fd, data + at, end - at, static_cast<off_t>(offset + at)) != static_cast<ssize_t>(end - at)) {
-            throw failure{exit_failure, "cannot write " + to + ": " + std::strerror(errno), {}, {}};
-        }
-        at = end < n ? piece_end(end) : end;
+        zero ? on_zero(end - at, offset + at) : on_data(p + at, end - at, offset + at);
+        at = end;
     }
 }
 
-void restore_into(connection& c, int fd, const std::string& to, bool json)
+// Where restore writes: an image file (created, sized, sparse), a block
+// device, or an NBD server. Zeroes are never written as data: holes in the
+// new file, punched ranges on a device, WRITE_ZEROES (trim allowed) on NBD,
+// so a sparse target stays sparse. One thread uses it.
+class restore_target {
+public:
+    restore_target(const std::string& to, std::uint64_t size) : to_(to)
+    {
+        if (to.rfind("nbd://", 0) == 0 || to.rfind("nbd+unix://", 0) == 0 || to.rfind("nbds://", 0) == 0) {
+            nbd_ = std::make_unique<connection>(to, false);
+            check_size(nbd_->size(), size);
+            return;
+        }
+        struct stat st {};
+        if (::stat(to.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+            fd_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_CLOEXEC));
+            std::uint64_t device_size = 0;
+            if (!fd_ || ::ioctl(fd_.get(), BLKGETSIZE64, &device_size) != 0) {
+                fail("cannot open");
+            }
+            check_size(device_size, size);
+            return;
+        }
+        fd_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (!fd_) {
+            fail("cannot create");
+        }
+        if (::fstat(fd_.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+            throw failure{exit_usage, to + " is not a regular file, a block device or an NBD URI", {}, {}};
+        }
+        if (::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) {
+            fail("cannot size");
+        }
+        fresh_ = true;
+    }
+
+    // Writes the data pieces of a block; its all-zero pieces as zero().
+    void data(const char* p, std::uint64_t n, std::uint64_t offset)
+    {
+        split_zero(
+            p, n, offset,
+            [&](const char* d, std::uint64_t len, std::uint64_t off) {
+                if (nbd_) {
+                    nbd_->write(d, len, off);
+                } else if (::pwrite(fd_.get(), d, len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) {
+                    fail("cannot write");
+                }
+            },
+            [&](std::uint64_t len, std::uint64_t off) { zero(len, off); });
+    }
+
+    void zero(std::uint64_t n, std::uint64_t offset)
+    {
+        constexpr std::uint64_t chunk = 1 << 30;  // within NBD's 32-bit lengths
+        for (std::uint64_t at = 0; nbd_ && at < n; at += chunk) {
+            nbd_->zero(std::min(chunk, n - at), offset + at);
+        }
+        if (fresh_ || nbd_) {
+            return;
+        }
+        const auto off = static_cast<off_t>(offset), len = static_cast<off_t>(n);
+        if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0 &&
+            ::fallocate(fd_.get(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) != 0) {
+            write_zeroes(n, offset);
+        }
+    }
+
+    void finish()
+    {
+        if (nbd_) {
+            nbd_->flush();
+        } else if (::fsync(fd_.get()) != 0) {
+            fail("cannot fsync");
+        }
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& what) const
+    {
+        throw failure{exit_failure, what + " " + to_ + ": " + std::strerror(errno), {}, {}};
+    }
+
+    void check_size(std::uint64_t have, std::uint64_t want) const
+    {
+        if (have < want) {
+            throw failure{exit_usage, fmt::format("{} holds {} bytes, the image {}", to_, have, want), {}, {}};
+        }
+    }
+
+    // For a device that can neither punch nor zero ranges.
+    void write_zeroes(std::uint64_t n, std::uint64_t offset)
+    {
+        static const std::vector<char> zeroes(1 << 20);
+        for (std::uint64_t at = 0; at < n;) {
+            const std::uint64_t len = std::min<std::uint64_t>(zeroes.size(), n - at);
+            if (::pwrite(fd_.get(), zeroes.data(), len, static_cast<off_t>(offset + at)) != static_cast<ssize_t>(len)) {
+                fail("cannot write");
+            }
+            at += len;
+        }
+    }
+
+    std::string to_;
+    rct::unique_fd fd_;  // a file or device
+    bool fresh_ = false;  // a file truncated here: its zeroes are holes already
+    std::unique_ptr<connection> nbd_;
+};
+
+void restore_into(connection& c, restore_target& out, bool json)
 {
     std::vector<byte_range> data;
     std::uint64_t total = 0;
@@ -464,14 +573,17 @@ void restore_into(connection& c, int fd, const std::string& to, bool json)
         if (!e.zero) {
             data.emplace_back(e.offset, e.length);
             total += e.length;
+        } else {
+            out.zero(e.length, e.offset);
         }
     }
     progress p("restore", total, json);
     read_ahead reader(c, std::move(data), c.max_request(), 4);
     while (std::optional<read_ahead::block> b = reader.next()) {
-        write_nonzero(fd, b->data.data(), b->data.size(), b->offset, to);
+        out.data(b->data.data(), b->data.size(), b->offset);
         p.advance(b->data.size());
     }
+    out.finish();
     p.done();
 }
 
@@ -545,21 +657,8 @@ void cmd_restore(const settings& s, const std::string& disk, const std::optional
     const manifest& point = chain.back();
     served_image image((disk_dir(s.repo, disk) / point.file).string(), false);
     connection c(image.socket(), true);
-    rct::unique_fd fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) {
-        throw failure{exit_failure, "cannot create " + to + ": " + std::strerror(errno), {}, {}};
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        throw failure{exit_usage, to + " is not a regular file (restore writes image files)", {}, {}};
-    }
-    if (::ftruncate(fd.get(), static_cast<off_t>(c.size())) != 0) {
-        throw failure{exit_failure, "cannot size " + to + ": " + std::strerror(errno), {}, {}};
-    }
-    restore_into(c, fd.get(), to, s.json);
-    if (::fsync(fd.get()) != 0) {
-        throw failure{exit_failure, "cannot fsync " + to + ": " + std::strerror(errno), {}, {}};
-    }
+    restore_target out(to, c.size());
+    restore_into(c, out, s.json);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (s.json) {
         std::cout << json{{"event", "result"}, {"disk", disk}, {"id", point.id}, {"to", to}, {"size", c.size()},

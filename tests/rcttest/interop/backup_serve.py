@@ -4,7 +4,11 @@ point is served on a Unix socket, made a file by nbdfuse, loop-mounted
 read-only and its files compared with the originals; the second point,
 served on TCP, reads back as the second image byte for byte.
 
-  run BACKUP STATE DISK URI WORK
+Restore to targets other than a file: the second point is written over
+NBD to another rctd disk and to a loop device, both first filled with
+garbage, and each reads back as the image (the NBD target stays sparse).
+
+  run BACKUP STATE DISK URI WORK TARGET_URI
 """
 import filecmp
 import hashlib
@@ -108,8 +112,58 @@ def _sha(read, size):
     return h.hexdigest()
 
 
+def _allocated(h):
+    """Bytes base:allocation reports as data (not holes) on an NBD handle."""
+    seen = {"off": 0, "data": 0}
+
+    def walk(_ctx, _off, entries, _err):
+        for i in range(0, len(entries), 2):
+            seen["data"] += 0 if entries[i + 1] & nbd.STATE_HOLE else entries[i]
+            seen["off"] += entries[i]
+        return 0
+    while seen["off"] < h.get_size():
+        h.block_status(h.get_size() - seen["off"], seen["off"], walk)
+    return seen["data"]
+
+
+def _garbage(write, size):
+    rng = random.Random(3)
+    for off in range(0, size, 4 << 20):
+        write(rng.randbytes(min(4 << 20, size - off)), off)
+
+
+def _restore_targets(backup, state, work, disk, point, img2, target_uri):
+    with open(img2, "rb") as f:
+        want = _sha(lambda n, off: os.pread(f.fileno(), n, off), SIZE)
+    h = nbd.NBD()
+    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    h.connect_uri(target_uri)
+    _garbage(h.pwrite, SIZE)
+    _backup(backup, state, work, "restore", disk, "--at", point, "--to", target_uri)
+    assert _sha(h.pread, SIZE) == want, "restore to %s differs from the image" % target_uri
+    data = _allocated(h)
+    h.shutdown()
+    assert data < SIZE // 2, "restore to %s left %d of %d bytes allocated" % (target_uri, data, SIZE)
+    print("ok restore to %s: equals the image, %d of %d bytes allocated" % (target_uri, data, SIZE))
+
+    backing = os.path.join(work, "loop.img")
+    with open(backing, "wb") as f:
+        _garbage(lambda b, off: os.pwrite(f.fileno(), b, off), SIZE)
+    r = subprocess.run(["losetup", "-f", "--show", backing], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("SKIPPED restore to a block device: losetup failed: %s" % r.stderr.strip())
+        return
+    dev = r.stdout.strip()
+    try:
+        _backup(backup, state, work, "restore", disk, "--at", point, "--to", dev)
+        subprocess.run(["cmp", "-n", str(SIZE), dev, img2], check=True)
+        print("ok restore to block device %s: cmp equals the image" % dev)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+
+
 def run(argv):
-    backup, state, disk, uri, work = argv
+    backup, state, disk, uri, work, target_uri = argv
     src1, img1 = _image(work, "one", 1)
     src2, img2 = _image(work, "two", 2)
     subprocess.run(["nbdcopy", img1, uri], check=True)
@@ -140,6 +194,7 @@ def run(argv):
         print("ok point %s served on %s reads back as the image written" % (second["id"], served.event["uri"]))
     finally:
         served.stop()
+    _restore_targets(backup, state, work, disk, second["id"], img2, target_uri)
 
 
 if __name__ == "__main__":
