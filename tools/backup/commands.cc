@@ -565,6 +565,42 @@ private:
     std::unique_ptr<connection> nbd_;
 };
 
+// rct:NAME: the NBD URI of that disk of rctd, created with `size` if it does
+// not exist. An existing disk must read as zeroes (empty) unless `force`.
+std::string rct_target(const settings& s, const std::string& name, std::uint64_t size, bool force)
+{
+    client api(s.control_socket);
+    json info;
+    bool created = false;
+    try {
+        info = api.call_json("GET", "/disks/" + segment(name));
+    } catch (const failure& f) {
+        if (f.status != exit_not_found) {
+            throw;
+        }
+        info = api.call_json("POST", "/disks", json{{"name", name}, {"size", size}});
+        created = true;
+    }
+    const json reported = info.value("export_uri", json());
+    if (s.nbd_socket.empty() && !reported.is_string()) {
+        throw failure{exit_failure, "rctd did not say where disk " + name + " is exported; give --socket", {}, {}};
+    }
+    const std::string uri =
+        s.nbd_socket.empty() ? reported.get<std::string>() : "nbd+unix:///" + name + "?socket=" + s.nbd_socket;
+    if (!created && !force) {
+        connection c(uri, false);
+        for (const extent& e : c.extents(0, c.size())) {
+            if (!e.zero) {
+                throw failure{tools::exit_conflict,
+                              "disk " + name + " is not empty (data at offset " + std::to_string(e.offset) +
+                                  "); --force overwrites it",
+                              {}, {}};
+            }
+        }
+    }
+    return uri;
+}
+
 void restore_into(connection& c, restore_target& out, bool json)
 {
     std::vector<byte_range> data;
@@ -650,14 +686,14 @@ bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const
 }
 
 void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
-                 const std::string& to)
+                 const std::string& to, bool force)
 {
     const auto started = std::chrono::steady_clock::now();
     const std::vector<manifest> chain = chain_at(s, disk, at);
     const manifest& point = chain.back();
     served_image image((disk_dir(s.repo, disk) / point.file).string(), false);
     connection c(image.socket(), true);
-    restore_target out(to, c.size());
+    restore_target out(to.rfind("rct:", 0) == 0 ? rct_target(s, to.substr(4), c.size(), force) : to, c.size());
     restore_into(c, out, s.json);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (s.json) {

@@ -68,10 +68,16 @@ int main(int argc, char** argv)
     auto* verify = app.add_subcommand("verify", "re-read backups and check every checksum of their manifests");
     verify->add_option("DISK", disk, "only this disk");
     verify->add_option("--at", at, "only this point and its chain (default: every point)");
-    auto* restore = app.add_subcommand("restore", "write a disk's image at a point to a file (sparse)");
+    bool force = false;
+    auto* restore = app.add_subcommand("restore", "write a disk's image at a point (sparse: zeroes are never "
+                                                  "written as data)");
     restore->add_option("DISK", disk, "disk name")->required();
     restore->add_option("--at", at, "backup point id (default: the newest)");
-    restore->add_option("--to", to, "image file to write (raw; replaced if it exists)")->required();
+    restore->add_option("--to", to,
+                        "where to: an image FILE (raw; replaced if it exists), a block device /dev/X, an NBD URI "
+                        "(nbd+unix://... or nbd://...), or rct:NAME (a disk of rctd, created if missing)")
+        ->required();
+    restore->add_flag("--force", force, "rct:NAME: overwrite a disk that is not empty");
 
     std::string serve_socket;
     std::string listen;
@@ -116,7 +122,7 @@ int main(int argc, char** argv)
         } else if (*verify) {
             status = rct::backup::cmd_verify(s, opt_disk, opt_at) ? exit_ok : rct::backup::exit_corrupt;
         } else if (*restore) {
-            rct::backup::cmd_restore(s, disk, opt_at, to);
+            rct::backup::cmd_restore(s, disk, opt_at, to, force);
         } else if (*serve) {
             rct::backup::cmd_serve(s, disk, opt_at, listen.empty() ? serve_socket : listen);
         } else if (*prune) {

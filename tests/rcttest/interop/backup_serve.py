@@ -6,7 +6,9 @@ served on TCP, reads back as the second image byte for byte.
 
 Restore to targets other than a file: the second point is written over
 NBD to another rctd disk and to a loop device, both first filled with
-garbage, and each reads back as the image (the NBD target stays sparse).
+garbage, and to rct:NAME (a disk created for it; refused once it holds
+data, unless --force); each reads back as the image (the NBD target stays
+sparse).
 
   run BACKUP STATE DISK URI WORK TARGET_URI
 """
@@ -145,6 +147,22 @@ def _restore_targets(backup, state, work, disk, point, img2, target_uri):
     h.shutdown()
     assert data < SIZE // 2, "restore to %s left %d of %d bytes allocated" % (target_uri, data, SIZE)
     print("ok restore to %s: equals the image, %d of %d bytes allocated" % (target_uri, data, SIZE))
+
+    # rct:NAME: a new disk is created with the image's size; a disk holding
+    # data is refused (exit 4) unless --force.
+    _backup(backup, state, work, "restore", disk, "--at", point, "--to", "rct:restored")
+    h = nbd.NBD()
+    h.connect_uri(target_uri.replace("/target?", "/restored?"))
+    assert h.get_size() == SIZE, h.get_size()
+    assert _sha(h.pread, SIZE) == want, "restore to rct:restored differs from the image"
+    h.shutdown()
+    cmd = [backup, "--state-dir", state, "--repo", os.path.join(work, "repo"), "restore", disk, "--at", point,
+           "--to", "rct:restored"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 4 and "not empty" in r.stderr, (r.returncode, r.stderr)
+    _backup(backup, state, work, "restore", disk, "--at", point, "--to", "rct:restored", "--force")
+    print("ok restore to rct:restored: created with the image's size and equal to it; "
+          "again refused (%s), then done with --force" % r.stderr.strip())
 
     backing = os.path.join(work, "loop.img")
     with open(backing, "wb") as f:
