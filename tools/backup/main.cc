@@ -22,7 +22,8 @@ constexpr const char* exit_help = R"(Exit status:
   1  any other failure (qemu-img/qemu-nbd failed, I/O error, unexpected reply)
   2  usage error (bad command line, or rctd found an argument invalid)
   3  not found: no such disk (in rctd or in the repository) or backup point
-  4  conflict: another rct-backup works on the same disk, or rctd is busy
+  4  conflict: another rct-backup works on the same disk, rctd is busy, or
+     restore's rct:NAME disk holds data (--force)
   5  cannot reach rctd (the message says why)
   6  full backup required: inc/diff cannot be taken (no chain, a re-created
      disk, or rctd refused the chain's token, e.g. after a shrink); auto
