@@ -22,6 +22,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <thread>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -461,13 +464,18 @@ void split_zero(const char* p, std::uint64_t n, std::uint64_t offset, OnData on_
 // device, or an NBD server. Zeroes are never written as data: holes in the
 // new file, punched ranges on a device, WRITE_ZEROES (trim allowed) on NBD,
 // so a sparse target stays sparse. One thread uses it.
+//
+// `lanes` writers may use it at once, each with its own lane number: an NBD
+// target has a connection per lane; a file or device is one fd (pwrite).
 class restore_target {
 public:
-    restore_target(const std::string& to, std::uint64_t size) : to_(to)
+    restore_target(const std::string& to, std::uint64_t size, unsigned lanes) : to_(to)
     {
         if (to.rfind("nbd://", 0) == 0 || to.rfind("nbd+unix://", 0) == 0 || to.rfind("nbds://", 0) == 0) {
-            nbd_ = std::make_unique<connection>(to, false);
-            check_size(nbd_->size(), size);
+            for (unsigned i = 0; i < lanes; ++i) {
+                nbd_.push_back(std::make_unique<connection>(to, false));
+            }
+            check_size(nbd_[0]->size(), size);
             return;
         }
         struct stat st {};
@@ -494,27 +502,27 @@ public:
     }
 
     // Writes the data pieces of a block; its all-zero pieces as zero().
-    void data(const char* p, std::uint64_t n, std::uint64_t offset)
+    void data(unsigned lane, const char* p, std::uint64_t n, std::uint64_t offset)
     {
         split_zero(
             p, n, offset,
             [&](const char* d, std::uint64_t len, std::uint64_t off) {
-                if (nbd_) {
-                    nbd_->write(d, len, off);
+                if (!nbd_.empty()) {
+                    nbd_[lane]->write(d, len, off);
                 } else if (::pwrite(fd_.get(), d, len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) {
                     fail("cannot write");
                 }
             },
-            [&](std::uint64_t len, std::uint64_t off) { zero(len, off); });
+            [&](std::uint64_t len, std::uint64_t off) { zero(lane, len, off); });
     }
 
-    void zero(std::uint64_t n, std::uint64_t offset)
+    void zero(unsigned lane, std::uint64_t n, std::uint64_t offset)
     {
         constexpr std::uint64_t chunk = 1 << 30;  // within NBD's 32-bit lengths
-        for (std::uint64_t at = 0; nbd_ && at < n; at += chunk) {
-            nbd_->zero(std::min(chunk, n - at), offset + at);
+        for (std::uint64_t at = 0; !nbd_.empty() && at < n; at += chunk) {
+            nbd_[lane]->zero(std::min(chunk, n - at), offset + at);
         }
-        if (fresh_ || nbd_) {
+        if (fresh_ || !nbd_.empty()) {
             return;
         }
         const auto off = static_cast<off_t>(offset), len = static_cast<off_t>(n);
@@ -526,9 +534,10 @@ public:
 
     void finish()
     {
-        if (nbd_) {
-            nbd_->flush();
-        } else if (::fsync(fd_.get()) != 0) {
+        for (auto& c : nbd_) {
+            c->flush();
+        }
+        if (nbd_.empty() && ::fsync(fd_.get()) != 0) {
             fail("cannot fsync");
         }
     }
@@ -562,7 +571,7 @@ private:
     std::string to_;
     rct::unique_fd fd_;  // a file or device
     bool fresh_ = false;  // a file truncated here: its zeroes are holes already
-    std::unique_ptr<connection> nbd_;
+    std::vector<std::unique_ptr<connection>> nbd_;  // one per lane
 };
 
 // rct:NAME: the NBD URI of that disk of rctd, created with `size` if it does
@@ -601,7 +610,33 @@ std::string rct_target(const settings& s, const std::string& name, std::uint64_t
     return uri;
 }
 
-void restore_into(connection& c, restore_target& out, bool json)
+// Splits `ranges` (in order) into `n` runs of about equal bytes.
+std::vector<std::vector<byte_range>> split_even(const std::vector<byte_range>& ranges, std::uint64_t total, unsigned n)
+{
+    std::vector<std::vector<byte_range>> parts(n);
+    const std::uint64_t share = (total / n + 4095) / 4096 * 4096;  // on 4 KiB blocks
+    std::uint64_t filled = 0;
+    std::size_t part = 0;
+    for (auto [offset, length] : ranges) {
+        while (length > 0) {
+            const std::uint64_t take = part + 1 == n ? length : std::min(length, share - filled);
+            parts[part].emplace_back(offset, take);
+            offset += take;
+            length -= take;
+            filled += take;
+            if (filled == share && part + 1 < n) {
+                ++part;
+                filled = 0;
+            }
+        }
+    }
+    return parts;
+}
+
+// Copies the image `source` serves into `out` over `lanes` connections, each
+// on its own thread with its share of the data, reading ahead; zero ranges
+// first, from this thread.
+void restore_into(const std::string& source, connection& c, restore_target& out, unsigned lanes, bool json)
 {
     std::vector<byte_range> data;
     std::uint64_t total = 0;
@@ -610,14 +645,49 @@ void restore_into(connection& c, restore_target& out, bool json)
             data.emplace_back(e.offset, e.length);
             total += e.length;
         } else {
-            out.zero(e.length, e.offset);
+            out.zero(0, e.length, e.offset);
         }
     }
     progress p("restore", total, json);
-    read_ahead reader(c, std::move(data), c.max_request(), 4);
-    while (std::optional<read_ahead::block> b = reader.next()) {
-        out.data(b->data.data(), b->data.size(), b->offset);
-        p.advance(b->data.size());
+    std::atomic<std::uint64_t> copied{0};
+    std::atomic<unsigned> finished{0};
+    std::vector<std::exception_ptr> errors(lanes);  // each written by its lane, read after the joins
+    std::vector<std::vector<byte_range>> parts = split_even(data, total, lanes);
+    std::vector<std::thread> workers;
+    for (unsigned lane = 0; lane < lanes; ++lane) {
+        workers.emplace_back([&, lane] {
+            try {
+                connection in(source, true);
+                read_ahead reader(in, std::move(parts[lane]), in.max_request(), 4);
+                while (std::optional<read_ahead::block> b = reader.next()) {
+                    out.data(lane, b->data.data(), b->data.size(), b->offset);
+                    copied += b->data.size();
+                }
+            } catch (...) {
+                errors[lane] = std::current_exception();
+            }
+            ++finished;
+        });
+    }
+    // Progress from this thread, which owns `p`.
+    std::uint64_t reported = 0;
+    for (;;) {
+        const bool all_done = finished.load() == lanes;
+        const std::uint64_t now = copied.load();
+        p.advance(now - reported);
+        reported = now;
+        if (all_done) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (auto& w : workers) {
+        w.join();
+    }
+    for (const auto& e : errors) {
+        if (e) {
+            std::rethrow_exception(e);
+        }
     }
     out.finish();
     p.done();
@@ -686,15 +756,19 @@ bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const
 }
 
 void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
-                 const std::string& to, bool force)
+                 const std::string& to, bool force, unsigned connections)
 {
+    if (connections < 1 || connections > 64) {
+        throw failure{exit_usage, "--connections wants 1 to 64", {}, {}};
+    }
     const auto started = std::chrono::steady_clock::now();
     const std::vector<manifest> chain = chain_at(s, disk, at);
     const manifest& point = chain.back();
     served_image image((disk_dir(s.repo, disk) / point.file).string(), false);
     connection c(image.socket(), true);
-    restore_target out(to.rfind("rct:", 0) == 0 ? rct_target(s, to.substr(4), c.size(), force) : to, c.size());
-    restore_into(c, out, s.json);
+    restore_target out(to.rfind("rct:", 0) == 0 ? rct_target(s, to.substr(4), c.size(), force) : to, c.size(),
+                       connections);
+    restore_into(image.socket(), c, out, connections, s.json);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (s.json) {
         std::cout << json{{"event", "result"}, {"disk", disk}, {"id", point.id}, {"to", to}, {"size", c.size()},

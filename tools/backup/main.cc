@@ -79,6 +79,10 @@ int main(int argc, char** argv)
                         "(nbd+unix://... or nbd://...), or rct:NAME (a disk of rctd, created if missing)")
         ->required();
     restore->add_flag("--force", force, "rct:NAME: overwrite a disk that is not empty");
+    unsigned connections = 4;
+    restore->add_option("--connections", connections,
+                        "parallel NBD connections (and threads), each copying its share of the data (1-64)")
+        ->capture_default_str();
 
     std::string serve_socket;
     std::string listen;
@@ -123,7 +127,7 @@ int main(int argc, char** argv)
         } else if (*verify) {
             status = rct::backup::cmd_verify(s, opt_disk, opt_at) ? exit_ok : rct::backup::exit_corrupt;
         } else if (*restore) {
-            rct::backup::cmd_restore(s, disk, opt_at, to, force);
+            rct::backup::cmd_restore(s, disk, opt_at, to, force, connections);
         } else if (*serve) {
             rct::backup::cmd_serve(s, disk, opt_at, listen.empty() ? serve_socket : listen);
         } else if (*prune) {

@@ -8,7 +8,7 @@ Restore to targets other than a file: the second point is written over
 NBD to another rctd disk and to a loop device, both first filled with
 garbage, and to rct:NAME (a disk created for it; refused once it holds
 data, unless --force); each reads back as the image (the NBD target stays
-sparse).
+sparse); --connections 1 and 7 give the same file.
 
   run BACKUP STATE DISK URI WORK TARGET_URI
 """
@@ -147,6 +147,14 @@ def _restore_targets(backup, state, work, disk, point, img2, target_uri):
     h.shutdown()
     assert data < SIZE // 2, "restore to %s left %d of %d bytes allocated" % (target_uri, data, SIZE)
     print("ok restore to %s: equals the image, %d of %d bytes allocated" % (target_uri, data, SIZE))
+
+    # --connections: the data split over 1 and 7 connections and threads.
+    for n in (1, 7):
+        out = os.path.join(work, "restored-%d.raw" % n)
+        _backup(backup, state, work, "restore", disk, "--at", point, "--to", out, "--connections", str(n))
+        subprocess.run(["cmp", out, img2], check=True)
+        os.unlink(out)
+    print("ok restore --connections 1 and 7 to a file: cmp equals the image")
 
     # rct:NAME: a new disk is created with the image's size; a disk holding
     # data is refused (exit 4) unless --force.
