@@ -12,12 +12,19 @@
 #include <rct/unique_fd.hh>
 
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <signal.h>
 #include <fmt/format.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <thread>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -435,27 +442,201 @@ std::vector<std::string> check_point(const fs::path& dir, const manifest& m, boo
     return problems;
 }
 
-// Writes the buffer's pieces that are not all zeroes: zeroes stay holes (the
-// file was truncated to its size, empty). Pieces are the filesystem's 4 KiB
-// blocks, on absolute boundaries.
-void write_nonzero(int fd, const char* data, std::uint64_t n, std::uint64_t offset, const std::string& to)
+// Splits [offset, offset+n) at the filesystem's 4 KiB blocks (absolute
+// boundaries) into runs of data and runs of all-zero blocks.
+template <typename OnData, typename OnZero>
+void split_zero(const char* p, std::uint64_t n, std::uint64_t offset, OnData on_data, OnZero on_zero)
 {
     constexpr std::uint64_t block = 4096;
     const auto piece_end = [&](std::uint64_t at) { return std::min(n, (offset + at) / block * block + block - offset); };
     for (std::uint64_t at = 0; at < n;) {
-        std::uint64_t end = at;
-        while (end < n && !all_zero(data + end, piece_end(end) - end)) {
+        const bool zero = all_zero(p + at, piece_end(at) - at);
+        std::uint64_t end = piece_end(at);
+        while (end < n && all_zero(p + end, piece_end(end) - end) == zero) {
             end = piece_end(end);
         }
-        if (end > at &&
-            ::pwrite(fd, data + at, end - at, static_cast<off_t>(offset + at)) != static_cast<ssize_t>(end - at)) {
-            throw failure{exit_failure, "cannot write " + to + ": " + std::strerror(errno), {}, {}};
-        }
-        at = end < n ? piece_end(end) : end;
+        zero ? on_zero(end - at, offset + at) : on_data(p + at, end - at, offset + at);
+        at = end;
     }
 }
 
-void restore_into(connection& c, int fd, const std::string& to, bool json)
+// Where restore writes: an image file (created, sized, sparse), a block
+// device, or an NBD server. Zeroes are never written as data: holes in the
+// new file, punched ranges on a device, WRITE_ZEROES (trim allowed) on NBD,
+// so a sparse target stays sparse. One thread uses it.
+//
+// `lanes` writers may use it at once, each with its own lane number: an NBD
+// target has a connection per lane; a file or device is one fd (pwrite).
+class restore_target {
+public:
+    restore_target(const std::string& to, std::uint64_t size, unsigned lanes) : to_(to)
+    {
+        if (to.rfind("nbd://", 0) == 0 || to.rfind("nbd+unix://", 0) == 0 || to.rfind("nbds://", 0) == 0) {
+            for (unsigned i = 0; i < lanes; ++i) {
+                nbd_.push_back(std::make_unique<connection>(to, false));
+            }
+            check_size(nbd_[0]->size(), size);
+            return;
+        }
+        struct stat st {};
+        if (::stat(to.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+            fd_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_CLOEXEC));
+            std::uint64_t device_size = 0;
+            if (!fd_ || ::ioctl(fd_.get(), BLKGETSIZE64, &device_size) != 0) {
+                fail("cannot open");
+            }
+            check_size(device_size, size);
+            return;
+        }
+        fd_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (!fd_) {
+            fail("cannot create");
+        }
+        if (::fstat(fd_.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+            throw failure{exit_usage, to + " is not a regular file, a block device or an NBD URI", {}, {}};
+        }
+        if (::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) {
+            fail("cannot size");
+        }
+        fresh_ = true;
+    }
+
+    // Writes the data pieces of a block; its all-zero pieces as zero().
+    void data(unsigned lane, const char* p, std::uint64_t n, std::uint64_t offset)
+    {
+        split_zero(
+            p, n, offset,
+            [&](const char* d, std::uint64_t len, std::uint64_t off) {
+                if (!nbd_.empty()) {
+                    nbd_[lane]->write(d, len, off);
+                } else if (::pwrite(fd_.get(), d, len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) {
+                    fail("cannot write");
+                }
+            },
+            [&](std::uint64_t len, std::uint64_t off) { zero(lane, len, off); });
+    }
+
+    void zero(unsigned lane, std::uint64_t n, std::uint64_t offset)
+    {
+        constexpr std::uint64_t chunk = 1 << 30;  // within NBD's 32-bit lengths
+        for (std::uint64_t at = 0; !nbd_.empty() && at < n; at += chunk) {
+            nbd_[lane]->zero(std::min(chunk, n - at), offset + at);
+        }
+        if (fresh_ || !nbd_.empty()) {
+            return;
+        }
+        const auto off = static_cast<off_t>(offset), len = static_cast<off_t>(n);
+        if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0 &&
+            ::fallocate(fd_.get(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) != 0) {
+            write_zeroes(n, offset);
+        }
+    }
+
+    void finish()
+    {
+        for (auto& c : nbd_) {
+            c->flush();
+        }
+        if (nbd_.empty() && ::fsync(fd_.get()) != 0) {
+            fail("cannot fsync");
+        }
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& what) const
+    {
+        throw failure{exit_failure, what + " " + to_ + ": " + std::strerror(errno), {}, {}};
+    }
+
+    void check_size(std::uint64_t have, std::uint64_t want) const
+    {
+        if (have < want) {
+            throw failure{exit_usage, fmt::format("{} holds {} bytes, the image {}", to_, have, want), {}, {}};
+        }
+    }
+
+    // For a device that can neither punch nor zero ranges.
+    void write_zeroes(std::uint64_t n, std::uint64_t offset)
+    {
+        static const std::vector<char> zeroes(1 << 20);
+        for (std::uint64_t at = 0; at < n;) {
+            const std::uint64_t len = std::min<std::uint64_t>(zeroes.size(), n - at);
+            if (::pwrite(fd_.get(), zeroes.data(), len, static_cast<off_t>(offset + at)) != static_cast<ssize_t>(len)) {
+                fail("cannot write");
+            }
+            at += len;
+        }
+    }
+
+    std::string to_;
+    rct::unique_fd fd_;  // a file or device
+    bool fresh_ = false;  // a file truncated here: its zeroes are holes already
+    std::vector<std::unique_ptr<connection>> nbd_;  // one per lane
+};
+
+// rct:NAME: the NBD URI of that disk of rctd, created with `size` if it does
+// not exist. An existing disk must read as zeroes (empty) unless `force`.
+std::string rct_target(const settings& s, const std::string& name, std::uint64_t size, bool force)
+{
+    client api(s.control_socket);
+    json info;
+    bool created = false;
+    try {
+        info = api.call_json("GET", "/disks/" + segment(name));
+    } catch (const failure& f) {
+        if (f.status != exit_not_found) {
+            throw;
+        }
+        info = api.call_json("POST", "/disks", json{{"name", name}, {"size", size}});
+        created = true;
+    }
+    const json reported = info.value("export_uri", json());
+    if (s.nbd_socket.empty() && !reported.is_string()) {
+        throw failure{exit_failure, "rctd did not say where disk " + name + " is exported; give --socket", {}, {}};
+    }
+    const std::string uri =
+        s.nbd_socket.empty() ? reported.get<std::string>() : "nbd+unix:///" + name + "?socket=" + s.nbd_socket;
+    if (!created && !force) {
+        connection c(uri, false);
+        for (const extent& e : c.extents(0, c.size())) {
+            if (!e.zero) {
+                throw failure{tools::exit_conflict,
+                              "disk " + name + " is not empty (data at offset " + std::to_string(e.offset) +
+                                  "); --force overwrites it",
+                              {}, {}};
+            }
+        }
+    }
+    return uri;
+}
+
+// Splits `ranges` (in order) into `n` runs of about equal bytes.
+std::vector<std::vector<byte_range>> split_even(const std::vector<byte_range>& ranges, std::uint64_t total, unsigned n)
+{
+    std::vector<std::vector<byte_range>> parts(n);
+    const std::uint64_t share = (total / n + 4095) / 4096 * 4096;  // on 4 KiB blocks
+    std::uint64_t filled = 0;
+    std::size_t part = 0;
+    for (auto [offset, length] : ranges) {
+        while (length > 0) {
+            const std::uint64_t take = part + 1 == n ? length : std::min(length, share - filled);
+            parts[part].emplace_back(offset, take);
+            offset += take;
+            length -= take;
+            filled += take;
+            if (filled == share && part + 1 < n) {
+                ++part;
+                filled = 0;
+            }
+        }
+    }
+    return parts;
+}
+
+// Copies the image `source` serves into `out` over `lanes` connections, each
+// on its own thread with its share of the data, reading ahead; zero ranges
+// first, from this thread.
+void restore_into(const std::string& source, connection& c, restore_target& out, unsigned lanes, bool json)
 {
     std::vector<byte_range> data;
     std::uint64_t total = 0;
@@ -463,14 +644,52 @@ void restore_into(connection& c, int fd, const std::string& to, bool json)
         if (!e.zero) {
             data.emplace_back(e.offset, e.length);
             total += e.length;
+        } else {
+            out.zero(0, e.length, e.offset);
         }
     }
     progress p("restore", total, json);
-    read_ahead reader(c, std::move(data), c.max_request(), 4);
-    while (std::optional<read_ahead::block> b = reader.next()) {
-        write_nonzero(fd, b->data.data(), b->data.size(), b->offset, to);
-        p.advance(b->data.size());
+    std::atomic<std::uint64_t> copied{0};
+    std::atomic<unsigned> finished{0};
+    std::vector<std::exception_ptr> errors(lanes);  // each written by its lane, read after the joins
+    std::vector<std::vector<byte_range>> parts = split_even(data, total, lanes);
+    std::vector<std::thread> workers;
+    for (unsigned lane = 0; lane < lanes; ++lane) {
+        workers.emplace_back([&, lane] {
+            try {
+                connection in(source, true);
+                read_ahead reader(in, std::move(parts[lane]), in.max_request(), 4);
+                while (std::optional<read_ahead::block> b = reader.next()) {
+                    out.data(lane, b->data.data(), b->data.size(), b->offset);
+                    copied += b->data.size();
+                }
+            } catch (...) {
+                errors[lane] = std::current_exception();
+            }
+            ++finished;
+        });
     }
+    // Progress from this thread, which owns `p`.
+    std::uint64_t reported = 0;
+    for (;;) {
+        const bool all_done = finished.load() == lanes;
+        const std::uint64_t now = copied.load();
+        p.advance(now - reported);
+        reported = now;
+        if (all_done) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (auto& w : workers) {
+        w.join();
+    }
+    for (const auto& e : errors) {
+        if (e) {
+            std::rethrow_exception(e);
+        }
+    }
+    out.finish();
     p.done();
 }
 
@@ -537,28 +756,19 @@ bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const
 }
 
 void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
-                 const std::string& to)
+                 const std::string& to, bool force, unsigned connections)
 {
+    if (connections < 1 || connections > 64) {
+        throw failure{exit_usage, "--connections wants 1 to 64", {}, {}};
+    }
     const auto started = std::chrono::steady_clock::now();
     const std::vector<manifest> chain = chain_at(s, disk, at);
     const manifest& point = chain.back();
     served_image image((disk_dir(s.repo, disk) / point.file).string(), false);
     connection c(image.socket(), true);
-    rct::unique_fd fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) {
-        throw failure{exit_failure, "cannot create " + to + ": " + std::strerror(errno), {}, {}};
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        throw failure{exit_usage, to + " is not a regular file (restore writes image files)", {}, {}};
-    }
-    if (::ftruncate(fd.get(), static_cast<off_t>(c.size())) != 0) {
-        throw failure{exit_failure, "cannot size " + to + ": " + std::strerror(errno), {}, {}};
-    }
-    restore_into(c, fd.get(), to, s.json);
-    if (::fsync(fd.get()) != 0) {
-        throw failure{exit_failure, "cannot fsync " + to + ": " + std::strerror(errno), {}, {}};
-    }
+    restore_target out(to.rfind("rct:", 0) == 0 ? rct_target(s, to.substr(4), c.size(), force) : to, c.size(),
+                       connections);
+    restore_into(image.socket(), c, out, connections, s.json);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (s.json) {
         std::cout << json{{"event", "result"}, {"disk", disk}, {"id", point.id}, {"to", to}, {"size", c.size()},
@@ -570,6 +780,36 @@ void cmd_restore(const settings& s, const std::string& disk, const std::optional
     std::cout << fmt::format("restored disk {} at {} ({} backup{}) to {} ({}) in {:.2f} s\n", disk, point.id,
                              chain.size(), chain.size() == 1 ? "" : "s in the chain", to,
                              rct::format_size(c.size()), seconds);
+}
+
+void cmd_serve(const settings& s, const std::string& disk, const std::optional<std::string>& at,
+               const std::string& listen)
+{
+    const std::vector<manifest> chain = chain_at(s, disk, at);
+    const manifest& point = chain.back();
+    served_image image((disk_dir(s.repo, disk) / point.file).string(), false, listen);
+    // Blocked only now: qemu-nbd, started above, must keep SIGTERM.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &stop, nullptr);
+    if (s.json) {
+        std::cout << json{{"event", "serving"}, {"disk", disk}, {"id", point.id}, {"uri", image.uri()},
+                          {"chain", chain.size()}}
+                         .dump()
+                  << std::endl;
+    } else {
+        std::cout << fmt::format("serving disk {} at {} read-only on {}\n(SIGINT or SIGTERM stops)\n", disk,
+                                 point.id, image.uri())
+                  << std::flush;
+    }
+    const timespec tick{0, 200'000'000};
+    while (::sigtimedwait(&stop, nullptr, &tick) < 0) {
+        if (!image.running()) {
+            throw failure{exit_failure, "qemu-nbd serving " + point.file + " stopped", {}, {}};
+        }
+    }
 }
 
 }  // namespace rct::backup

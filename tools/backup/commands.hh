@@ -31,8 +31,15 @@ void cmd_backup(const settings& s, const std::string& disk, const std::string& m
 void cmd_list(const settings& s, const std::optional<std::string>& disk);
 // Returns false when something did not verify.
 bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const std::optional<std::string>& at);
+// to: an image file, a block device, an NBD URI, or rct:NAME (a disk of rctd,
+// created if missing; an existing one must be empty unless `force`), over
+// `connections` parallel NBD connections.
 void cmd_restore(const settings& s, const std::string& disk, const std::optional<std::string>& at,
-                 const std::string& to);
+                 const std::string& to, bool force, unsigned connections);
+// Exports the point read-only over NBD (on `listen`: a Unix socket path or
+// tcp:HOST:PORT; empty: a private socket) until SIGINT or SIGTERM.
+void cmd_serve(const settings& s, const std::string& disk, const std::optional<std::string>& at,
+               const std::string& listen);
 
 // Merges the oldest points into their full until `keep` remain (prune.cc).
 void cmd_prune(const settings& s, const std::string& disk, std::size_t keep);

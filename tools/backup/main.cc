@@ -1,5 +1,5 @@
 // rct-backup: backs up rctd's disks into qcow2 backing chains, and lists,
-// verifies and restores them (docs/backup.md; repository format:
+// verifies, restores and serves them (docs/backup.md; repository format:
 // docs/format/backup.md).
 //
 // Each backup cuts a snapshot of its own through rctd's control API, reads
@@ -22,7 +22,8 @@ constexpr const char* exit_help = R"(Exit status:
   1  any other failure (qemu-img/qemu-nbd failed, I/O error, unexpected reply)
   2  usage error (bad command line, or rctd found an argument invalid)
   3  not found: no such disk (in rctd or in the repository) or backup point
-  4  conflict: another rct-backup works on the same disk, or rctd is busy
+  4  conflict: another rct-backup works on the same disk, rctd is busy, or
+     restore's rct:NAME disk holds data (--force)
   5  cannot reach rctd (the message says why)
   6  full backup required: inc/diff cannot be taken (no chain, a re-created
      disk, or rctd refused the chain's token, e.g. after a shrink); auto
@@ -68,10 +69,32 @@ int main(int argc, char** argv)
     auto* verify = app.add_subcommand("verify", "re-read backups and check every checksum of their manifests");
     verify->add_option("DISK", disk, "only this disk");
     verify->add_option("--at", at, "only this point and its chain (default: every point)");
-    auto* restore = app.add_subcommand("restore", "write a disk's image at a point to a file (sparse)");
+    bool force = false;
+    auto* restore = app.add_subcommand("restore", "write a disk's image at a point (sparse: zeroes are never "
+                                                  "written as data)");
     restore->add_option("DISK", disk, "disk name")->required();
     restore->add_option("--at", at, "backup point id (default: the newest)");
-    restore->add_option("--to", to, "image file to write (raw; replaced if it exists)")->required();
+    restore->add_option("--to", to,
+                        "where to: an image FILE (raw; replaced if it exists), a block device /dev/X, an NBD URI "
+                        "(nbd+unix://... or nbd://...), or rct:NAME (a disk of rctd, created if missing)")
+        ->required();
+    restore->add_flag("--force", force, "rct:NAME: overwrite a disk that is not empty");
+    unsigned connections = 4;
+    restore->add_option("--connections", connections,
+                        "parallel NBD connections (and threads), each copying its share of the data (1-64)")
+        ->capture_default_str();
+
+    std::string serve_socket;
+    std::string listen;
+    auto* serve = app.add_subcommand("serve", "export a point read-only over NBD until SIGINT/SIGTERM, for "
+                                              "file-level restore (prints the NBD URI)");
+    serve->add_option("DISK", disk, "disk name")->required();
+    serve->add_option("--at", at, "backup point id (default: the newest)");
+    auto* serve_sock = serve->add_option("--socket", serve_socket,
+                                         "Unix socket to serve on (default: a private one, named in the URI)");
+    serve->add_option("--listen", listen, "serve on TCP instead: tcp:HOST:PORT")
+        ->excludes(serve_sock)
+        ->check([](const std::string& v) { return v.rfind("tcp:", 0) == 0 ? "" : "want tcp:HOST:PORT"; });
 
     std::size_t keep = 0;
     auto* prune = app.add_subcommand("prune", "merge the oldest points into their full until N remain");
@@ -104,7 +127,9 @@ int main(int argc, char** argv)
         } else if (*verify) {
             status = rct::backup::cmd_verify(s, opt_disk, opt_at) ? exit_ok : rct::backup::exit_corrupt;
         } else if (*restore) {
-            rct::backup::cmd_restore(s, disk, opt_at, to);
+            rct::backup::cmd_restore(s, disk, opt_at, to, force, connections);
+        } else if (*serve) {
+            rct::backup::cmd_serve(s, disk, opt_at, listen.empty() ? serve_socket : listen);
         } else if (*prune) {
             rct::backup::cmd_prune(s, disk, keep);
         }

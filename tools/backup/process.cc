@@ -3,6 +3,7 @@
 #include "control_client.hh"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <spawn.h>
@@ -23,6 +24,7 @@ extern char** environ;
 namespace rct::backup {
 
 using tools::exit_failure;
+using tools::exit_usage;
 using tools::failure;
 
 namespace {
@@ -124,6 +126,27 @@ bool accepts(const std::string& path)
     return ok;
 }
 
+// True when HOST:PORT accepts a TCP connection.
+bool accepts_tcp(const std::string& host, const std::string& port)
+{
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) {
+        return false;
+    }
+    bool ok = false;
+    for (const addrinfo* a = res; a != nullptr && !ok; a = a->ai_next) {
+        const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd >= 0) {
+            ok = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+            ::close(fd);
+        }
+    }
+    ::freeaddrinfo(res);
+    return ok;
+}
+
 }  // namespace
 
 
@@ -166,21 +189,33 @@ std::string run(const std::vector<std::string>& argv)
     return out.contents();
 }
 
-served_image::served_image(const std::string& image, bool writable)
+served_image::served_image(const std::string& image, bool writable, const std::string& listen)
 {
     char dir[] = "/tmp/rct-backup.XXXXXX";
     if (::mkdtemp(dir) == nullptr) {
         throw failure{exit_failure, std::string("cannot create a private directory: ") + std::strerror(errno), {}, {}};
     }
     dir_ = dir;
-    socket_ = dir_ + "/nbd.sock";
     // --persistent: the readiness probe below is a client too; finish() ends it.
-    std::vector<std::string> argv{"qemu-nbd", "-f", "qcow2", "-k", socket_, "--persistent", "--cache=writeback"};
+    std::vector<std::string> argv{"qemu-nbd", "-f", "qcow2", "--persistent", "--cache=writeback"};
+    if (listen.rfind("tcp:", 0) == 0) {
+        const auto colon = listen.rfind(':');
+        host_ = listen.substr(4, colon - 4);
+        port_ = listen.substr(colon + 1);
+        if (colon < 4 || host_.empty() || port_.empty()) {
+            throw failure{exit_usage, "--listen wants tcp:HOST:PORT, not " + listen, {}, {}};
+        }
+        argv.insert(argv.end(), {"-b", host_, "-p", port_});
+    } else {
+        socket_ = listen.empty() ? dir_ + "/nbd.sock" : listen;
+        argv.insert(argv.end(), {"-k", socket_});
+    }
     if (writable) {
         // Zeroes become qcow2 zero clusters (or holes in a full), not data.
         argv.insert(argv.end(), {"--discard=unmap", "--detect-zeroes=unmap"});
     } else {
-        argv.push_back("--read-only");
+        // Readers may open several connections (nbdfuse, parallel restore).
+        argv.insert(argv.end(), {"--read-only", "--shared=0"});
     }
     argv.push_back(image);
     // Its messages (the readiness probe's "Broken pipe" among them) are kept
@@ -197,7 +232,7 @@ served_image::served_image(const std::string& image, bool writable)
             throw failure{exit_failure, "qemu-nbd serving " + image + " " + describe(status) + ": " + log_->contents(),
                           {}, {}};
         }
-        if (accepts(socket_)) {
+        if (socket_.empty() ? accepts_tcp(host_, port_) : accepts(socket_)) {
             return;
         }
         if (std::chrono::steady_clock::now() > deadline) {
@@ -205,6 +240,24 @@ served_image::served_image(const std::string& image, bool writable)
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+}
+
+std::string served_image::uri() const
+{
+    if (socket_.empty()) {
+        const bool v6 = host_.find(':') != std::string::npos;
+        return "nbd://" + (v6 ? "[" + host_ + "]" : host_) + ":" + port_;
+    }
+    return "nbd+unix:///?socket=" + socket_;
+}
+
+bool served_image::running()
+{
+    int status = 0;
+    if (pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+    }
+    return pid_ > 0;
 }
 
 void served_image::finish()

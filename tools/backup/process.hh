@@ -32,20 +32,27 @@ std::string run(const std::vector<std::string>& argv);
 
 class served_image {
 public:
-    // Serves `image` (qcow2, with its backing chain) read-only or writable.
-    served_image(const std::string& image, bool writable);
+    // Serves `image` (qcow2, with its backing chain) read-only or writable,
+    // on a private socket, or (`listen` non-empty) on that Unix socket path
+    // or "tcp:HOST:PORT" for any number of clients.
+    served_image(const std::string& image, bool writable, const std::string& listen = {});
     ~served_image();
     served_image(const served_image&) = delete;
     served_image& operator=(const served_image&) = delete;
 
     const std::string& socket() const { return socket_; }
+    // The NBD URI clients connect to.
+    std::string uri() const;
+    // False once qemu-nbd has exited (reaped here).
+    bool running();
 
     // Stops qemu-nbd; throws if it did not close the image cleanly.
     void finish();
 
 private:
     std::string dir_;
-    std::string socket_;
+    std::string socket_;  // empty when serving on TCP
+    std::string host_, port_;
     pid_t pid_ = -1;
     std::unique_ptr<temp_file> log_;  // qemu-nbd's stderr
 };
