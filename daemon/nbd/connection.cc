@@ -255,6 +255,49 @@ void connection::budget_waiter::admitted() noexcept
     c_.wake_reader();
 }
 
+// A request object for h holding `charge` bytes of the budget, with its
+// payload buffer when it needs one (left null when the pool has none).
+connection::request& connection::begin_request(const nbd::request_header& h, std::size_t charge,
+                                               bool needs_buffer) noexcept
+{
+    request& rq = *take_request();
+    rq.charge = charge;
+    held_ += charge;
+    rq.cookie = h.cookie;
+    rq.type = h.type;
+    rq.cmd_flags = h.flags;
+    rq.offset = h.offset;
+    rq.length = h.length;
+    rq.hdr_len = 0;
+    rq.data_len = 0;
+    if (needs_buffer) {
+        rq.buf = worker_.buffers().get(h.length);
+        rq.buf_size = rq.buf ? h.length : 0;
+    }
+    return rq;
+}
+
+// Dispatches a complete request, or answers it with the error that stops it.
+void connection::answer(const nbd::request_header& h, request& rq, bool needs_buffer) noexcept
+{
+    const nbd::session_view view{export_.size(), worker_.config().max_payload, export_.read_only(), structured_,
+                                 !meta_.empty()};
+    std::uint32_t err = nbd::validate_request(h, view);
+    if (err == 0 && needs_buffer && rq.buf == nullptr) {
+        err = nbd::err_nomem;
+    }
+    if (err == 0 && (stopping_ || export_.d->removed())) {
+        err = nbd::err_shutdown;
+    }
+    if (err != 0) {
+        log::debug("{}: request type {} off {} len {} flags {:#x} refused: error {}", peer_, h.type, h.offset,
+                   h.length, h.flags, err);
+        reply_error(rq, err);
+    } else {
+        dispatch(h, rq);
+    }
+}
+
 detached connection::reader()
 {
     io_ring& ring = worker_.ring();
@@ -317,23 +360,9 @@ detached connection::reader()
         }
         const bool refusing = stopping_ && charge == 0;
 
-        request& rq = *take_request();
-        rq.charge = charge;
-        held_ += charge;
-        rq.cookie = h.cookie;
-        rq.type = h.type;
-        rq.cmd_flags = h.flags;
-        rq.offset = h.offset;
-        rq.length = h.length;
-        rq.hdr_len = 0;
-        rq.data_len = 0;
-
         const bool needs_buffer = (h.type == nbd::cmd_write || h.type == nbd::cmd_read) && h.length != 0 &&
                                   h.length <= cfg.max_payload && !refusing;
-        if (needs_buffer) {
-            rq.buf = worker_.buffers().get(h.length);
-            rq.buf_size = rq.buf ? h.length : 0;
-        }
+        request& rq = begin_request(h, charge, needs_buffer);
 
         if (h.type == nbd::cmd_write && h.length != 0) {
             // Take what is already buffered, then receive the rest straight
@@ -366,22 +395,7 @@ detached connection::reader()
             }
         }
 
-        const nbd::session_view view{export_.size(), cfg.max_payload, export_.read_only(), structured_,
-                                     !meta_.empty()};
-        std::uint32_t err = nbd::validate_request(h, view);
-        if (err == 0 && needs_buffer && rq.buf == nullptr) {
-            err = nbd::err_nomem;
-        }
-        if (err == 0 && (stopping_ || export_.d->removed())) {
-            err = nbd::err_shutdown;
-        }
-        if (err != 0) {
-            log::debug("{}: request type {} off {} len {} flags {:#x} refused: error {}", peer_, h.type, h.offset,
-                       h.length, h.flags, err);
-            reply_error(rq, err);
-        } else {
-            dispatch(h, rq);
-        }
+        answer(h, rq, needs_buffer);
 
         if (inflight_ >= cfg.max_inflight) {
             co_await slot_free_;

@@ -95,6 +95,8 @@ private:
 
     // connection.cc
     detached reader();
+    request& begin_request(const nbd::request_header& h, std::size_t charge, bool needs_buffer) noexcept;
+    void answer(const nbd::request_header& h, request& rq, bool needs_buffer) noexcept;
     void dispatch(const nbd::request_header& h, request& rq) noexcept;
     void block_status(request& rq, std::uint64_t offset, std::uint32_t length) noexcept;
     void on_done(request& rq, int res) noexcept;
