@@ -32,7 +32,11 @@ void parse_arguments(const route& r, const std::string& body, const query_lookup
     switch (r.what) {
     case endpoint::create_disk: {
         const create_args a = parse_create(body);
-        RCT_FUZZ_CHECK(a.size.has_value() != a.import_from.is_absolute());
+        // Exactly one source: a size, or an import (a passed fd's ticket,
+        // and/or an absolute path).
+        const bool import = !a.import_fd.empty() || a.import_from.is_absolute();
+        RCT_FUZZ_CHECK(a.size.has_value() != import);
+        RCT_FUZZ_CHECK(a.import_from.empty() || a.import_from.is_absolute());
         break;
     }
     case endpoint::resize_disk: parse_resize(body); break;
