@@ -7,12 +7,19 @@
 // cqe->res. Used for the NBD handshake and the per-connection request reader,
 // where the sequencing is naturally linear; the request fast path itself uses
 // plain completion objects.
+//
+// task<T>: a coroutine that starts when awaited and hands its result to the
+// awaiting coroutine, resuming it directly when it ends (symmetric
+// transfer), so a handshake can be split into one function per option
+// without a heap of callbacks. It runs on its awaiter's thread.
 #pragma once
 
 #include <rct/io_ring.hh>
 
 #include <coroutine>
 #include <exception>
+#include <optional>
+#include <utility>
 
 namespace rct::daemon {
 
@@ -25,6 +32,52 @@ struct detached {
         // The bodies catch what they can handle; anything else is a bug.
         void unhandled_exception() noexcept { std::terminate(); }
     };
+};
+
+template <typename T>
+class [[nodiscard]] task {
+public:
+    struct promise_type {
+        std::coroutine_handle<> continuation;
+        std::optional<T> value;
+
+        task get_return_object() noexcept { return task(std::coroutine_handle<promise_type>::from_promise(*this)); }
+        std::suspend_always initial_suspend() noexcept { return {}; }
+        struct final_awaiter {
+            bool await_ready() const noexcept { return false; }
+            std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept
+            {
+                return h.promise().continuation;
+            }
+            void await_resume() const noexcept {}
+        };
+        final_awaiter final_suspend() noexcept { return {}; }
+        void return_value(T v) noexcept { value.emplace(std::move(v)); }
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+
+    task(task&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+    task& operator=(task&&) = delete;
+    ~task()
+    {
+        if (h_) {
+            h_.destroy();
+        }
+    }
+
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept
+    {
+        h_.promise().continuation = awaiter;
+        return h_;
+    }
+    T await_resume() noexcept { return std::move(*h_.promise().value); }
+
+private:
+    explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+    std::coroutine_handle<promise_type> h_;
 };
 
 class ring_wait final : public completion {

@@ -176,6 +176,13 @@ void listener::stop()
     }
 }
 
+std::vector<unique_fd> listener::release()
+{
+    stop();
+    unix_paths_.clear();
+    return std::move(sockets_);
+}
+
 worker& listener::pick_worker() noexcept
 {
     // Fewest connections wins; ties rotate so equal load spreads evenly.

@@ -41,6 +41,10 @@ public:
 
     void start();
     void stop();
+    // Live upgrade: stops accepting and gives up the listening sockets,
+    // still bound and listening (clients queue in the backlog meanwhile);
+    // their paths are then left in place.
+    std::vector<unique_fd> release();
 
 private:
     void loop() noexcept;

@@ -110,6 +110,84 @@ void worker::adopt(unique_fd sock, std::string peer, admission::ticket slot)
     c->start();
 }
 
+std::future<std::vector<frozen_connection>> worker::freeze(std::chrono::milliseconds grace)
+{
+    auto p = std::make_shared<std::promise<std::vector<frozen_connection>>>();
+    auto f = p->get_future();
+    post([this, p, grace] {
+        freeze_.emplace(std::move(*p));
+        freeze_grace_ = grace;
+        grace_rounds_ = 0;
+        for (connection* c : live_) {
+            c->freeze();
+        }
+        freeze_timer_.arm(grace);
+    });
+    return f;
+}
+
+void worker::freeze_grace() noexcept
+{
+    if (!freeze_) {
+        return;
+    }
+    ++grace_rounds_;
+    for (connection* c : live_) {
+        if (c->frozen() || c->closing()) {
+            continue;
+        }
+        if (grace_rounds_ == 1) {
+            c->force_freeze();
+        } else {
+            RCT_LOG_LIMITED(log::level::warning,
+                            "worker {}: a client could not be frozen for the upgrade within {} ms; cutting it off",
+                            index_, 2 * freeze_grace_.count());
+            c->cut_off();
+        }
+    }
+    if (grace_rounds_ == 1) {
+        freeze_timer_.arm(freeze_grace_);
+    }
+}
+
+void worker::finish_freeze() noexcept
+{
+    std::vector<connection*> frozen;
+    for (connection* c : live_) {
+        if (c->frozen()) {
+            frozen.push_back(c);
+        } else if (!c->closing()) {
+            return;  // not there yet
+        }
+    }
+    if (live_.size() != frozen.size() + retired_.size()) {
+        return;  // a closing one has not retired yet
+    }
+    std::vector<frozen_connection> states;
+    try {
+        states.reserve(frozen.size());
+        for (connection* c : frozen) {
+            auto [st, sock] = c->take_state();
+            states.push_back({std::move(st), std::move(sock)});
+            live_.erase(c);
+            live_count_.fetch_sub(1, std::memory_order_relaxed);
+            delete c;
+        }
+        freeze_->set_value(std::move(states));
+    } catch (...) {
+        freeze_->set_exception(std::current_exception());
+    }
+    freeze_.reset();
+}
+
+void worker::resume(frozen_connection fc, nbd_export e, admission::ticket slot)
+{
+    auto* c = new connection(*this, std::move(fc.sock), std::move(fc.state), std::move(e), std::move(slot));
+    live_.insert(c);
+    live_count_.fetch_add(1, std::memory_order_relaxed);
+    c->start();
+}
+
 void worker::tick() noexcept
 {
     buffers_.trim_if_idle();
@@ -192,6 +270,9 @@ void worker::loop() noexcept
             break;
         }
         reap_retired();
+        if (freeze_) {
+            finish_freeze();
+        }
     }
     reap_retired();
     // Hands the last ublk commits to the driver; requests left unanswered
@@ -200,11 +281,11 @@ void worker::loop() noexcept
     log::debug("worker {} stopped", index_);
 }
 
-void worker::timer::arm(unsigned seconds) noexcept
+void worker::timer::arm(std::chrono::milliseconds after) noexcept
 {
     if (!armed_) {
         armed_ = true;
-        when_ = {static_cast<long long>(seconds), 0};
+        when_ = {static_cast<long long>(after.count() / 1000), static_cast<long long>(after.count() % 1000) * 1000000};
         io_uring_prep_timeout(w_.ring_.sqe(this), &when_, 0, 0);
     }
 }

@@ -17,6 +17,8 @@
 #include "admission.hh"
 #include "config.hh"
 #include "memory_budget.hh"
+#include "nbd/export.hh"
+#include "nbd/session_state.hh"
 
 #include <rct/buffer_pool.hh>
 #include <rct/disk_registry.hh>
@@ -28,8 +30,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -41,6 +45,12 @@ class connection;
 namespace ublk {
 class queue;
 }
+
+// A connection frozen for a live upgrade: its state and its socket.
+struct frozen_connection {
+    nbd::session_state state;
+    unique_fd sock;
+};
 
 class worker final : public executor {
 public:
@@ -58,6 +68,18 @@ public:
     // config().shutdown_timeout seconds are cut off, their replies dropped.
     void request_stop();
     void join();
+
+    // Any thread; live upgrade (upgrade/handover.hh). Freezes every
+    // connection (connection::freeze) and resolves with their states once
+    // all are frozen. A connection still sending after freeze_grace has its
+    // send stopped, one that cannot park by twice that (a client sending
+    // an oversized payload, or not reading a handshake reply) is cut off.
+    // Connections that close meanwhile are left out. Call with no new
+    // sockets coming (the listener stopped); afterwards the worker serves
+    // its ublk queues only, until request_stop().
+    std::future<std::vector<frozen_connection>> freeze(std::chrono::milliseconds grace);
+    // Worker thread: a connection frozen by another rctd, going on here.
+    void resume(frozen_connection c, nbd_export e, admission::ticket slot);
 
     unsigned connection_count() const noexcept { return live_count_.load(std::memory_order_relaxed); }
 
@@ -90,7 +112,8 @@ private:
     class timer final : public completion {
     public:
         timer(worker& w, void (worker::*fire)() noexcept) : w_(w), fire_(fire) {}
-        void arm(unsigned seconds) noexcept;
+        void arm(unsigned seconds) noexcept { arm(std::chrono::seconds(seconds)); }
+        void arm(std::chrono::milliseconds after) noexcept;
         void complete(int res, std::uint32_t) noexcept override;
 
     private:
@@ -102,6 +125,8 @@ private:
 
     void loop() noexcept;
     void tick() noexcept;
+    void freeze_grace() noexcept;
+    void finish_freeze() noexcept;
     void cut_off_all() noexcept;
     void run_tasks() noexcept;
     void reap_retired() noexcept;
@@ -117,6 +142,7 @@ private:
     mailbox mailbox_{*this};
     timer ticker_{*this, &worker::tick};
     timer stop_timer_{*this, &worker::cut_off_all};
+    timer freeze_timer_{*this, &worker::freeze_grace};
     std::thread thread_;
 
     rct::mutex tasks_mutex_;
@@ -128,6 +154,10 @@ private:
     std::vector<ublk::queue*> queues_;
     bool stopping_ = false;
     std::atomic<unsigned> live_count_{0};
+    // Freezing: the promise freeze() returned, and how far the grace went.
+    std::optional<std::promise<std::vector<frozen_connection>>> freeze_;
+    std::chrono::milliseconds freeze_grace_{0};
+    unsigned grace_rounds_ = 0;
 };
 
 }  // namespace rct::daemon

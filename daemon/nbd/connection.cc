@@ -30,6 +30,22 @@ connection::connection(worker& w, unique_fd sock, std::string peer, admission::t
     : worker_(w), sock_(std::move(sock)), peer_(std::move(peer)), slot_(std::move(slot)),
       accepted_(std::chrono::steady_clock::now())
 {
+    in_.data.resize(recv_buffer_size);
+}
+
+connection::connection(worker& w, unique_fd sock, nbd::session_state st, nbd_export e, admission::ticket slot)
+    : connection(w, std::move(sock), std::move(st.peer), std::move(slot))
+{
+    resumed_ = true;
+    phase_ = st.at;
+    neg_ = std::move(st.neg);
+    drain_opt_ = st.drain_opt;
+    drain_left_ = st.drain_left;
+    in_.data.resize(std::max(recv_buffer_size, st.input.size() + recv_low_water));
+    std::copy(st.input.begin(), st.input.end(), in_.data.begin());
+    in_.end = st.input.size();
+    carried_out_ = std::move(st.output);
+    export_ = std::move(e);
 }
 
 connection::~connection()
@@ -42,8 +58,105 @@ connection::~connection()
 void connection::start()
 {
     reading_ = true;
-    log::debug("{}: connected", peer_);
-    handshake();
+    if (!resumed_) {
+        log::debug("{}: connected", peer_);
+        handshake(true);
+        return;
+    }
+    if (!carried_out_.empty()) {
+        // The reply bytes the previous rctd had not sent go out first.
+        request& rq = *take_request();
+        rq.buf = carried_out_.data();
+        rq.buf_size = 0;
+        rq.charge = 0;
+        rq.hdr_len = 0;
+        rq.data_len = carried_out_.size();
+        enqueue(rq);
+    }
+    if (phase_ == nbd::phase::transmission) {
+        begin_transmission();
+    } else {
+        handshake(false);
+    }
+}
+
+void connection::freeze() noexcept
+{
+    if (freezing_ || closing()) {
+        return;
+    }
+    freezing_ = true;
+    if (pending_recv_ != nullptr) {
+        io_uring_prep_cancel(worker_.ring().sqe(nullptr), pending_recv_, 0);
+    }
+    if (budget_wait_ != nullptr) {
+        worker_.budget().cancel(budget_waiter_);
+        wake_reader();
+    }
+    if (slot_free_.waiting()) {
+        slot_free_.wake();
+    }
+}
+
+void connection::force_freeze() noexcept
+{
+    if (!freezing_ || frozen_ || closing()) {
+        return;
+    }
+    send_stopped_ = true;
+    if (sending_) {
+        io_uring_prep_cancel(worker_.ring().sqe(nullptr), &sender_, 0);
+    } else {
+        maybe_frozen();
+    }
+}
+
+void connection::park() noexcept
+{
+    parked_ = true;
+    maybe_frozen();
+}
+
+void connection::maybe_frozen() noexcept
+{
+    if (freezing_ && parked_ && !sending_ && !broken_ && queued_ == inflight_ &&
+        (send_head_ == nullptr || send_stopped_)) {
+        frozen_ = true;
+    }
+}
+
+std::pair<nbd::session_state, unique_fd> connection::take_state()
+{
+    nbd::session_state st;
+    st.at = transmitting_ ? nbd::phase::transmission : phase_;
+    st.neg = std::move(neg_);
+    st.export_name = transmitting_ ? export_.name() : std::string();
+    st.peer = peer_;
+    st.drain_opt = drain_opt_;
+    st.drain_left = drain_left_;
+    st.input.assign(in_.head(), in_.head() + in_.size());
+    std::size_t skip = head_sent_;
+    while (send_head_ != nullptr) {
+        request* rq = send_head_;
+        const std::size_t hdr_skip = std::min<std::size_t>(skip, rq->hdr_len);
+        st.output.insert(st.output.end(), rq->hdr.data() + hdr_skip, rq->hdr.data() + rq->hdr_len);
+        skip -= hdr_skip;
+        if (rq->data_len > skip) {
+            st.output.insert(st.output.end(), rq->buf + skip, rq->buf + rq->data_len);
+        }
+        skip = 0;
+        send_head_ = rq->next;
+        --queued_;
+        release(*rq);
+    }
+    send_tail_ = nullptr;
+    head_sent_ = 0;
+    if (attached_) {
+        export_.d->detach_client(sock_.get());
+        attached_ = false;
+    }
+    retired_ = true;
+    return {std::move(st), std::move(sock_)};
 }
 
 void connection::stop() noexcept
@@ -65,18 +178,24 @@ void connection::cut_off() noexcept
     }
     cut_off_ = true;
     broken_ = true;  // replies still to come are dropped
+    if (parked_) {
+        // Its reader has already ended (a freeze given up on).
+        parked_ = false;
+        reading_ = false;
+    }
     stop();          // also wakes a reader waiting for memory
     ::shutdown(sock_.get(), SHUT_WR);
     // A send into a full buffer or a recv may not wake for the shutdown
     // alone; cancelling every operation on the socket ends them for sure.
     io_uring_prep_cancel_fd(worker_.ring().sqe(nullptr), sock_.get(), IORING_ASYNC_CANCEL_ALL);
+    maybe_finish();
 }
 
 void connection::check_deadlines(std::chrono::steady_clock::time_point now) noexcept
 {
     using std::chrono::seconds;
     const daemon_config& cfg = worker_.config();
-    if (cut_off_ || retired_) {
+    if (cut_off_ || retired_ || freezing_) {
         return;
     }
     if (!transmitting_) {
@@ -140,14 +259,17 @@ void connection::begin_transmission() noexcept
     attached_ = true;
     transmitting_ = true;
     seen_.active = seen_.sent = std::chrono::steady_clock::now();
-    rbuf_.resize(recv_buffer_size);
     log::debug("{}: serving '{}' (structured replies {}, {} meta contexts)", peer_, export_.name(),
-               structured_ ? "on" : "off", meta_.size());
+               neg_.structured ? "on" : "off", neg_.meta.size());
     reader();
 }
 
 void connection::maybe_finish() noexcept
 {
+    if (parked_ && !cut_off_) {
+        maybe_frozen();
+        return;
+    }
     if (reading_ || inflight_ != 0 || sending_ || retired_) {
         return;
     }
@@ -175,9 +297,9 @@ void connection::release(request& rq) noexcept
 {
     if (rq.buf_size != 0) {
         worker_.buffers().put(rq.buf, rq.buf_size);
-        rq.buf = nullptr;
         rq.buf_size = 0;
     }
+    rq.buf = nullptr;
     if (rq.charge != 0) {
         held_ -= rq.charge;
         worker_.budget().give(rq.charge);
@@ -198,9 +320,9 @@ std::size_t connection::charge_of(const nbd::request_header& h) const noexcept
     if (payload && h.length != 0 && h.length <= worker_.config().max_payload) {
         return buffer_pool::rounded(h.length);
     }
-    if (h.type == nbd::cmd_block_status && !meta_.empty()) {
+    if (h.type == nbd::cmd_block_status && !neg_.meta.empty()) {
         // The largest reply block_status() can build.
-        const std::size_t n = meta_.size();
+        const std::size_t n = neg_.meta.size();
         return buffer_pool::rounded(n * (nbd::chunk_header_size + 4) + 8 * std::max(n, max_descriptors));
     }
     return 0;
@@ -280,8 +402,8 @@ connection::request& connection::begin_request(const nbd::request_header& h, std
 // Dispatches a complete request, or answers it with the error that stops it.
 void connection::answer(const nbd::request_header& h, request& rq, bool needs_buffer) noexcept
 {
-    const nbd::session_view view{export_.size(), worker_.config().max_payload, export_.read_only(), structured_,
-                                 !meta_.empty()};
+    const nbd::session_view view{export_.size(), worker_.config().max_payload, export_.read_only(), neg_.structured,
+                                 !neg_.meta.empty()};
     std::uint32_t err = nbd::validate_request(h, view);
     if (err == 0 && needs_buffer && rq.buf == nullptr) {
         err = nbd::err_nomem;
@@ -306,33 +428,32 @@ detached connection::reader()
 
     // After stop() the kernel still hands over what the client had sent;
     // those requests get NBD_ESHUTDOWN, as the protocol asks of a server
-    // shutting down. Only cut_off() ends the loop early.
+    // shutting down. Only cut_off() ends the loop early, and freeze() parks
+    // it at its next wait (live upgrade).
     while (!cut_off_) {
-        while (rend_ - rbegin_ < nbd::request_size) {
-            if (rbuf_.size() - rend_ < recv_low_water) {
-                std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
-                rend_ -= rbegin_;
-                rbegin_ = 0;
+        if (freezing_) {
+            co_return park();
+        }
+        if (in_.size() < nbd::request_size) {
+            const long r = co_await fill_io(ring, fd, in_, nbd::request_size, recv_low_water, freezing_,
+                                            &pending_recv_);
+            if (r == -ECANCELED) {
+                co_return park();
             }
-            ring_wait w;
-            io_uring_prep_recv(ring.sqe(&w), fd, rbuf_.data() + rend_, rbuf_.size() - rend_, 0);
-            const int r = co_await w;
-            if (r <= 0) {
+            if (r < static_cast<long>(nbd::request_size)) {
                 if (r < 0 && r != -ECONNRESET) {
-                    log::debug("{}: receive failed: {}", peer_, std::strerror(-r));
+                    log::debug("{}: receive failed: {}", peer_, std::strerror(static_cast<int>(-r)));
                 }
-                reading_ = false;
-                co_return maybe_finish();
+                break;
             }
-            rend_ += static_cast<std::size_t>(r);
         }
 
         nbd::request_header h;
-        if (!nbd::decode_request(rbuf_.data() + rbegin_, h)) {
+        if (!nbd::decode_request(in_.head(), h)) {
             log::warn("{}: bad request magic; closing the connection", peer_);
             break;
         }
-        rbegin_ += nbd::request_size;
+        in_.consume(nbd::request_size);
         ++requests_;
 
         if (nbd::frame_request(h) == nbd::framing::disconnect) {
@@ -344,7 +465,7 @@ detached connection::reader()
         // A stopping reader only answers NBD_ESHUTDOWN, which needs none.
         std::size_t charge = stopping_ ? 0 : charge_of(h);
         bool reserved = charge == 0;
-        while (!reserved && !stopping_) {
+        while (!reserved && !stopping_ && !freezing_) {
             reserved = reserve(charge);
             if (!reserved && granted_ == 0) {
                 ring_wait w;
@@ -353,6 +474,13 @@ detached connection::reader()
                 budget_wait_ = nullptr;
                 wake_posted_ = false;
             }
+        }
+        if (!reserved && freezing_ && !stopping_) {
+            // Not started: the header goes back to the unparsed input.
+            drop_grant();
+            in_.begin -= nbd::request_size;
+            --requests_;
+            co_return park();
         }
         if (!reserved) {
             drop_grant();
@@ -365,33 +493,13 @@ detached connection::reader()
         request& rq = begin_request(h, charge, needs_buffer);
 
         if (h.type == nbd::cmd_write && h.length != 0) {
-            // Take what is already buffered, then receive the rest straight
-            // into the request's buffer (or a scratch sink if there is none).
-            const std::size_t have = std::min<std::size_t>(rend_ - rbegin_, h.length);
-            if (rq.buf != nullptr) {
-                std::memcpy(rq.buf, rbuf_.data() + rbegin_, have);
+            const int r = co_await receive_payload(h, rq);
+            if (r == -ECANCELED) {
+                co_return park();
             }
-            rbegin_ += have;
-            if (have < h.length) {
-                long r;
-                if (rq.buf != nullptr) {
-                    r = co_await exact_io(ring, fd, exact_io::dir::recv, rq.buf + have, h.length - have);
-                } else {
-                    // Too long or out of memory: drain the payload through
-                    // the receive buffer, then fail the request.
-                    std::size_t left = h.length - have;
-                    r = 1;
-                    rbegin_ = rend_ = 0;
-                    while (left > 0 && r > 0) {
-                        const std::size_t n = std::min(left, rbuf_.size());
-                        r = co_await exact_io(ring, fd, exact_io::dir::recv, rbuf_.data(), n);
-                        left -= r > 0 ? static_cast<std::size_t>(r) : 0;
-                    }
-                }
-                if (r <= 0) {
-                    release(rq);
-                    break;
-                }
+            if (r <= 0) {
+                release(rq);
+                break;
             }
         }
 
@@ -405,6 +513,61 @@ detached connection::reader()
     maybe_finish();
 }
 
+// A WRITE's payload: what is already buffered, then the rest straight into
+// the request's buffer (or through the receive buffer into nothing, when
+// there is none). Resumes with 1, 0 at end of file or -errno; -ECANCELED
+// when a freeze stopped it, the header and the payload so far then back in
+// the unparsed input and rq released.
+task<int> connection::receive_payload(const nbd::request_header& h, request& rq)
+{
+    io_ring& ring = worker_.ring();
+    const int fd = sock_.get();
+    const std::size_t header_at = in_.begin - nbd::request_size;
+    const std::size_t have = std::min<std::size_t>(in_.size(), h.length);
+    if (rq.buf != nullptr) {
+        std::memcpy(rq.buf, in_.head(), have);
+    }
+    in_.consume(have);
+    if (have == h.length) {
+        co_return 1;
+    }
+    if (rq.buf == nullptr) {
+        // Too long or out of memory: drain the payload, then fail the
+        // request. Not frozen midway (a freeze waits for it or gives up).
+        std::size_t left = h.length - have;
+        long r = 1;
+        in_.begin = in_.end = 0;
+        while (left > 0 && r > 0) {
+            const std::size_t n = std::min(left, in_.data.size());
+            r = co_await exact_io(ring, fd, exact_io::dir::recv, in_.data.data(), n);
+            left -= r > 0 ? static_cast<std::size_t>(r) : 0;
+        }
+        co_return r > 0 ? 1 : static_cast<int>(r);
+    }
+    exact_io io(ring, fd, exact_io::dir::recv, rq.buf + have, h.length - have, &freezing_);
+    pending_recv_ = &io;
+    const long r = co_await io;
+    pending_recv_ = nullptr;
+    if (r == static_cast<long>(h.length - have)) {
+        co_return 1;
+    }
+    if (!freezing_ || (r < 0 && r != -ECANCELED)) {
+        co_return r <= 0 ? static_cast<int>(r) : -EIO;
+    }
+    // The receive buffer still holds the header and the first `have` bytes
+    // where they were (nothing was received into it since); what came
+    // after goes back behind them.
+    const std::size_t got = io.done();
+    in_.begin = header_at;
+    in_.end = header_at + nbd::request_size + have;
+    in_.make_room(got);
+    std::memcpy(in_.data.data() + in_.end, rq.buf + have, got);
+    in_.end += got;
+    --requests_;
+    release(rq);
+    co_return -ECANCELED;
+}
+
 void connection::dispatch(const nbd::request_header& h, request& rq) noexcept
 {
     backend& store = export_.io();
@@ -415,7 +578,7 @@ void connection::dispatch(const nbd::request_header& h, request& rq) noexcept
             on_done(rq, 0);
             return;
         }
-        if (structured_ && h.length >= hole_check_min && store.is_hole(h.offset, h.length)) {
+        if (neg_.structured && h.length >= hole_check_min && store.is_hole(h.offset, h.length)) {
             std::byte* p = rq.hdr.data();
             p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
             p = nbd::store_be<std::uint16_t>(p, nbd::reply_flag_done);
@@ -476,14 +639,14 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
         return;
     }
     const bool one = (rq.cmd_flags & nbd::cmd_flag_req_one) != 0;
-    const std::size_t max = one ? 1 : std::max<std::size_t>(1, max_descriptors / meta_.size());
+    const std::size_t max = one ? 1 : std::max<std::size_t>(1, max_descriptors / neg_.meta.size());
     // One chunk per selected context, each with its own extent list; the
     // lists sit back to back in extents_.
     extents_.clear();
     extent_counts_.clear();
     int r = 0;
     try {
-        for (const nbd::meta_context& m : meta_) {
+        for (const nbd::meta_context& m : neg_.meta) {
             const std::size_t before = extents_.size();
             if (m.kind == nbd::meta_kind::base_allocation) {
                 r = export_.io().allocation(offset, length, max, extents_);
@@ -510,7 +673,7 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
         reply_error(rq, nbd::error_from_errno(r));
         return;
     }
-    const std::size_t total = meta_.size() * (nbd::chunk_header_size + 4) + 8 * extents_.size();
+    const std::size_t total = neg_.meta.size() * (nbd::chunk_header_size + 4) + 8 * extents_.size();
     rq.buf = worker_.buffers().get(total);
     if (rq.buf == nullptr) {
         reply_error(rq, nbd::err_nomem);
@@ -519,14 +682,14 @@ void connection::block_status(request& rq, std::uint64_t offset, std::uint32_t l
     rq.buf_size = total;
     std::byte* p = rq.buf;
     std::size_t next = 0;
-    for (std::size_t i = 0; i < meta_.size(); ++i) {
+    for (std::size_t i = 0; i < neg_.meta.size(); ++i) {
         const std::size_t n = extent_counts_[i];
         p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
-        p = nbd::store_be<std::uint16_t>(p, i + 1 == meta_.size() ? nbd::reply_flag_done : 0);
+        p = nbd::store_be<std::uint16_t>(p, i + 1 == neg_.meta.size() ? nbd::reply_flag_done : 0);
         p = nbd::store_be<std::uint16_t>(p, nbd::chunk_block_status);
         p = nbd::store_be<std::uint64_t>(p, rq.cookie);
         p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(4 + 8 * n));
-        p = nbd::store_be<std::uint32_t>(p, meta_[i].id);
+        p = nbd::store_be<std::uint32_t>(p, neg_.meta[i].id);
         for (std::size_t k = 0; k < n; ++k, ++next) {
             p = nbd::store_be<std::uint32_t>(p, static_cast<std::uint32_t>(extents_[next].length));
             p = nbd::store_be<std::uint32_t>(p, extents_[next].flags);
@@ -545,7 +708,7 @@ void connection::on_done(request& rq, int res) noexcept
         return;
     }
     std::byte* p = rq.hdr.data();
-    if (rq.type == nbd::cmd_read && structured_) {
+    if (rq.type == nbd::cmd_read && neg_.structured) {
         p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
         p = nbd::store_be<std::uint16_t>(p, nbd::reply_flag_done);
         if (rq.length == 0) {
@@ -577,7 +740,7 @@ void connection::reply_error(request& rq, std::uint32_t nbd_error) noexcept
 {
     std::byte* p = rq.hdr.data();
     rq.data_len = 0;
-    if (structured_ && (rq.type == nbd::cmd_read || rq.type == nbd::cmd_block_status)) {
+    if (neg_.structured && (rq.type == nbd::cmd_read || rq.type == nbd::cmd_block_status)) {
         p = nbd::store_be<std::uint32_t>(p, nbd::structured_reply_magic);
         p = nbd::store_be<std::uint16_t>(p, nbd::reply_flag_done);
         p = nbd::store_be<std::uint16_t>(p, nbd::chunk_error);
@@ -612,12 +775,13 @@ void connection::enqueue(request& rq) noexcept
         send_head_ = &rq;
     }
     send_tail_ = &rq;
+    ++queued_;
     send_more();
 }
 
 void connection::send_more() noexcept
 {
-    if (sending_ || send_head_ == nullptr) {
+    if (sending_ || send_head_ == nullptr || send_stopped_) {
         return;
     }
     std::size_t n = 0;
@@ -646,6 +810,9 @@ void connection::on_sent(int res) noexcept
 {
     sending_ = false;
     ++sends_;
+    if (res == -ECANCELED && send_stopped_ && !broken_) {
+        res = 0;  // stopped for a freeze: the rest moves with the state
+    }
     if (res < 0 || broken_) {
         if (res < 0 && res != -EPIPE && res != -ECONNRESET && res != -ECANCELED) {
             log::debug("{}: send failed: {}", peer_, std::strerror(-res));
@@ -654,6 +821,7 @@ void connection::on_sent(int res) noexcept
         while (send_head_ != nullptr) {
             request* rq = send_head_;
             send_head_ = rq->next;
+            --queued_;
             release(*rq);
         }
         send_tail_ = nullptr;
@@ -673,6 +841,7 @@ void connection::on_sent(int res) noexcept
             if (send_head_ == nullptr) {
                 send_tail_ = nullptr;
             }
+            --queued_;
             release(*rq);
         }
         send_more();

@@ -34,6 +34,7 @@
 #include "../socket_io.hh"
 #include "export.hh"
 #include "options.hh"
+#include "session_state.hh"
 #include "wire.hh"
 
 #include <rct/backend.hh>
@@ -47,6 +48,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -57,11 +59,26 @@ class worker;
 class connection {
 public:
     connection(worker& w, unique_fd sock, std::string peer, admission::ticket slot);
+    // A connection another rctd froze (live upgrade): it goes on from where
+    // that one stopped. The export must have been resolved by the caller.
+    connection(worker& w, unique_fd sock, nbd::session_state st, nbd_export e, admission::ticket slot);
     ~connection();
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
 
     void start();
+
+    // Live upgrade. freeze(): stop at the next point where the state is one
+    // value: no new request read, in-flight ones finished and their replies
+    // sent. frozen() says when it is there. force_freeze(): after a grace,
+    // stop a send the client is not reading; its rest goes into the state.
+    // take_state(): the state and the socket; the object is then spent
+    // (the worker deletes it without closing anything).
+    void freeze() noexcept;
+    void force_freeze() noexcept;
+    bool frozen() const noexcept { return frozen_; }
+    bool closing() const noexcept { return retired_ || cut_off_; }
+    std::pair<nbd::session_state, unique_fd> take_state();
     // Stop taking requests: those the client already sent are answered
     // NBD_ESHUTDOWN, in-flight ones finish and are answered.
     void stop() noexcept;
@@ -86,8 +103,21 @@ private:
         std::array<std::byte, 32> hdr{};
     };
 
-    // handshake.cc
-    detached handshake();
+    // handshake.cc: the coroutine, then one function per option; each
+    // returns what the handshake does next.
+    enum class step { next, close, transmit, park };
+    detached handshake(bool greet);
+    task<step> greeting(bool greet);
+    task<step> drain_option();
+    task<step> next_option();
+    task<step> option_export_name(std::vector<std::byte>& data);
+    task<step> option_list(std::uint32_t len);
+    task<step> option_info_go(std::uint32_t opt, std::vector<std::byte>& data);
+    task<step> option_meta_context(std::uint32_t opt, std::vector<std::byte>& data);
+    task<step> error_reply(std::uint32_t opt, std::uint32_t type, std::string_view msg);
+    exact_io send_reply(std::uint32_t opt, std::uint32_t type, const void* payload, std::size_t len);
+    fill_io fill(std::size_t need);
+    std::vector<std::byte> out_;  // handshake replies being sent
     // Empty when there is no such export; why is set to the reason.
     nbd_export lookup_export(std::string_view name, std::string& why) const;
     // The checkpoints whose bitmaps e offers as metadata contexts.
@@ -95,6 +125,7 @@ private:
 
     // connection.cc
     detached reader();
+    task<int> receive_payload(const nbd::request_header& h, request& rq);
     request& begin_request(const nbd::request_header& h, std::size_t charge, bool needs_buffer) noexcept;
     void answer(const nbd::request_header& h, request& rq, bool needs_buffer) noexcept;
     void dispatch(const nbd::request_header& h, request& rq) noexcept;
@@ -108,6 +139,8 @@ private:
     void release(request& rq) noexcept;
     void maybe_finish() noexcept;
     void begin_transmission() noexcept;
+    void park() noexcept;
+    void maybe_frozen() noexcept;
     // Budget (memory_budget.hh): the bytes h needs; takes them or starts
     // waiting for them (false), resuming the reader's budget_wait_ later.
     std::size_t charge_of(const nbd::request_header& h) const noexcept;
@@ -158,16 +191,24 @@ private:
     nbd_export export_;
     bool attached_ = false;
 
-    // Negotiated state.
-    bool structured_ = false;
-    bool no_zeroes_ = false;
-    std::vector<nbd::meta_context> meta_;
-    std::string meta_export_;  // export named by the last SET_META_CONTEXT
+    nbd::negotiated neg_;
 
-    // Receive buffer: [rbegin_, rend_) holds unparsed bytes.
-    std::vector<std::byte> rbuf_;
-    std::size_t rbegin_ = 0;
-    std::size_t rend_ = 0;
+    // Unparsed input, and the receive waiting for more (to cancel it).
+    recv_buffer in_;
+    completion* pending_recv_ = nullptr;
+
+    // Live upgrade (session_state.hh): freeze() sets freezing_; the reader
+    // or handshake parks at its next wait and records where it stood.
+    bool freezing_ = false;
+    bool parked_ = false;
+    bool frozen_ = false;
+    nbd::phase phase_ = nbd::phase::flags;
+    std::uint32_t drain_opt_ = 0;
+    std::uint64_t drain_left_ = 0;
+    std::vector<std::byte> carried_out_;  // a resumed connection's unsent reply bytes
+    unsigned queued_ = 0;                  // requests in the send queue
+    bool send_stopped_ = false;            // force_freeze(): no more sends
+    bool resumed_ = false;                 // built from a session_state
 
     // Requests.
     std::vector<std::unique_ptr<request>> all_requests_;

@@ -20,6 +20,8 @@ namespace rct::daemon {
 namespace {
 
 constexpr std::uint32_t max_option_len = 64 * 1024;
+// Receive at least this much at a time while haggling.
+constexpr std::size_t option_header_size_chunk = 4096;
 
 // Appends an option reply header for len bytes of payload to out; returns
 // where the payload goes.
@@ -88,7 +90,7 @@ std::uint16_t connection::session_transmission_flags(const nbd_export& e) const 
     } else {
         f |= nbd::tf_send_fua | nbd::tf_send_trim | nbd::tf_send_write_zeroes | nbd::tf_send_fast_zero;
     }
-    if (structured_) {
+    if (neg_.structured) {
         f |= nbd::tf_send_df;
     }
     return f;
@@ -107,275 +109,294 @@ std::vector<checkpoint_info> connection::offered_checkpoints(const nbd_export& e
     return cps;
 }
 
-detached connection::handshake()
+fill_io connection::fill(std::size_t need)
 {
-    io_ring& ring = worker_.ring();
-    const int fd = sock_.get();
-    std::array<std::byte, 32> small{};
-    std::vector<std::byte> data;
-    std::vector<std::byte> out;
+    return fill_io(worker_.ring(), sock_.get(), in_, need, option_header_size_chunk, freezing_, &pending_recv_);
+}
 
-    // Sends out as one option reply.
-    auto reply = [&](std::uint32_t opt, std::uint32_t type, const std::byte* payload,
-                     std::uint32_t len) -> exact_io {
-        out.clear();
-        std::byte* p = append_reply(out, opt, type, len);
-        if (len != 0) {
-            std::memcpy(p, payload, len);
-        }
-        return exact_io(ring, fd, exact_io::dir::send, out.data(), out.size());
-    };
+exact_io connection::send_reply(std::uint32_t opt, std::uint32_t type, const void* payload, std::size_t len)
+{
+    out_.clear();
+    std::byte* p = append_reply(out_, opt, type, len);
+    if (len != 0) {
+        std::memcpy(p, payload, len);
+    }
+    return exact_io(worker_.ring(), sock_.get(), exact_io::dir::send, out_.data(), out_.size());
+}
 
-    {
-        std::byte* p = small.data();
-        p = nbd::store_be<std::uint64_t>(p, nbd::nbdmagic);
+// Every wait for input may end in a freeze (live upgrade): the handshake
+// then parks where it stands, its unparsed bytes staying in in_.
+detached connection::handshake(bool greet)
+{
+    step s = co_await greeting(greet);
+    while (s == step::next) {
+        s = drain_left_ != 0 ? co_await drain_option() : co_await next_option();
+    }
+    switch (s) {
+    case step::transmit:
+        co_return begin_transmission();
+    case step::park:
+        co_return park();
+    default:
+        co_return end_handshake();
+    }
+}
+
+task<connection::step> connection::greeting(bool greet)
+{
+    if (greet) {
+        std::array<std::byte, 18> g{};
+        std::byte* p = nbd::store_be<std::uint64_t>(g.data(), nbd::nbdmagic);
         p = nbd::store_be<std::uint64_t>(p, nbd::ihaveopt);
         nbd::store_be<std::uint16_t>(p, nbd::flag_fixed_newstyle | nbd::flag_no_zeroes);
-        if (co_await exact_io(ring, fd, exact_io::dir::send, small.data(), 18) != 18) {
-            co_return end_handshake();
+        if (co_await exact_io(worker_.ring(), sock_.get(), exact_io::dir::send, g.data(), g.size()) != 18) {
+            co_return step::close;
         }
-        if (co_await exact_io(ring, fd, exact_io::dir::recv, small.data(), 4) != 4) {
-            co_return end_handshake();
-        }
-        const auto cflags = nbd::load_be<std::uint32_t>(small.data());
-        if (!nbd::valid_client_flags(cflags)) {
-            log::warn("{}: unknown client flags {:#x}; closing", peer_, cflags);
-            co_return end_handshake();
-        }
-        no_zeroes_ = (cflags & nbd::client_flag_no_zeroes) != 0;
     }
+    if (phase_ != nbd::phase::flags) {
+        co_return step::next;
+    }
+    const long r = co_await fill(4);
+    if (r < 4) {
+        co_return r == -ECANCELED ? step::park : step::close;
+    }
+    const auto cflags = nbd::load_be<std::uint32_t>(in_.head());
+    in_.consume(4);
+    if (!nbd::valid_client_flags(cflags)) {
+        log::warn("{}: unknown client flags {:#x}; closing", peer_, cflags);
+        co_return step::close;
+    }
+    neg_.no_zeroes = (cflags & nbd::client_flag_no_zeroes) != 0;
+    phase_ = nbd::phase::options;
+    co_return step::next;
+}
 
-    for (;;) {
-        if (stopping_) {
-            co_return end_handshake();
+// An option longer than we take is read and thrown away in pieces, then
+// refused.
+task<connection::step> connection::drain_option()
+{
+    while (drain_left_ != 0) {
+        if (freezing_) {
+            co_return step::park;
         }
-        if (co_await exact_io(ring, fd, exact_io::dir::recv, small.data(), nbd::option_header_size) !=
-            static_cast<long>(nbd::option_header_size)) {
-            co_return end_handshake();
+        if (in_.size() == 0) {
+            const long r = co_await fill(1);
+            if (r < 1) {
+                co_return r == -ECANCELED ? step::park : step::close;
+            }
         }
-        const auto header = nbd::decode_option_header(small.data());
-        if (!header) {
-            log::warn("{}: bad option magic; closing", peer_);
-            co_return end_handshake();
-        }
-        const auto opt = header->opt;
-        const auto len = header->len;
+        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(drain_left_, in_.size()));
+        in_.consume(n);
+        drain_left_ -= n;
+    }
+    if (drain_opt_ == nbd::opt_export_name || co_await send_reply(drain_opt_, nbd::rep_err_too_big, nullptr, 0) < 0) {
+        co_return step::close;
+    }
+    co_return step::next;
+}
 
-        if (len > max_option_len) {
-            // Drain in bounded pieces, then refuse.
-            data.resize(max_option_len);
-            std::uint64_t left = len;
-            bool ok = true;
-            while (left > 0 && ok) {
-                const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, data.size()));
-                ok = co_await exact_io(ring, fd, exact_io::dir::recv, data.data(), n) == static_cast<long>(n);
-                left -= n;
-            }
-            if (!ok || opt == nbd::opt_export_name) {
-                co_return end_handshake();
-            }
-            if (co_await reply(opt, nbd::rep_err_too_big, nullptr, 0) < 0) {
-                co_return end_handshake();
-            }
+task<connection::step> connection::next_option()
+{
+    if (stopping_) {
+        co_return step::close;
+    }
+    if (freezing_) {
+        co_return step::park;
+    }
+    long r = co_await fill(nbd::option_header_size);
+    if (r < static_cast<long>(nbd::option_header_size)) {
+        co_return r == -ECANCELED ? step::park : step::close;
+    }
+    const auto header = nbd::decode_option_header(in_.head());
+    if (!header) {
+        log::warn("{}: bad option magic; closing", peer_);
+        co_return step::close;
+    }
+    const auto opt = header->opt;
+    const auto len = header->len;
+    if (len > max_option_len) {
+        in_.consume(nbd::option_header_size);
+        drain_opt_ = opt;
+        drain_left_ = len;
+        co_return step::next;
+    }
+    // The header stays unparsed until the whole option is in, so that a
+    // freeze in between hands over the option whole.
+    r = co_await fill(nbd::option_header_size + len);
+    if (r < static_cast<long>(nbd::option_header_size + len)) {
+        co_return r == -ECANCELED ? step::park : step::close;
+    }
+    std::vector<std::byte> data(in_.head() + nbd::option_header_size, in_.head() + nbd::option_header_size + len);
+    in_.consume(nbd::option_header_size + len);
+    log::debug("{}: option {} ({} bytes)", peer_, opt, len);
+
+    switch (opt) {
+    case nbd::opt_export_name:
+        co_return co_await option_export_name(data);
+    case nbd::opt_abort:
+        co_await send_reply(opt, nbd::rep_ack, nullptr, 0);
+        co_return step::close;
+    case nbd::opt_list:
+        co_return co_await option_list(len);
+    case nbd::opt_structured_reply:
+        if (len != 0) {
+            co_return co_await error_reply(opt, nbd::rep_err_invalid, "STRUCTURED_REPLY takes no data");
+        }
+        neg_.structured = true;
+        co_return co_await send_reply(opt, nbd::rep_ack, nullptr, 0) < 0 ? step::close : step::next;
+    case nbd::opt_info:
+    case nbd::opt_go:
+        co_return co_await option_info_go(opt, data);
+    case nbd::opt_list_meta_context:
+    case nbd::opt_set_meta_context:
+        co_return co_await option_meta_context(opt, data);
+    default:
+        co_return co_await error_reply(opt, nbd::rep_err_unsup, "option not supported");
+    }
+}
+
+task<connection::step> connection::error_reply(std::uint32_t opt, std::uint32_t type, std::string_view msg)
+{
+    co_return co_await send_reply(opt, type, msg.data(), msg.size()) < 0 ? step::close : step::next;
+}
+
+task<connection::step> connection::option_export_name(std::vector<std::byte>& data)
+{
+    std::string name(reinterpret_cast<const char*>(data.data()), data.size());
+    std::string why;
+    export_ = lookup_export(name, why);
+    if (!export_) {
+        // This option has no way to report errors but a disconnect.
+        log::info("{}: no export '{}'", peer_, name);
+        co_return step::close;
+    }
+    out_.assign(10 + 124, std::byte{0});
+    std::byte* p = nbd::store_be<std::uint64_t>(out_.data(), export_.size());
+    nbd::store_be<std::uint16_t>(p, session_transmission_flags(export_));
+    const std::size_t n = neg_.no_zeroes ? 10 : 134;
+    if (co_await exact_io(worker_.ring(), sock_.get(), exact_io::dir::send, out_.data(), n) != static_cast<long>(n)) {
+        co_return step::close;
+    }
+    neg_.meta.clear();  // EXPORT_NAME cannot carry a context selection
+    co_return step::transmit;
+}
+
+task<connection::step> connection::option_list(std::uint32_t len)
+{
+    const std::uint32_t opt = nbd::opt_list;
+    if (len != 0) {
+        co_return co_await error_reply(opt, nbd::rep_err_invalid, "LIST takes no data");
+    }
+    std::vector<std::string> names;
+    const auto peer = peer_of_socket(sock_.get());
+    for (const auto& d : worker_.registry().list()) {
+        if (!worker_.config().access.may_open(peer, d->name())) {
             continue;
         }
-        data.resize(len);
-        if (len != 0 && co_await exact_io(ring, fd, exact_io::dir::recv, data.data(), len) != len) {
-            co_return end_handshake();
-        }
-        log::debug("{}: option {} ({} bytes)", peer_, opt, len);
-
-        auto error_reply = [&](std::uint32_t type, std::string_view msg) {
-            return reply(opt, type, reinterpret_cast<const std::byte*>(msg.data()),
-                         static_cast<std::uint32_t>(msg.size()));
-        };
-
-        switch (opt) {
-        case nbd::opt_export_name: {
-            std::string name(reinterpret_cast<const char*>(data.data()), data.size());
-            std::string why;
-            export_ = lookup_export(name, why);
-            if (!export_) {
-                // This option has no way to report errors but a disconnect.
-                log::info("{}: no export '{}'", peer_, name);
-                co_return end_handshake();
-            }
-            out.resize(10 + 124);
-            std::byte* p = out.data();
-            std::fill(out.begin(), out.end(), std::byte{0});
-            p = nbd::store_be<std::uint64_t>(p, export_.size());
-            nbd::store_be<std::uint16_t>(p, session_transmission_flags(export_));
-            const std::size_t n = no_zeroes_ ? 10 : 134;
-            if (co_await exact_io(ring, fd, exact_io::dir::send, out.data(), n) != static_cast<long>(n)) {
-                co_return end_handshake();
-            }
-            meta_.clear();  // EXPORT_NAME cannot carry a context selection
-            co_return begin_transmission();
-        }
-        case nbd::opt_abort:
-            co_await reply(opt, nbd::rep_ack, nullptr, 0);
-            co_return end_handshake();
-        case nbd::opt_list: {
-            if (len != 0) {
-                if (co_await error_reply(nbd::rep_err_invalid, "LIST takes no data") < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            bool ok = true;
-            std::vector<std::string> names;
-            const auto peer = peer_of_socket(fd);
-            for (const auto& d : worker_.registry().list()) {
-                if (!worker_.config().access.may_open(peer, d->name())) {
-                    continue;
-                }
-                names.push_back(d->name());
-                if (const snapshot_store* s = d->snapshots()) {
-                    for (const auto& snap : s->snapshots()) {
-                        if (snap.valid) {
-                            names.push_back(d->name() + "@" + snap.checkpoint.name);
-                        }
-                    }
+        names.push_back(d->name());
+        if (const snapshot_store* s = d->snapshots()) {
+            for (const auto& snap : s->snapshots()) {
+                if (snap.valid) {
+                    names.push_back(d->name() + "@" + snap.checkpoint.name);
                 }
             }
-            for (const auto& n : names) {
-                std::vector<std::byte> item(4 + n.size());
-                nbd::store_be<std::uint32_t>(item.data(), static_cast<std::uint32_t>(n.size()));
-                std::memcpy(item.data() + 4, n.data(), n.size());
-                if (co_await reply(opt, nbd::rep_server, item.data(), static_cast<std::uint32_t>(item.size())) < 0) {
-                    ok = false;
-                    break;
-                }
-            }
-            if (!ok || co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
-                co_return end_handshake();
-            }
-            break;
-        }
-        case nbd::opt_structured_reply:
-            if (len != 0) {
-                if (co_await error_reply(nbd::rep_err_invalid, "STRUCTURED_REPLY takes no data") < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            structured_ = true;
-            if (co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
-                co_return end_handshake();
-            }
-            break;
-        case nbd::opt_info:
-        case nbd::opt_go: {
-            const auto req = nbd::parse_info_request(data);
-            if (!req) {
-                if (co_await error_reply(nbd::rep_err_invalid, "malformed INFO/GO request") < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            std::string why;
-            auto d = lookup_export(req->name, why);
-            if (!d) {
-                if (co_await error_reply(nbd::rep_err_unknown, why) < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            std::array<std::byte, 16> info{};
-            std::byte* p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_export);
-            p = nbd::store_be<std::uint64_t>(p, d.size());
-            nbd::store_be<std::uint16_t>(p, session_transmission_flags(d));
-            if (co_await reply(opt, nbd::rep_info, info.data(), 12) < 0) {
-                co_return end_handshake();
-            }
-            p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_block_size);
-            p = nbd::store_be<std::uint32_t>(p, 1);
-            p = nbd::store_be<std::uint32_t>(p, 4096);
-            nbd::store_be<std::uint32_t>(p, worker_.config().max_payload);
-            if (co_await reply(opt, nbd::rep_info, info.data(), 14) < 0) {
-                co_return end_handshake();
-            }
-            if (req->want_name || req->want_description) {
-                const std::string text = req->want_name ? d.name() : "rct disk " + d.name();
-                std::vector<std::byte> item(2 + text.size());
-                nbd::store_be<std::uint16_t>(item.data(), req->want_name ? nbd::info_name : nbd::info_description);
-                std::memcpy(item.data() + 2, text.data(), text.size());
-                if (co_await reply(opt, nbd::rep_info, item.data(), static_cast<std::uint32_t>(item.size())) < 0) {
-                    co_return end_handshake();
-                }
-            }
-            if (co_await reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
-                co_return end_handshake();
-            }
-            if (opt == nbd::opt_go) {
-                export_ = std::move(d);
-                if (meta_export_ != req->name) {
-                    meta_.clear();
-                }
-                co_return begin_transmission();
-            }
-            break;
-        }
-        case nbd::opt_list_meta_context:
-        case nbd::opt_set_meta_context: {
-            const bool list = opt == nbd::opt_list_meta_context;
-            if (!list) {
-                meta_.clear();  // replaced even if this SET fails
-                meta_export_.clear();
-            }
-            if (!structured_) {
-                if (co_await error_reply(nbd::rep_err_invalid, "negotiate structured replies first") < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            const auto req = nbd::parse_meta_context_request(data);
-            if (!req) {
-                if (co_await error_reply(nbd::rep_err_invalid, "malformed meta context request") < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            std::string why;
-            auto target = lookup_export(req->name, why);
-            if (!target) {
-                if (co_await error_reply(nbd::rep_err_unknown, why) < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            auto matched = nbd::match_contexts(offered_checkpoints(target), req->queries, list);
-            if (!matched) {
-                if (co_await error_reply(nbd::rep_err_too_big, "too many meta context queries (at most 256)") < 0) {
-                    co_return end_handshake();
-                }
-                break;
-            }
-            // Every context and the ACK in one send, however many there are.
-            out.clear();
-            for (const auto& m : *matched) {
-                std::byte* p = append_reply(out, opt, nbd::rep_meta_context, 4 + m.name.size());
-                p = nbd::store_be<std::uint32_t>(p, m.id);
-                std::memcpy(p, m.name.data(), m.name.size());
-            }
-            append_reply(out, opt, nbd::rep_ack, 0);
-            if (!list) {
-                meta_ = std::move(*matched);
-                meta_export_ = req->name;
-            }
-            if (co_await exact_io(ring, fd, exact_io::dir::send, out.data(), out.size()) !=
-                static_cast<long>(out.size())) {
-                co_return end_handshake();
-            }
-            break;
-        }
-        default:
-            if (co_await error_reply(nbd::rep_err_unsup, "option not supported") < 0) {
-                co_return end_handshake();
-            }
-            break;
         }
     }
+    for (const auto& n : names) {
+        std::vector<std::byte> item(4 + n.size());
+        nbd::store_be<std::uint32_t>(item.data(), static_cast<std::uint32_t>(n.size()));
+        std::memcpy(item.data() + 4, n.data(), n.size());
+        if (co_await send_reply(opt, nbd::rep_server, item.data(), item.size()) < 0) {
+            co_return step::close;
+        }
+    }
+    co_return co_await send_reply(opt, nbd::rep_ack, nullptr, 0) < 0 ? step::close : step::next;
+}
+
+task<connection::step> connection::option_info_go(std::uint32_t opt, std::vector<std::byte>& data)
+{
+    const auto req = nbd::parse_info_request(data);
+    if (!req) {
+        co_return co_await error_reply(opt, nbd::rep_err_invalid, "malformed INFO/GO request");
+    }
+    std::string why;
+    auto d = lookup_export(req->name, why);
+    if (!d) {
+        co_return co_await error_reply(opt, nbd::rep_err_unknown, why);
+    }
+    std::array<std::byte, 16> info{};
+    std::byte* p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_export);
+    p = nbd::store_be<std::uint64_t>(p, d.size());
+    nbd::store_be<std::uint16_t>(p, session_transmission_flags(d));
+    if (co_await send_reply(opt, nbd::rep_info, info.data(), 12) < 0) {
+        co_return step::close;
+    }
+    p = nbd::store_be<std::uint16_t>(info.data(), nbd::info_block_size);
+    p = nbd::store_be<std::uint32_t>(p, 1);
+    p = nbd::store_be<std::uint32_t>(p, 4096);
+    nbd::store_be<std::uint32_t>(p, worker_.config().max_payload);
+    if (co_await send_reply(opt, nbd::rep_info, info.data(), 14) < 0) {
+        co_return step::close;
+    }
+    if (req->want_name || req->want_description) {
+        const std::string text = req->want_name ? d.name() : "rct disk " + d.name();
+        std::vector<std::byte> item(2 + text.size());
+        nbd::store_be<std::uint16_t>(item.data(), req->want_name ? nbd::info_name : nbd::info_description);
+        std::memcpy(item.data() + 2, text.data(), text.size());
+        if (co_await send_reply(opt, nbd::rep_info, item.data(), item.size()) < 0) {
+            co_return step::close;
+        }
+    }
+    if (co_await send_reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+        co_return step::close;
+    }
+    if (opt != nbd::opt_go) {
+        co_return step::next;
+    }
+    export_ = std::move(d);
+    if (neg_.meta_export != req->name) {
+        neg_.meta.clear();
+    }
+    co_return step::transmit;
+}
+
+task<connection::step> connection::option_meta_context(std::uint32_t opt, std::vector<std::byte>& data)
+{
+    const bool list = opt == nbd::opt_list_meta_context;
+    if (!list) {
+        neg_.meta.clear();  // replaced even if this SET fails
+        neg_.meta_export.clear();
+    }
+    if (!neg_.structured) {
+        co_return co_await error_reply(opt, nbd::rep_err_invalid, "negotiate structured replies first");
+    }
+    const auto req = nbd::parse_meta_context_request(data);
+    if (!req) {
+        co_return co_await error_reply(opt, nbd::rep_err_invalid, "malformed meta context request");
+    }
+    std::string why;
+    auto target = lookup_export(req->name, why);
+    if (!target) {
+        co_return co_await error_reply(opt, nbd::rep_err_unknown, why);
+    }
+    auto matched = nbd::match_contexts(offered_checkpoints(target), req->queries, list);
+    if (!matched) {
+        co_return co_await error_reply(opt, nbd::rep_err_too_big, "too many meta context queries (at most 256)");
+    }
+    // Every context and the ACK in one send, however many there are.
+    out_.clear();
+    for (const auto& m : *matched) {
+        std::byte* p = append_reply(out_, opt, nbd::rep_meta_context, 4 + m.name.size());
+        p = nbd::store_be<std::uint32_t>(p, m.id);
+        std::memcpy(p, m.name.data(), m.name.size());
+    }
+    append_reply(out_, opt, nbd::rep_ack, 0);
+    if (!list) {
+        neg_.meta = std::move(*matched);
+        neg_.meta_export = req->name;
+    }
+    const long n = co_await exact_io(worker_.ring(), sock_.get(), exact_io::dir::send, out_.data(), out_.size());
+    co_return n == static_cast<long>(out_.size()) ? step::next : step::close;
 }
 
 }  // namespace rct::daemon

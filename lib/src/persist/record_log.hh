@@ -13,7 +13,7 @@
 // serialises calls.
 #pragma once
 
-#include "codec.hh"
+#include <rct/codec.hh>
 
 #include <rct/unique_fd.hh>
 

@@ -1,6 +1,6 @@
 #include "token.hh"
 
-#include "../persist/codec.hh"
+#include <rct/codec.hh>
 
 #include <xxhash.h>
 

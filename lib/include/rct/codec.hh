@@ -1,7 +1,9 @@
-// Little-endian payload encoding for the on-disk records of docs/format/.
-// payload_writer appends fixed-width integers and length-prefixed strings;
-// payload_reader reads them back and throws errc::corrupt instead of ever
-// reading past the end, so a damaged record cannot be misparsed silently.
+// Little-endian payload encoding for the on-disk records of docs/format/
+// and for the live-upgrade hand-over state (docs/upgrade.md).
+// payload_writer appends fixed-width integers, length-prefixed strings and
+// byte blobs; payload_reader reads them back and throws errc::corrupt
+// instead of ever reading past the end, so a damaged record cannot be
+// misparsed silently.
 #pragma once
 
 #include <rct/error.hh>
@@ -47,6 +49,16 @@ public:
         buf.insert(buf.end(), s.begin(), s.end());
         return *this;
     }
+    // A blob: u32 length, then the bytes.
+    template <typename Byte>
+    payload_writer& put_bytes(const std::vector<Byte>& b)
+    {
+        static_assert(sizeof(Byte) == 1);
+        put<std::uint32_t>(static_cast<std::uint32_t>(b.size()));
+        const auto* p = reinterpret_cast<const std::uint8_t*>(b.data());
+        buf.insert(buf.end(), p, p + b.size());
+        return *this;
+    }
     std::vector<std::uint8_t> buf;
 };
 
@@ -68,6 +80,16 @@ public:
         std::string s(reinterpret_cast<const char*>(p_ + pos_), n);
         pos_ += n;
         return s;
+    }
+    template <typename Byte>
+    std::vector<Byte> get_bytes()
+    {
+        static_assert(sizeof(Byte) == 1);
+        const auto n = get<std::uint32_t>();
+        need(n);
+        const auto* b = reinterpret_cast<const Byte*>(p_ + pos_);
+        pos_ += n;
+        return std::vector<Byte>(b, b + n);
     }
     // Bytes left; callers check counts against it before allocating.
     std::size_t remaining() const { return n_ - pos_; }
