@@ -10,6 +10,7 @@
 #include "listener.hh"
 #include "ublk/frontend.hh"
 #include "ublk/watchdog.hh"
+#include "upgrade/driver.hh"
 #include "worker.hh"
 
 #include <rct/buffer_pool.hh>
@@ -23,7 +24,9 @@
 #include <systemd/sd-daemon.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/signalfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +36,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -128,10 +132,162 @@ const char* resolve_memory(daemon_config& cfg, const std::string& budget, const 
     return nullptr;
 }
 
-int run(const daemon_config& cfg)
+int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, rct::daemon::upgrade::takeover* from);
+
+// The NBD listening sockets: handed over, inherited from systemd, or our own.
+rct::daemon::export_addresses set_up_listeners(const daemon_config& cfg, rct::daemon::listener& listener,
+                                               rct::daemon::upgrade::takeover* from)
 {
+    rct::daemon::export_addresses addrs;
+    if (from != nullptr) {
+        for (const auto& s : from->st.sockets) {
+            if (s.kind == rct::daemon::upgrade::socket_kind::nbd) {
+                listener.adopt_listening(from->take_fd(s.fd));
+            }
+        }
+        if (cfg.nbd_socket.has_filename()) {
+            addrs.unix_socket = cfg.nbd_socket.string();
+        }
+    } else {
+        const int activated = sd_listen_fds(1);
+        if (activated < 0) {
+            throw rct::error(rct::errc::invalid_argument,
+                             std::string("bad socket activation environment: ") + std::strerror(-activated));
+        }
+        if (activated > 0) {
+            for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + activated; ++fd) {
+                listener.adopt_listening(rct::unique_fd(fd));
+            }
+        } else {
+            listener.listen_unix(cfg.nbd_socket, cfg.access);
+            addrs.unix_socket = cfg.nbd_socket.string();
+        }
+    }
+    for (const auto& spec : cfg.listen) {
+        if (from == nullptr) {
+            listener.listen_tcp(spec.substr(4));
+        }
+        if (addrs.tcp_port == 0) {
+            const auto rest = spec.substr(4);
+            const auto colon = rest.rfind(':');
+            const bool has_port = colon != std::string::npos && rest.find(']', colon) == std::string::npos;
+            addrs.tcp_host = has_port ? rest.substr(0, colon) : rest;
+            addrs.tcp_port = has_port ? std::atoi(rest.c_str() + colon + 1) : 10809;
+        }
+    }
+    return addrs;
+}
+
+// A handed-over connection's export, looked up again here; throws when it
+// is gone (the takeover then fails and the old daemon serves on).
+rct::daemon::nbd_export resolve_export(rct::disk_registry& reg, const std::string& name)
+{
+    rct::daemon::nbd_export e;
+    const auto at = name.find('@');
+    e.d = reg.find(name.substr(0, at));
+    if (!e.d) {
+        throw rct::error(rct::errc::not_found, "a handed-over connection's disk is gone: " + name);
+    }
+    if (at != std::string::npos) {
+        rct::snapshot_store* s = e.d->snapshots();
+        if (s == nullptr) {
+            throw rct::error(rct::errc::not_found, "a handed-over connection's snapshot is gone: " + name);
+        }
+        e.snap = s->view(name.substr(at + 1));
+    }
+    return e;
+}
+
+struct resumable {
+    rct::daemon::frozen_connection conn;
+    rct::daemon::nbd_export exp;
+};
+
+std::vector<resumable> resolve_connections(rct::disk_registry& reg, rct::daemon::upgrade::takeover& from)
+{
+    std::vector<resumable> out;
+    for (auto& c : from.st.connections) {
+        resumable r{{std::move(c.state), from.take_fd(c.fd)}, {}};
+        if (r.conn.state.at == rct::nbd::phase::transmission) {
+            r.exp = resolve_export(reg, r.conn.state.export_name);
+        }
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+void resume_connections(std::vector<resumable>& conns, std::vector<std::unique_ptr<rct::daemon::worker>>& workers,
+                        rct::daemon::admission& slots)
+{
+    std::size_t next = 0;
+    for (auto& r : conns) {
+        std::string why;
+        auto ticket = slots.admit(r.conn.state.peer, &why);
+        if (!ticket) {
+            rct::log::warn("{}: kept across the upgrade although {}", r.conn.state.peer, why);
+        }
+        auto* w = workers[next++ % workers.size()].get();
+        auto box = std::make_shared<resumable>(std::move(r));
+        auto slot = std::make_shared<rct::daemon::admission::ticket>(ticket ? std::move(*ticket)
+                                                                             : rct::daemon::admission::ticket());
+        w->post([w, box, slot] { w->resume(std::move(box->conn), std::move(box->exp), std::move(*slot)); });
+    }
+}
+
+// Signals and upgrade calls, until SIGTERM or SIGINT.
+int wait_for_stop(rct::daemon::upgrade::mailbox& box, rct::daemon::upgrade::serving_parts& parts)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    const rct::unique_fd sig(::signalfd(-1, &set, SFD_CLOEXEC));
+    if (!sig) {
+        rct::throw_errno("signalfd", errno);
+    }
+    for (;;) {
+        pollfd p[2] = {{sig.get(), POLLIN, 0}, {box.event_fd(), POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) {
+            continue;
+        }
+        if ((p[0].revents & POLLIN) != 0) {
+            signalfd_siginfo si{};
+            [[maybe_unused]] auto n = ::read(sig.get(), &si, sizeof si);
+            return static_cast<int>(si.ssi_signo);
+        }
+        if ((p[1].revents & POLLIN) != 0) {
+            if (auto call = box.take()) {
+                box.answer(rct::daemon::upgrade::run_upgrade(parts, std::move(*call)));
+                parts.api.resume();
+            }
+        }
+    }
+}
+
+int run(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch)
+{
+    namespace upgrade = rct::daemon::upgrade;
+    std::optional<upgrade::takeover> from;
+    if (launch.takeover_fd >= 0) {
+        from.emplace(upgrade::begin_takeover(launch.takeover_fd));
+        rct::log::notice("taking over from rctd pid {} (version {}): {} NBD connection(s)", from->st.old_pid,
+                         from->st.old_version, from->st.connections.size());
+    }
+    try {
+        return serve(cfg, launch, from ? &*from : nullptr);
+    } catch (const std::exception& e) {
+        if (from && from->channel) {
+            upgrade::report_failure(from->channel.get(), e.what());
+        }
+        throw;
+    }
+}
+
+int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, rct::daemon::upgrade::takeover* from)
+{
+    namespace upgrade = rct::daemon::upgrade;
     secure_state_dir(cfg);
-    const rct::unique_fd lock = lock_state_dir(cfg.state_dir);
+    const rct::unique_fd lock = from ? from->take_fd(from->st.lock_fd) : lock_state_dir(cfg.state_dir);
     rct::disk_options opts;
     opts.tracking = cfg.tracking;
     opts.tracker.region_size = cfg.intent_region;
@@ -148,54 +304,45 @@ int run(const daemon_config& cfg)
     }
 
     rct::daemon::listener listener(workers, slots);
-    const int activated = sd_listen_fds(1);
-    if (activated < 0) {
-        throw rct::error(rct::errc::invalid_argument,
-                         std::string("bad socket activation environment: ") + std::strerror(-activated));
-    }
-    rct::daemon::export_addresses addrs;
-    if (activated > 0) {
-        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + activated; ++fd) {
-            listener.adopt_listening(rct::unique_fd(fd));
-        }
-    } else {
-        listener.listen_unix(cfg.nbd_socket, cfg.access);
-        addrs.unix_socket = cfg.nbd_socket.string();
-    }
-    for (const auto& spec : cfg.listen) {
-        listener.listen_tcp(spec.substr(4));
-        if (addrs.tcp_port == 0) {
-            const auto rest = spec.substr(4);
-            const auto colon = rest.rfind(':');
-            const bool has_port = colon != std::string::npos && rest.find(']', colon) == std::string::npos;
-            addrs.tcp_host = has_port ? rest.substr(0, colon) : rest;
-            addrs.tcp_port = has_port ? std::atoi(rest.c_str() + colon + 1) : 10809;
-        }
-    }
+    const rct::daemon::export_addresses addrs = set_up_listeners(cfg, listener, from);
+    std::vector<resumable> resumed = from ? resolve_connections(registry, *from) : std::vector<resumable>();
 
     // Destroyed before the workers, after they stopped: devices stay for
     // the next rctd to recover.
     rct::daemon::ublk::frontend ublk(registry, workers, cfg.state_dir,
                                      std::chrono::seconds(cfg.ublk_recovery_window));
-    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs, cfg.access,
-                                {cfg.control_max_connections, cfg.control_max_connections_per_peer,
-                                 cfg.control_idle_timeout});
-
     for (auto& w : workers) {
         w->start();
     }
-    ublk.recover(cfg.ublk);
+    rct::daemon::inherited_control inherited;
+    if (from) {
+        upgrade::await_commit(*from);
+        for (const auto& s : from->st.sockets) {
+            if (s.kind == upgrade::socket_kind::control) {
+                inherited.control = from->take_fd(s.fd);
+            } else if (s.kind == upgrade::socket_kind::fd_inbox) {
+                inherited.fd_inbox = from->take_fd(s.fd);
+            }
+        }
+    }
+    upgrade::mailbox box;
+    rct::daemon::api_server api(registry, ublk, cfg.control_socket, addrs, cfg.access,
+                                {cfg.control_max_connections, cfg.control_max_connections_per_peer,
+                                 cfg.control_idle_timeout},
+                                [&box](rct::daemon::upgrade_call c) { return box.submit(std::move(c)); },
+                                std::move(inherited));
+    resume_connections(resumed, workers, slots);
     listener.start();
+    if (from) {
+        upgrade::report_serving(*from);
+    }
+    ublk.recover(cfg.ublk);
     rct::log::notice("rctd ready: {} disk(s), {} worker(s), state dir {}, control socket {}",
                      registry.list().size(), workers.size(), cfg.state_dir.string(), cfg.control_socket.string());
-    sd_notify(0, "READY=1");
+    sd_notifyf(0, "READY=1\nMAINPID=%d", ::getpid());
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    int sig = 0;
-    sigwait(&set, &sig);
+    upgrade::serving_parts parts{cfg, launch, lock.get(), listener, workers, api, registry};
+    const int sig = wait_for_stop(box, parts);
     rct::log::notice("{}: finishing in-flight requests and exiting", strsignal(sig));
     sd_notify(0, "STOPPING=1");
 
@@ -262,7 +409,7 @@ void add_limit_options(CLI::App& app, daemon_config& cfg)
 int main(int argc, char** argv)
 {
     // Every thread inherits this mask; the main thread alone takes the
-    // signals, synchronously, in sigwait().
+    // signals, synchronously, through a signalfd.
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -301,6 +448,8 @@ int main(int argc, char** argv)
         ->check(CLI::Range(0u, 86400u));
     int watchdog_parent = 0;
     app.add_option("--ublk-watchdog", watchdog_parent)->group("");  // internal: see ublk/watchdog.hh
+    rct::daemon::upgrade::launch_info launch;
+    app.add_option("--takeover-fd", launch.takeover_fd)->group("");  // internal: see upgrade/driver.hh
     app.add_option("--workers", cfg.workers, "I/O worker threads (default: one per CPU)")
         ->check(CLI::Range(0u, 256u));
     app.add_option("--io-threads", cfg.io_threads,
@@ -403,7 +552,19 @@ int main(int argc, char** argv)
             return rct::daemon::ublk::run_watchdog(watchdog_parent, cfg.state_dir,
                                                    std::chrono::seconds(cfg.ublk_recovery_window));
         }
-        return run(cfg);
+        launch.args.assign(argv, argv + argc);
+        for (auto it = launch.args.begin(); it != launch.args.end();) {
+            if (*it == "--takeover-fd") {
+                it = launch.args.erase(it, std::min(it + 2, launch.args.end()));
+            } else if (it->rfind("--takeover-fd=", 0) == 0) {
+                it = launch.args.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        launch.exe_path = rct::daemon::upgrade::own_path();
+        launch.self_exe = rct::unique_fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+        return run(cfg, launch);
     } catch (const std::exception& e) {
         rct::log::error("cannot start: {}", e.what());
         return 1;

@@ -20,6 +20,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -66,6 +68,23 @@ std::string str(const json& j, const char* key)
     return it != j.end() && it->is_string() ? it->get<std::string>() : "-";
 }
 
+// "10s", "500ms", "2m" or plain seconds, as milliseconds.
+std::uint64_t duration_ms(const std::string& text)
+{
+    std::size_t used = 0;
+    double v = -1;
+    try {
+        v = std::stod(text, &used);
+    } catch (const std::exception&) {
+    }
+    const std::string unit = text.substr(used);
+    const double scale = unit.empty() || unit == "s" ? 1000 : unit == "ms" ? 1 : unit == "m" ? 60000 : -1;
+    if (v < 0 || scale < 0) {
+        throw failure{exit_usage, "invalid duration '" + text + "' (examples: 10s, 500ms, 2m)", {}, {}};
+    }
+    return static_cast<std::uint64_t>(v * scale);
+}
+
 std::uint64_t number(const json& j, const char* key)
 {
     auto it = j.find(key);
@@ -73,6 +92,28 @@ std::uint64_t number(const json& j, const char* key)
 }
 
 std::uint64_t bytes(const json& j) { return number(j, "size"); }
+
+void cmd_upgrade(client& c, const options& opt, const std::string& binary, const std::string& timeout)
+{
+    json body{{"ready_timeout_ms", duration_ms(timeout)}};
+    if (!binary.empty()) {
+        body["binary"] = std::filesystem::absolute(binary).lexically_normal().string();
+    }
+    const response r = c.call("POST", "/upgrade", body);
+    if (print_json(opt, r)) {
+        return;
+    }
+    const json j = parse_reply(r);
+    const json& o = j.at("old");
+    const json& n = j.at("new");
+    std::cout << fmt::format("upgraded rctd: pid {} ({}) -> pid {} ({}); I/O held {} ms; {} NBD connection(s) "
+                             "moved; took {} ms\n",
+                             o.at("pid").get<long>(), o.at("version").get<std::string>(), n.at("pid").get<long>(),
+                             n.at("version").get<std::string>(),
+                             j.at("held_ms").is_null() ? std::string("?")
+                                                       : fmt::format("{:.1f}", j.at("held_ms").get<double>()),
+                             j.at("connections").get<std::size_t>(), j.at("took_ms").get<long>());
+}
 
 void cmd_list(client& c, const options& opt)
 {
@@ -391,6 +432,14 @@ int main(int argc, char** argv)
     clone->add_option("SOURCE", source, "DISK@SNAPSHOT")->required();
     clone->add_option("NEWNAME", new_name, "name of the new disk")->required();
 
+    std::string binary, ready_timeout = "10s";
+    auto* upgrade = app.add_subcommand("upgrade", "replace the running rctd by a new binary without dropping a client "
+                                                  "(docs/upgrade.md)");
+    upgrade->add_option("--binary", binary, "the new rctd (default: the file rctd was started from)");
+    upgrade->add_option("--ready-timeout", ready_timeout,
+                        "how long the new rctd has to take over before the old one takes everything back")
+        ->capture_default_str();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -480,6 +529,8 @@ int main(int argc, char** argv)
             if (!opt.json_output) {
                 std::cout << "detached disk " << name << '\n';
             }
+        } else if (*upgrade) {
+            cmd_upgrade(c, opt, binary, ready_timeout);
         } else if (*clone) {
             const auto at = source.find('@');
             if (at == std::string::npos || at == 0 || at + 1 == source.size()) {

@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -293,10 +294,32 @@ private:
 
     static reply ok(unsigned status, const json& j) { return {status, j.dump(2) + "\n"}; }
 
+    // Holds a call off while an upgrade freezes the daemon.
+    class gate_pass {
+    public:
+        explicit gate_pass(api_server& s) : s_(s)
+        {
+            if (!s_.enter()) {
+                throw api_error{MHD_HTTP_SERVICE_UNAVAILABLE, "upgrade_in_progress",
+                                "rctd is handing over to a new version; retry in a moment"};
+            }
+        }
+        ~gate_pass() { s_.leave(); }
+        gate_pass(const gate_pass&) = delete;
+        gate_pass& operator=(const gate_pass&) = delete;
+
+    private:
+        api_server& s_;
+    };
+
     reply route(std::string_view url)
     {
         const control::route r = control::resolve(method_, url);
         authorize(r.what);
+        std::optional<gate_pass> pass;
+        if (r.what != endpoint::upgrade) {
+            pass.emplace(server_);
+        }
         const std::string& name = r.disk;
         switch (r.what) {
         case endpoint::version: return version();
@@ -317,8 +340,29 @@ private:
         case endpoint::attach_ublk: return attach_ublk(name);
         case endpoint::detach_ublk: return detach_ublk(name);
         case endpoint::restore: return restore(name);
+        case endpoint::upgrade: return upgrade();
         }
         __builtin_unreachable();  // resolve() returns one of the above
+    }
+
+    // Starts the binary as rctd (upgrade/driver.hh): root's alone, whatever
+    // the socket group may do.
+    reply upgrade()
+    {
+        const unix_peer p = caller();
+        if (p.uid != 0 && p.uid != ::geteuid()) {
+            throw api_error{MHD_HTTP_FORBIDDEN, "forbidden",
+                            fmt::format("{} may not upgrade rctd: only root may start a binary as rctd", p.describe())};
+        }
+        const control::upgrade_args a = control::parse_upgrade(body_);
+        const MHD_ConnectionInfo* info = MHD_get_connection_info(conn_, MHD_CONNECTION_INFO_CONNECTION_FD);
+        unique_fd requester(info == nullptr ? -1 : ::fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 3));
+        if (!requester) {
+            throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "cannot keep the caller's connection"};
+        }
+        const upgrade_refusal r =
+            server_.upgrade_({a.binary, std::chrono::milliseconds(a.ready_timeout_ms), std::move(requester)});
+        throw api_error{r.status, r.code, r.message};
     }
 
     // The caller's credentials; every request has them (a Unix socket).
@@ -447,7 +491,7 @@ private:
         return *t;
     }
 
-    reply version() const { return ok(MHD_HTTP_OK, json{{"api", control_api::version}, {"version", RCT_VERSION}}); }
+    reply version() const { return ok(MHD_HTTP_OK, json{{"api", control_api::version}, {"version", RCT_VERSION}, {"pid", ::getpid()}}); }
 
     reply list_disks() const
     {
@@ -764,11 +808,15 @@ void api_server::release(void* key) noexcept
 }
 
 api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem::path socket_path,
-                       export_addresses addrs, const access_policy& access, control_limits limits)
+                       export_addresses addrs, const access_policy& access, control_limits limits, upgrade_hook hook,
+                       inherited_control inherited)
     : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs)), access_(access),
-      inbox_(socket_path_.string() + ".fd", access), limits_(limits)
+      inbox_(socket_path_.string() + ".fd", access, std::move(inherited.fd_inbox)), limits_(limits),
+      upgrade_(std::move(hook))
 {
-    unique_fd fd = access.bind_unix(socket_path_, access.control_socket_mode(), "control socket");
+    unique_fd fd = inherited.control ? std::move(inherited.control)
+                                     : access.bind_unix(socket_path_, access.control_socket_mode(), "control socket");
+    listen_fd_ = fd.get();
     struct stat st {};
     if (::stat(socket_path_.c_str(), &st) == 0) {
         socket_ino_ = st.st_ino;
@@ -776,8 +824,9 @@ api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem
 
     // poll rather than select: rctd may hold more than FD_SETSIZE
     // descriptors (NBD connections, disks), and select cannot watch those.
+    // ITC: MHD_quiesce_daemon needs it to stop the polling thread's accepts.
     const unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                           MHD_USE_ERROR_LOG;
+                           MHD_USE_ERROR_LOG | MHD_USE_ITC;
     // The logger goes first so that it sees errors in the options after it.
     daemon_ = MHD_start_daemon(flags, 0, nullptr, nullptr, &handler::access, this,
                                MHD_OPTION_EXTERNAL_LOGGER, &mhd_log, nullptr,
@@ -794,6 +843,48 @@ api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem
     }
     fd.release();  // libmicrohttpd closes it in MHD_stop_daemon
     log::info("control API listening on {}", socket_path_.string());
+}
+
+bool api_server::enter()
+{
+    rct::lock_guard l(gate_mu_);
+    if (paused_) {
+        return false;
+    }
+    ++active_;
+    return true;
+}
+
+void api_server::leave() noexcept
+{
+    rct::lock_guard l(gate_mu_);
+    --active_;
+    gate_cv_.notify_all();
+}
+
+bool api_server::pause(std::chrono::steady_clock::time_point deadline)
+{
+    rct::unique_lock l(gate_mu_);
+    paused_ = true;
+    if (gate_cv_.wait_until(l, deadline, [this]() REQUIRES(gate_mu_) { return active_ == 0; })) {
+        return true;
+    }
+    paused_ = false;
+    return false;
+}
+
+void api_server::resume()
+{
+    rct::lock_guard l(gate_mu_);
+    paused_ = false;
+}
+
+std::pair<int, int> api_server::release_sockets()
+{
+    // MHD keeps the descriptor open until MHD_stop_daemon, which this
+    // process, ending in exit or exec, never calls.
+    MHD_quiesce_daemon(daemon_);
+    return {listen_fd_, inbox_.release()};
 }
 
 api_server::~api_server()

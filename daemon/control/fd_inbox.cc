@@ -71,9 +71,9 @@ unique_fd receive_fd(int conn)
 
 }  // namespace
 
-fd_inbox::fd_inbox(std::filesystem::path path, const access_policy& access)
+fd_inbox::fd_inbox(std::filesystem::path path, const access_policy& access, unique_fd inherited)
     : path_(std::move(path)), access_(access),
-      listen_(access.bind_unix(path_, access.control_socket_mode(), "import fd socket")),
+      listen_(inherited ? std::move(inherited) : access.bind_unix(path_, access.control_socket_mode(), "import fd socket")),
       stop_(::eventfd(0, EFD_CLOEXEC))
 {
     if (!stop_) {
@@ -86,8 +86,18 @@ fd_inbox::~fd_inbox()
 {
     const std::uint64_t one = 1;
     [[maybe_unused]] const auto w = ::write(stop_.get(), &one, sizeof one);
+    if (thread_.joinable()) {
+        thread_.join();
+        ::unlink(path_.c_str());
+    }
+}
+
+int fd_inbox::release()
+{
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto w = ::write(stop_.get(), &one, sizeof one);
     thread_.join();
-    ::unlink(path_.c_str());
+    return listen_.get();
 }
 
 void fd_inbox::run()

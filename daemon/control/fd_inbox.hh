@@ -34,7 +34,7 @@ class fd_inbox {
 public:
     // Binds path (replacing a stale socket) with the control socket's
     // owner and mode, and starts the thread. Throws rct::error.
-    fd_inbox(std::filesystem::path path, const access_policy& access);
+    fd_inbox(std::filesystem::path path, const access_policy& access, unique_fd inherited = {});
     ~fd_inbox();
     fd_inbox(const fd_inbox&) = delete;
     fd_inbox& operator=(const fd_inbox&) = delete;
@@ -42,6 +42,9 @@ public:
     // The file passed with ticket by uid; throws rct::error (invalid_argument)
     // for an unknown, expired or someone else's ticket.
     unique_fd take(const std::string& ticket, uid_t uid);
+    // Live upgrade: stops the thread; the listening socket stays open and
+    // bound for the next rctd (files passed but not yet taken are lost).
+    int release();
 
 private:
     struct held {

@@ -233,6 +233,9 @@ route resolve(std::string_view method, std::string_view url)
     if (n == 2 && parts[0] == "v1" && parts[1] == "version") {
         return only(get, method, "GET, HEAD", {endpoint::version, {}, {}});
     }
+    if (n == 2 && parts[0] == "v1" && parts[1] == "upgrade") {
+        return only(method == "POST", method, "POST", {endpoint::upgrade, {}, {}});
+    }
     if (n == 2 && parts[0] == "v1" && parts[1] == "disks") {
         return get ? route{endpoint::list_disks, {}, {}}
                    : only(method == "POST", method, "GET, HEAD, POST", {endpoint::create_disk, {}, {}});
@@ -358,6 +361,26 @@ restore_args parse_restore(const std::string& body)
     }
     std::string from = string_field(j, "from");
     return {std::move(from), bool_field(j, "force")};
+}
+
+upgrade_args parse_upgrade(const std::string& body)
+{
+    const json j = parse_body(body, {"binary", "ready_timeout_ms"});
+    upgrade_args a;
+    if (j.contains("binary")) {
+        a.binary = string_field(j, "binary");
+        if (a.binary.empty() || a.binary.front() != '/') {
+            throw invalid_argument("binary must be an absolute path");
+        }
+    }
+    if (j.contains("ready_timeout_ms")) {
+        const json& t = j["ready_timeout_ms"];
+        if (!t.is_number_unsigned() || t.get<std::uint64_t>() < 100 || t.get<std::uint64_t>() > 600000) {
+            throw invalid_argument("ready_timeout_ms must be a whole number of milliseconds from 100 to 600000");
+        }
+        a.ready_timeout_ms = t.get<std::uint32_t>();
+    }
+    return a;
 }
 
 // ?force, ?force=true, ?force=1 mean yes; absent, false or 0 mean no.

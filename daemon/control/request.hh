@@ -52,6 +52,7 @@ enum class endpoint {
     attach_ublk,
     detach_ublk,
     restore,
+    upgrade,
 };
 
 // Whether an endpoint only reads (list, query, changes): what --api-readers
@@ -96,6 +97,14 @@ struct restore_args {
     bool force;
 };
 restore_args parse_restore(const std::string& body);
+
+// POST /v1/upgrade: the binary to start (empty: the one rctd was started
+// from) and how long it has to report ready.
+struct upgrade_args {
+    std::string binary;
+    std::uint32_t ready_timeout_ms = 10000;
+};
+upgrade_args parse_upgrade(const std::string& body);
 
 // A query parameter's value, URL-decoded; nullopt when absent, empty for a
 // bare "?key".

@@ -60,6 +60,8 @@ failure server_failure(const response& r)
         status = exit_usage;
     } else if (code == "forbidden") {
         status = exit_forbidden;
+    } else if (code == "upgrade_failed") {
+        status = exit_upgrade_failed;
     }
     return {status, message, r.body, code};
 }

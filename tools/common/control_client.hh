@@ -27,6 +27,8 @@ enum exit_status : int {
     exit_unreachable = 5,
     exit_full_backup = 6,
     exit_forbidden = 7,  // rctd refused the caller (docs/security.md)
+    // 8 is rct-backup's (a backup failed verification).
+    exit_upgrade_failed = 9,  // the new rctd failed; the old one serves on (docs/upgrade.md)
 };
 
 // Ends the command: message to stderr, and with --json the server's error
