@@ -87,11 +87,11 @@ file_identity disk::identity() const
             static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec};
 }
 
-void disk::close_clean()
+void disk::close_clean(bool sync_data)
 {
     // Not manage(): shutdown closes a deleted or restoring disk too.
     std::lock_guard lock(mgmt_mu_);
-    if (::fdatasync(data_.get()) != 0) {
+    if (sync_data && ::fdatasync(data_.get()) != 0) {
         throw_errno("fdatasync " + (dir_ / "data.raw").string(), errno);
     }
     if (snapshots_) {

@@ -851,11 +851,11 @@ void disk_registry::truncate_data(disk& d, const disk_meta& old_meta, std::uint6
     sync_fd(d.data_.get(), data);
 }
 
-void disk_registry::close_all()
+void disk_registry::close_all(bool sync_data)
 {
     for (const auto& d : list()) {
         try {
-            d->close_clean();
+            d->close_clean(sync_data);
         } catch (const std::exception& e) {
             log::error("disk {}: clean shutdown failed: {}", d->name(), e.what());
         }

@@ -82,8 +82,12 @@ public:
     std::unique_lock<std::mutex> manage();
 
     // Clean shutdown: makes the data durable, persists tracking and writes
-    // its clean-shutdown seal. Call once no I/O is in flight.
-    void close_clean();
+    // its clean-shutdown seal. Call once no I/O is in flight. For a live
+    // upgrade (sync_data false) the data stays in the page cache, which the
+    // next rctd shares: what clients flushed is durable already, and the
+    // seal does not rest on the rest (a write lost to a later power cut
+    // leaves a chunk marked changed that is not: a superset, never a miss).
+    void close_clean(bool sync_data = true);
 
     // Frontends register each client socket serving this disk so that a
     // forced delete can cut them off (shutdown(2) wakes their workers).

@@ -93,7 +93,7 @@ public:
     void restore(const std::string& name, const std::string& snap, bool force);
     // Clean shutdown of every disk (see disk::close_clean); failures are
     // logged, and the next start recovers those disks as after a crash.
-    void close_all();
+    void close_all(bool sync_data = true);
 
 private:
     class reservation;
