@@ -116,6 +116,11 @@ _cleanup() {
     done
     for dir in "${!_DAEMON_PIDS[@]}"; do
         _stop_pid "${_DAEMON_PIDS[$dir]}"
+        # A live upgrade's daemon is not this shell's child: find it by its
+        # arguments (it runs with the same ones).
+        for pid in $(pgrep -f -- "--state-dir $dir( |\$)"); do
+            _stop_pid "$pid"
+        done
     done
     if ((rc != 0 && rc != 77)); then
         for f in "$T"/*.log; do
@@ -196,6 +201,13 @@ crash_rctd_at() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     unset "_DAEMON_PIDS[$dir]"
+}
+
+# adopt_rctd PID: after a live upgrade, the daemon serving $STATE is PID
+# (not a child of this shell); stop_rctd and daemon_alive then mean it.
+adopt_rctd() {
+    _DAEMON_PIDS[$STATE]=$1
+    RCTD_PID=$1
 }
 
 start_rctd() { start_rctd_at "$STATE" "$@"; }
