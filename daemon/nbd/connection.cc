@@ -117,6 +117,13 @@ void connection::park() noexcept
     maybe_frozen();
 }
 
+bool connection::parked_by_freeze(long r) const noexcept
+{
+    // A receive cut_off() cancelled ends the connection like any failed
+    // one; only a freeze parks it.
+    return r == -ECANCELED && freezing_ && !cut_off_;
+}
+
 void connection::maybe_frozen() noexcept
 {
     if (freezing_ && parked_ && !sending_ && !broken_ && queued_ == inflight_ &&
@@ -437,7 +444,7 @@ detached connection::reader()
         if (in_.size() < nbd::request_size) {
             const long r = co_await fill_io(ring, fd, in_, nbd::request_size, recv_low_water, freezing_,
                                             &pending_recv_);
-            if (r == -ECANCELED) {
+            if (parked_by_freeze(r)) {
                 co_return park();
             }
             if (r < static_cast<long>(nbd::request_size)) {
@@ -494,8 +501,8 @@ detached connection::reader()
 
         if (h.type == nbd::cmd_write && h.length != 0) {
             const int r = co_await receive_payload(h, rq);
-            if (r == -ECANCELED) {
-                co_return park();
+            if (r == -ECANCELED && freezing_ && !cut_off_) {
+                co_return park();  // rq went back into the unparsed input
             }
             if (r <= 0) {
                 release(rq);
@@ -551,7 +558,7 @@ task<int> connection::receive_payload(const nbd::request_header& h, request& rq)
     if (r == static_cast<long>(h.length - have)) {
         co_return 1;
     }
-    if (!freezing_ || (r < 0 && r != -ECANCELED)) {
+    if (!freezing_ || cut_off_ || (r < 0 && r != -ECANCELED)) {
         co_return r <= 0 ? static_cast<int>(r) : -EIO;
     }
     // The receive buffer still holds the header and the first `have` bytes

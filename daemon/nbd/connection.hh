@@ -140,6 +140,7 @@ private:
     void maybe_finish() noexcept;
     void begin_transmission() noexcept;
     void park() noexcept;
+    bool parked_by_freeze(long r) const noexcept;
     void maybe_frozen() noexcept;
     // Budget (memory_budget.hh): the bytes h needs; takes them or starts
     // waiting for them (false), resuming the reader's budget_wait_ later.

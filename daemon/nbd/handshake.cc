@@ -158,7 +158,7 @@ task<connection::step> connection::greeting(bool greet)
     }
     const long r = co_await fill(4);
     if (r < 4) {
-        co_return r == -ECANCELED ? step::park : step::close;
+        co_return parked_by_freeze(r) ? step::park : step::close;
     }
     const auto cflags = nbd::load_be<std::uint32_t>(in_.head());
     in_.consume(4);
@@ -182,7 +182,7 @@ task<connection::step> connection::drain_option()
         if (in_.size() == 0) {
             const long r = co_await fill(1);
             if (r < 1) {
-                co_return r == -ECANCELED ? step::park : step::close;
+                co_return parked_by_freeze(r) ? step::park : step::close;
             }
         }
         const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(drain_left_, in_.size()));
@@ -205,7 +205,7 @@ task<connection::step> connection::next_option()
     }
     long r = co_await fill(nbd::option_header_size);
     if (r < static_cast<long>(nbd::option_header_size)) {
-        co_return r == -ECANCELED ? step::park : step::close;
+        co_return parked_by_freeze(r) ? step::park : step::close;
     }
     const auto header = nbd::decode_option_header(in_.head());
     if (!header) {
@@ -224,7 +224,7 @@ task<connection::step> connection::next_option()
     // freeze in between hands over the option whole.
     r = co_await fill(nbd::option_header_size + len);
     if (r < static_cast<long>(nbd::option_header_size + len)) {
-        co_return r == -ECANCELED ? step::park : step::close;
+        co_return parked_by_freeze(r) ? step::park : step::close;
     }
     std::vector<std::byte> data(in_.head() + nbd::option_header_size, in_.head() + nbd::option_header_size + len);
     in_.consume(nbd::option_header_size + len);

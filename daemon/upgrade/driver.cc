@@ -183,6 +183,13 @@ frozen freeze(serving_parts& p)
         pending.push_back(w->freeze(freeze_grace));
     }
     for (auto& fut : pending) {
+        // Every connection is frozen or cut off within twice the grace; a
+        // worker that does not report back is a bug, and hanging here would
+        // stop the daemon for good: exit, so that a restart recovers.
+        if (fut.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+            log::error("upgrade: a worker did not freeze its connections within 10 s; exiting");
+            ::_exit(1);
+        }
         for (auto& c : fut.get()) {
             f.conns.push_back(std::move(c));
         }

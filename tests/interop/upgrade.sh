@@ -17,7 +17,7 @@ requires fio nbdcopy qemu-io cmp
 fio --enghelp=nbd >/dev/null 2>&1 || skip "this fio has no nbd engine"
 : "${UPGRADE_COUNT:=20}"
 
-start_rctd --workers 2
+start_rctd --workers 2 --handshake-timeout 2
 rctctl create f --size 256M >/dev/null
 rctctl create c --size 32M >/dev/null
 rctctl create t --size 64M >/dev/null
@@ -66,6 +66,10 @@ grep -E 'err=|verify' "$T/fio.out" | sed 's/^/   | /'
 ((rc == 0)) || fail "fio exited $rc"
 grep -q ' err= 0' "$T/fio.out" || fail "fio did not report err=0"
 ok "fio: 4 connections through every upgrade, no error, no verification failure"
+
+say "connections caught midway: before their flags, in an option, in a request, in a drain"
+py -m rcttest.interop.upgrade midway "$STATE" "$RCTCTL" "$T/rctd-a" t || fail "a connection caught midway broke"
+ok "each went on from the byte it had reached"
 
 adopt_rctd "$(py -c 'import sys; from rcttest.interop.upgrade import daemon_pid; print(daemon_pid(sys.argv[1]))' "$STATE")"
 say "PASS"

@@ -21,6 +21,7 @@ given binaries, and then check:
 import argparse
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ import time
 
 import nbd
 
-from rcttest import cli, control
+from rcttest import cli, control, rawnbd
 from rcttest.patterns import BLOCK, block_pattern
 from rcttest.rctctl import run as rctctl_run
 
@@ -181,7 +182,11 @@ def upgrade(rctctl, state, binary, problems, expect_rc=0, timeout="20s"):
     args = ["--json", "upgrade", "--ready-timeout", timeout]
     if binary:
         args += ["--binary", binary]
-    p = rctctl_run(rctctl, state, *args)
+    try:
+        p = subprocess.run([rctctl, "--state-dir", state] + args, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        problems.add("rctctl upgrade --binary %s hung for 60 s" % binary)
+        return None
     if p.returncode != expect_rc:
         problems.add("rctctl upgrade --binary %s exited %d, not %d: %s %s" % (
             binary, p.returncode, expect_rc, p.stdout.strip(), p.stderr.strip()))
@@ -283,5 +288,114 @@ def drive(argv):
         sys.exit("%d problem(s)" % len(problems.items))
 
 
+def midway(argv):
+    """midway STATE RCTCTL BINARY DISK: connections caught by an upgrade in
+    the middle of something move with exactly the bytes they had sent:
+      a. greeting read, client flags not yet sent;
+      b. structured replies negotiated, half an option header sent;
+      c. transmission, a WRITE's header and half its payload sent, and a
+         READ header split in two;
+      d. a handshake with an option far longer than rctd takes, mid-drain.
+    Each then finishes its business on the new daemon with the same socket.
+    First, one client is cut off by the handshake deadline (rctd runs with
+    --handshake-timeout 2): a connection closing that way must not hold up
+    the next upgrade (it once stayed half-closed and hung the freeze)."""
+    state, rctctl, binary, disk = argv[1:5]
+    sock = os.path.join(state, "nbd.sock")
+    problems = Problems()
+
+    e = rawnbd.conn(sock)
+    rawnbd.greet(e)
+    if not rawnbd.closed_within(e, 5):
+        sys.exit("a client idle in the handshake was not cut off by --handshake-timeout 2")
+    e.close()
+
+    def finish_go(s):
+        """The replies to a GO already sent; the export size, or None."""
+        size = None
+        while True:
+            magic, opt, typ, ln = struct.unpack(">QIII", rawnbd.recvn(s, 20))
+            body = rawnbd.recvn(s, ln)
+            if typ & 0x80000000:
+                problems.add("GO refused after the upgrade: %r" % body)
+                return None
+            if typ == 3 and struct.unpack(">H", body[:2])[0] == 0:
+                size = struct.unpack(">Q", body[2:10])[0]
+            if typ == 1:
+                return size
+
+    def up():
+        if upgrade(rctctl, state, binary, problems) is None:
+            sys.exit("upgrade failed")
+
+    a = rawnbd.conn(sock)
+    hflags = rawnbd.greet(a)
+    b = rawnbd.conn(sock)
+    rawnbd.greet(b)
+    b.sendall(struct.pack(">I", 1 | (hflags & 2)))
+    b.sendall(b"IHAVEOPT" + struct.pack(">II", 8, 0))  # STRUCTURED_REPLY
+    magic, opt, typ, ln = struct.unpack(">QIII", rawnbd.recvn(b, 20))
+    if (opt, typ, ln) != (8, 1, 0):
+        sys.exit("structured reply not acked: %r" % ((opt, typ, ln),))
+    data = struct.pack(">I", len(disk)) + disk.encode() + struct.pack(">H", 0)
+    go_opt = b"IHAVEOPT" + struct.pack(">II", 7, len(data)) + data
+    b.sendall(go_opt[:10])
+    c = rawnbd.conn(sock)
+    rawnbd.go(c, disk)
+    payload = bytes(range(256)) * 16 * 16  # 64 KiB
+    c.sendall(struct.pack(">IHHQQI", rawnbd.REQ_MAGIC, 0, rawnbd.CMD_WRITE, 77, 1 << 20, len(payload)))
+    c.sendall(payload[:30000])
+    d = rawnbd.conn(sock)
+    rawnbd.greet(d)
+    d.sendall(struct.pack(">I", 1 | (hflags & 2)))
+    d.sendall(b"IHAVEOPT" + struct.pack(">II", 3, 200000))  # LIST with 200000 bytes: too big
+    d.sendall(b"x" * 70000)
+    time.sleep(0.2)  # let rctd take in what was sent
+    up()
+
+    c.sendall(payload[30000:])
+    err, cookie = rawnbd.simple_reply(c)
+    if (err, cookie) != (0, 77):
+        problems.add("c: the WRITE split by the upgrade was answered error %d cookie %d" % (err, cookie))
+    req = struct.pack(">IHHQQI", rawnbd.REQ_MAGIC, 0, rawnbd.CMD_READ, 78, 1 << 20, len(payload))
+    c.sendall(req[:13])
+    time.sleep(0.1)
+    up()
+    c.sendall(req[13:])
+    err, cookie = rawnbd.simple_reply(c)
+    if (err, cookie) != (0, 78) or rawnbd.recvn(c, len(payload)) != payload:
+        problems.add("c: the READ after the split WRITE did not return its payload")
+    else:
+        print("   c: a WRITE and a READ header split by upgrades: answered, data intact", flush=True)
+
+    a.sendall(struct.pack(">I", 1 | (hflags & 2)) + go_opt)
+    if finish_go(a) is None:
+        problems.add("a: GO after the upgrade gave no export size")
+    rawnbd.normal_read(a, 1)
+    print("   a: greeted before the upgrade, negotiated and served after it")
+
+    b.sendall(go_opt[10:])
+    size = finish_go(b)
+    # Structured replies were negotiated before the upgrade: a READ must
+    # come back as a structured reply chunk.
+    rawnbd.request(b, rawnbd.CMD_READ, 0, 512, 5)
+    magic = struct.unpack(">I", rawnbd.recvn(b, 4))[0]
+    if size is None or magic != 0x668E33EF:
+        problems.add("b: after the upgrade, size %s and reply magic %#x (structured replies lost?)" % (size, magic))
+    else:
+        print("   b: half an option header across the upgrade; structured replies kept")
+
+    d.sendall(b"x" * (200000 - 70000))
+    magic, opt, typ, ln = struct.unpack(">QIII", rawnbd.recvn(d, 20))
+    if (opt, typ) != (3, 0x80000009):
+        problems.add("d: an oversized option drained across the upgrade got %#x, not ERR_TOO_BIG" % typ)
+    else:
+        print("   d: an oversized option drained across the upgrade, then refused ERR_TOO_BIG")
+    for x in (a, b, c, d):
+        x.close()
+    if problems.items:
+        sys.exit("%d problem(s)" % len(problems.items))
+
+
 if __name__ == "__main__":
-    cli.run({"prefill": prefill, "drive": drive})
+    cli.run({"prefill": prefill, "drive": drive, "midway": midway})
