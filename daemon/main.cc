@@ -134,9 +134,12 @@ const char* resolve_memory(daemon_config& cfg, const std::string& budget, const 
 
 int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, rct::daemon::upgrade::takeover* from);
 
-// The NBD listening sockets: handed over, inherited from systemd, or our own.
+// The listening sockets: handed over by the previous rctd, passed by
+// systemd (the NBD socket of rctd.socket, and after a crash restart the
+// control sockets this rctd stored with FDSTORE=1, by name), or our own.
 rct::daemon::export_addresses set_up_listeners(const daemon_config& cfg, rct::daemon::listener& listener,
-                                               rct::daemon::upgrade::takeover* from)
+                                               rct::daemon::upgrade::takeover* from,
+                                               rct::daemon::inherited_control& control)
 {
     rct::daemon::export_addresses addrs;
     if (from != nullptr) {
@@ -145,20 +148,32 @@ rct::daemon::export_addresses set_up_listeners(const daemon_config& cfg, rct::da
                 listener.adopt_listening(from->take_fd(s.fd));
             }
         }
-        if (cfg.nbd_socket.has_filename()) {
-            addrs.unix_socket = cfg.nbd_socket.string();
-        }
+        addrs.unix_socket = cfg.nbd_socket.string();
     } else {
-        const int activated = sd_listen_fds(1);
+        char** names = nullptr;
+        const int activated = sd_listen_fds_with_names(1, &names);
         if (activated < 0) {
             throw rct::error(rct::errc::invalid_argument,
                              std::string("bad socket activation environment: ") + std::strerror(-activated));
         }
-        if (activated > 0) {
-            for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + activated; ++fd) {
-                listener.adopt_listening(rct::unique_fd(fd));
+        bool nbd = false;
+        for (int i = 0; i < activated; ++i) {
+            rct::unique_fd fd(SD_LISTEN_FDS_START + i);
+            const std::string name = names != nullptr && names[i] != nullptr ? names[i] : "";
+            if (name == "control") {
+                control.control = std::move(fd);
+            } else if (name == "fd-inbox") {
+                control.fd_inbox = std::move(fd);
+            } else {
+                listener.adopt_listening(std::move(fd));
+                nbd = true;
             }
-        } else {
+        }
+        for (int i = 0; names != nullptr && names[i] != nullptr; ++i) {
+            std::free(names[i]);
+        }
+        std::free(names);
+        if (!nbd) {
             listener.listen_unix(cfg.nbd_socket, cfg.access);
             addrs.unix_socket = cfg.nbd_socket.string();
         }
@@ -176,6 +191,18 @@ rct::daemon::export_addresses set_up_listeners(const daemon_config& cfg, rct::da
         }
     }
     return addrs;
+}
+
+// Under systemd, the control sockets go into its descriptor store, so that
+// after a crash the restarted rctd gets them back (callers queue in their
+// backlogs meanwhile instead of finding no socket). Elsewhere a no-op.
+void store_control_sockets(const rct::daemon::api_server& api)
+{
+    const auto [control, inbox] = api.listening_sockets();
+    int fd = control;
+    sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=control", &fd, 1);
+    fd = inbox;
+    sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=fd-inbox", &fd, 1);
 }
 
 // A handed-over connection's export, looked up again here; throws when it
@@ -304,7 +331,8 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     }
 
     rct::daemon::listener listener(workers, slots);
-    const rct::daemon::export_addresses addrs = set_up_listeners(cfg, listener, from);
+    rct::daemon::inherited_control inherited;
+    const rct::daemon::export_addresses addrs = set_up_listeners(cfg, listener, from, inherited);
     std::vector<resumable> resumed = from ? resolve_connections(registry, *from) : std::vector<resumable>();
 
     // Destroyed before the workers, after they stopped: devices stay for
@@ -314,7 +342,6 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     for (auto& w : workers) {
         w->start();
     }
-    rct::daemon::inherited_control inherited;
     if (from) {
         upgrade::await_commit(*from);
         for (const auto& s : from->st.sockets) {
@@ -331,6 +358,7 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
                                  cfg.control_idle_timeout},
                                 [&box](rct::daemon::upgrade_call c) { return box.submit(std::move(c)); },
                                 std::move(inherited));
+    store_control_sockets(api);
     resume_connections(resumed, workers, slots);
     listener.start();
     if (from) {

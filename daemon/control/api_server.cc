@@ -879,6 +879,11 @@ void api_server::resume()
     paused_ = false;
 }
 
+std::pair<int, int> api_server::listening_sockets() const noexcept
+{
+    return {listen_fd_, inbox_.listening_socket()};
+}
+
 std::pair<int, int> api_server::release_sockets()
 {
     // MHD keeps the descriptor open until MHD_stop_daemon, which this

@@ -108,6 +108,8 @@ public:
     bool pause(std::chrono::steady_clock::time_point deadline) EXCLUDES(gate_mu_);
     void resume() EXCLUDES(gate_mu_);
     std::pair<int, int> release_sockets();
+    // The control and fd-inbox listening sockets (still owned here).
+    std::pair<int, int> listening_sockets() const noexcept;
 
 private:
     class handler;  // the request handling, all in api_server.cc

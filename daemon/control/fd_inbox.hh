@@ -45,6 +45,7 @@ public:
     // Live upgrade: stops the thread; the listening socket stays open and
     // bound for the next rctd (files passed but not yet taken are lost).
     int release();
+    int listening_socket() const noexcept { return listen_.get(); }
 
 private:
     struct held {

@@ -124,6 +124,11 @@ std::uint32_t fd_index(payload_reader& r, std::size_t fd_count, bool optional = 
 
 }  // namespace
 
+std::uint64_t body_checksum(std::span<const std::uint8_t> body) noexcept
+{
+    return XXH3_64bits(body.data(), body.size());
+}
+
 std::int64_t monotonic_ns() noexcept
 {
     timespec ts{};
@@ -156,7 +161,7 @@ std::vector<std::uint8_t> encode(const state& s)
     store_le<std::uint32_t>(blob.data() + 8, protocol_version);
     store_le<std::uint32_t>(blob.data() + 12, 0);
     store_le<std::uint64_t>(blob.data() + 16, w.buf.size());
-    store_le<std::uint64_t>(blob.data() + 24, XXH3_64bits(w.buf.data(), w.buf.size()));
+    store_le<std::uint64_t>(blob.data() + 24, body_checksum(w.buf));
     blob.insert(blob.end(), w.buf.begin(), w.buf.end());
     return blob;
 }
@@ -174,7 +179,7 @@ state decode(std::span<const std::uint8_t> blob, std::size_t fd_count)
         throw error(errc::corrupt, "hand-over state: length or flags do not match the blob");
     }
     const std::uint8_t* body = blob.data() + blob_header;
-    if (XXH3_64bits(body, len) != load_le<std::uint64_t>(blob.data() + 24)) {
+    if (body_checksum({body, static_cast<std::size_t>(len)}) != load_le<std::uint64_t>(blob.data() + 24)) {
         throw error(errc::corrupt, "hand-over state: checksum mismatch");
     }
     payload_reader r(body, len);

@@ -83,6 +83,8 @@ struct state {
 // for damage, unknown versions or indices past fd_count.
 std::vector<std::uint8_t> encode(const state& s);
 state decode(std::span<const std::uint8_t> blob, std::size_t fd_count);
+// The blob header's checksum of the body (XXH3-64).
+std::uint64_t body_checksum(std::span<const std::uint8_t> body) noexcept;
 
 // Blocking I/O on the channel; throws rct::error. receive waits until the
 // deadline (nullopt at end of file: the peer is gone).

@@ -182,6 +182,40 @@ def ublk_record_seeds():
     }
 
 
+# --- live-upgrade state blob (docs/upgrade.md) ------------------------------
+def hs(s):
+    b = s.encode()
+    return struct.pack("<H", len(b)) + b
+
+
+def handover_blob(body, version=1):
+    xxh = ctypes.CDLL("libxxhash.so.0")
+    xxh.XXH3_64bits.restype = ctypes.c_uint64
+    xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return (b"RTSTATE1" + struct.pack("<IIQQ", version, 0, len(body), xxh.XXH3_64bits(body, len(body))) + body)
+
+
+def handover_seeds():
+    conn_tx = (struct.pack("<I", 3) + bytes([3, 1]) + hs("client 1") + hs("d@s0") + hs("d@s0")
+               + struct.pack("<IQ", 0, 0) + struct.pack("<I", 1)
+               + struct.pack("<IBQI", 1, 1, 7, 2) + hs("qemu:dirty-bitmap:c1")
+               + struct.pack("<I", 13) + bytes(13) + struct.pack("<I", 4) + b"\x67\x44\x66\x98")
+    conn_hs = (struct.pack("<I", 4) + bytes([2, 0]) + hs("client 2") + hs("") + hs("")
+               + struct.pack("<IQ", 3, 1000) + struct.pack("<I", 0)
+               + struct.pack("<I", 10) + bytes(10) + struct.pack("<I", 0))
+    head = (struct.pack("<I", 4242) + hs("0.1.0") + struct.pack("<q", 1) + struct.pack("<I", 0)
+            + struct.pack("<I", 2) + bytes([1]) + struct.pack("<I", 1) + hs("nbd")
+            + bytes([2]) + struct.pack("<I", 2) + hs("control") + struct.pack("<I", 0xffffffff) + hs(""))
+    body = head + struct.pack("<I", 2) + conn_tx + conn_hs
+    return {
+        "two-connections": bytes([5]) + handover_blob(body),
+        "empty": bytes([1]) + handover_blob(head + struct.pack("<I", 0)),
+        "fd-out-of-range": bytes([2]) + handover_blob(body),
+        "version-2": bytes([5]) + handover_blob(body, version=2),
+        "count-lies": bytes([5]) + handover_blob(head + struct.pack("<I", 0x7fffffff)),
+    }
+
+
 def main():
     for name, seeds in {
         "nbd_handshake": handshake_seeds(),
@@ -190,6 +224,7 @@ def main():
         "token": token_seeds(),
         "disk_record": disk_record_seeds(),
         "ublk_record": ublk_record_seeds(),
+        "handover_state": handover_seeds(),
     }.items():
         d = CORPUS / name
         d.mkdir(parents=True, exist_ok=True)

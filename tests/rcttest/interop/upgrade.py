@@ -109,8 +109,9 @@ class QemuSession:
     on stdin. qemu's NBD client is started without reconnect-delay, so a
     dropped connection fails every command after it."""
 
-    def __init__(self, uri):
-        self.p = subprocess.Popen(["qemu-io", "-f", "raw", uri], stdin=subprocess.PIPE,
+    def __init__(self, target, image_opts=False):
+        args = ["qemu-io", "--image-opts", target] if image_opts else ["qemu-io", "-f", "raw", target]
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.chunks = set()
 
