@@ -148,7 +148,12 @@ rct::daemon::export_addresses set_up_listeners(const daemon_config& cfg, rct::da
                 listener.adopt_listening(from->take_fd(s.fd));
             }
         }
-        addrs.unix_socket = cfg.nbd_socket.string();
+        // As the previous rctd knew it: its own socket, or none it could name
+        // (socket activation).
+        std::error_code ec;
+        if (std::filesystem::is_socket(cfg.nbd_socket, ec)) {
+            addrs.unix_socket = cfg.nbd_socket.string();
+        }
     } else {
         char** names = nullptr;
         const int activated = sd_listen_fds_with_names(1, &names);
