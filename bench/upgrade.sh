@@ -13,10 +13,10 @@
 # Usage: bench/upgrade.sh [--quick] [--variants nbd,big,conns,dirty]
 #                         [--peer RCTD] [--out FILE]
 # Environment: RCT_UPGRADE_COUNT (upgrades per variant, 30), _ROUNDS (3),
-#   _GAP_MS (500), _BUSY (4), _QD (8), _RATE (1000 requests/s per busy
+#   _GAP_MS (300), _BUSY (4), _QD (8), _RATE (1000 requests/s per busy
 #   connection, 0 = unlimited), _WRITE_PCT (50), _REGION (32M), _SIZE (1G),
-#   _IDLE (64), _DIRTY (256M), _BIG_SIZE (1T), _GRANULARITY (64K),
-#   _CHECKPOINTS (200), _SEAL_WRITES (500), _LIVE_WRITES (100000);
+#   _IDLE (64), _DIRTY (128M), _BIG_SIZE (1T), _GRANULARITY (64K),
+#   _CHECKPOINTS (200), _SEAL_WRITES (250), _LIVE_WRITES (100000);
 #   RCT_BENCH_DIR (default /var/tmp), RCTD, RCTCTL.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

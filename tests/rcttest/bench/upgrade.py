@@ -22,7 +22,7 @@ read checked against the last acknowledged write of its block; every
 request's issue and completion times (CLOCK_MONOTONIC) are kept. Rounds
 alternate the variants (reversed every other round: the machine drifts).
 In a round, a variant's load runs, and every GAP_MS (at least twice the
-last call, plus 200 ms) one `rctctl --json upgrade` runs. Per upgrade:
+last call, plus 100 ms) one `rctctl --json upgrade` runs. Per upgrade:
 
   pause     the longest any request took among those in flight at some
             moment between the call's start and its end (issued before the
@@ -71,7 +71,7 @@ MIB = 1 << 20
 SETTINGS = {
     "COUNT": (30, 6, "upgrades per variant"),
     "ROUNDS": (3, 2, "rounds the upgrades are split into"),
-    "GAP_MS": (500, 400, "time between upgrades (ms)"),
+    "GAP_MS": (300, 300, "time between upgrades (ms)"),
     "BUSY": (4, 4, "busy connections"),
     "QD": (8, 8, "requests in flight per busy connection, at most"),
     "RATE": (1000, 1000, "requests per second per busy connection (0: as fast as it goes)"),
@@ -79,11 +79,11 @@ SETTINGS = {
     "REGION": ("32M", "8M", "bytes each busy connection reads and writes"),
     "SIZE": ("1G", "256M", "size of the nbd and conns variants' disk"),
     "IDLE": (64, 16, "idle connections of the conns variant"),
-    "DIRTY": ("256M", "128M", "what the dirty variant writes, never flushed, before each upgrade"),
+    "DIRTY": ("128M", "64M", "what the dirty variant writes, never flushed, before each upgrade"),
     "BIG_SIZE": ("1T", "1T", "size of the big variant's disk"),
     "GRANULARITY": ("64K", "64K", "the big disk's chunk size"),
     "CHECKPOINTS": (200, 50, "checkpoints of the big disk"),
-    "SEAL_WRITES": (500, 200, "scattered 4 KiB writes in each of its sealed epochs"),
+    "SEAL_WRITES": (250, 100, "scattered 4 KiB writes in each of its sealed epochs"),
     "LIVE_WRITES": (100000, 20000, "scattered 4 KiB writes in its live epoch"),
 }
 VARIANTS = ("nbd", "big", "conns", "dirty")
@@ -560,7 +560,7 @@ def run_round(v, n, gap_s):
         u = v.d.upgrade(v.connections())
         ups.append(u)
         # Room for a baseline window as long as the call, well clear of it.
-        time.sleep(max(gap_s, 2 * (u["t1"] - u["t0"]) / 1e9 + 0.2))
+        time.sleep(max(gap_s, 2 * (u["t1"] - u["t0"]) / 1e9 + 0.1))
     t_end = time.monotonic_ns()
     reqs = v.load.pause()
     if not reqs:
@@ -652,7 +652,7 @@ def stat_cell(values):
     v = [x for x in values if x is not None]
     if not v:
         return "n/a"
-    return f"{statistics.median(v):.1f} / {pct(v, 99):.1f} / {max(v):.1f}"
+    return f"{min(v):.0f} / {statistics.median(v):.0f} / {pct(v, 99):.0f} / {max(v):.0f}"
 
 
 def report(results, s):
@@ -668,8 +668,8 @@ def report(results, s):
                    f"| {stat_cell(col['held_ms'])} | {stat_cell(col['took_ms'])} | {stat_cell(col['wall_ms'])} "
                    f"| {stat_cell(col['freeze_ms'])} | {statistics.median(res['iops']):.0f} |")
     out.append("")
-    out.append("Cells: median / p99 / max over the upgrades (nearest rank: with fewer than 100 upgrades p99 is "
-               "the largest).")
+    out.append("Cells: min / median / p99 / max over the upgrades (p99 by nearest rank: with fewer than 100 "
+               "upgrades it is the largest). The min is what an upgrade costs when nothing else gets in the way.")
     for name, res in results.items():
         if res["kind"] == "nbd":
             p99 = pct([u["pause_ms"] for rnd in res["rounds"] for u in rnd], 99)
@@ -773,8 +773,11 @@ def main(argv=None):
         shutil.rmtree(w, ignore_errors=True)
 
 
+STARTED = time.monotonic()
+
+
 def log(msg):
-    print(f"[upgrade] {msg}", file=sys.stderr, flush=True)
+    print(f"[upgrade {time.monotonic() - STARTED:5.0f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def run(kinds, builds, s, w, rctctl, variants):
@@ -784,6 +787,7 @@ def run(kinds, builds, s, w, rctctl, variants):
             name = kind if build == "rctd" else f"{kind}-{build}"
             variants[name] = Variant(kind, name, s, w, rctd, rctctl, 1000 * (i + 1))
             variants[name].set_up()
+            log(f"{name}: set up")
     names = list(variants)
     results = {name: {"kind": variants[name].kind, "rounds": [], "iops": []} for name in names}
     per_round = [s["COUNT"] // s["ROUNDS"] + (r < s["COUNT"] % s["ROUNDS"]) for r in range(s["ROUNDS"])]
