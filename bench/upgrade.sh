@@ -3,14 +3,15 @@
 # long it takes: the longest any request waited across an upgrade (the
 # pause) against the normal tail, and the daemon's held_ms and took_ms, over
 # N upgrades under load, for a small disk (nbd), a 1 TiB disk with many
-# checkpoints and a large change map (big), many idle connections beside
-# the busy ones (conns), and unflushed writes in the page cache (dirty), in
-# alternating rounds; with --peer, the same on a second build, alternating.
+# checkpoints and a large change map (big) and many idle connections beside
+# the busy ones (conns), in alternating rounds; on request also with
+# unflushed writes in the page cache (dirty); with --peer, the same on a
+# second build, alternating. A default run takes 2-4 minutes.
 # Every upgrade must succeed and move every connection; the load must see
 # no error, no wrong data and no reconnect. Bar (issue): NBD pause <= 100 ms
 # at the 99th percentile of upgrades. Details: tests/rcttest/bench/upgrade.py.
 #
-# Usage: bench/upgrade.sh [--quick] [--variants nbd,big,conns,dirty]
+# Usage: bench/upgrade.sh [--quick] [--variants nbd,big,conns[,dirty]]
 #                         [--peer RCTD] [--out FILE]
 # Environment: RCT_UPGRADE_COUNT (upgrades per variant, 30), _ROUNDS (3),
 #   _GAP_MS (300), _BUSY (4), _QD (8), _RATE (1000 requests/s per busy

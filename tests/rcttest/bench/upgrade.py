@@ -8,9 +8,9 @@ closes or opens another's disks:
          CHECKPOINTS checkpoints, each epoch holding SEAL_WRITES scattered
          4 KiB writes, and LIVE_WRITES more in the live epoch (a large map)
   conns  like nbd, with IDLE more connections open that ask nothing
-  dirty  like nbd, with DIRTY bytes written (acknowledged, never flushed)
-         through one more connection just before each upgrade: what the
-         page cache may hold when an upgrade comes
+  dirty  (only if asked for) like nbd, with DIRTY bytes written
+         (acknowledged, never flushed) through one more connection just
+         before each upgrade: what the page cache may hold when one comes
 With --peer RCTD, every variant also runs on that build (rows KIND-peer),
 alternating with the first.
 
@@ -41,8 +41,8 @@ end, a region differs from its last acknowledged writes, or the big disk's
 checkpoints or changes differ after the upgrades.
 
 Run as `/usr/bin/python3 -m rcttest.bench.upgrade [--quick] [--variants
-nbd,big,conns,dirty] [--peer RCTD] [--out FILE]` (bench/upgrade.sh); sizes
-and counts are RCT_UPGRADE_* environment variables (SETTINGS).
+nbd,big,conns[,dirty]] [--peer RCTD] [--out FILE]` (bench/upgrade.sh);
+sizes and counts are RCT_UPGRADE_* environment variables (SETTINGS).
 """
 import argparse
 import ctypes
@@ -87,6 +87,7 @@ SETTINGS = {
     "LIVE_WRITES": (100000, 20000, "scattered 4 KiB writes in its live epoch"),
 }
 VARIANTS = ("nbd", "big", "conns", "dirty")
+DEFAULT_VARIANTS = ("nbd", "big", "conns")
 
 
 class BenchError(Exception):
@@ -714,7 +715,8 @@ def parse(argv):
     """(arguments, the kinds of variant, the settings)."""
     ap = argparse.ArgumentParser(prog="bench/upgrade.sh", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer upgrades, smaller disks (under a minute)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="of " + ",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help=f"of {','.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
     ap.add_argument("--peer", metavar="RCTD", help="also run every variant on this rctd (another build), "
                     "alternating with RCTD; rows named KIND-peer")
     ap.add_argument("--out", help="the results file (default build/bench/upgrade-DATE.md)")
