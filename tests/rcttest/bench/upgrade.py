@@ -33,7 +33,8 @@ last call, plus 100 ms) one `rctctl --json upgrade` runs. Per upgrade:
   took_ms   the daemon's: the call's arrival to the new rctd's
             confirmation that it serves (just after the commit)
   freeze    from the old rctd's log ("frozen N NBD connection(s) in X
-            ms"): freezing the connections and closing the disks
+            ms (Y ms of it closing the disks)"): freezing the connections
+            and closing the disks, and the latter alone
 
 Fails (exit 1) when an upgrade fails or does not move every connection, a
 request fails or reads wrong data, a connection is not the same one at the
@@ -50,6 +51,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -88,6 +90,9 @@ SETTINGS = {
 }
 VARIANTS = ("nbd", "big", "conns", "dirty")
 DEFAULT_VARIANTS = ("nbd", "big", "conns")
+
+
+FROZEN = re.compile(r"upgrade: frozen \d+ NBD connection\(s\) in (\d+) ms(?: \((\d+) ms of it closing the disks\))?")
 
 
 class BenchError(Exception):
@@ -188,18 +193,22 @@ class Daemon:
         if j["connections"] != connections:
             raise BenchError(f"{self.name}: the upgrade moved {j['connections']} NBD connection(s), "
                              f"not {connections}:\n{self.log_tail()}")
-        return {"t0": t0, "t1": t1, "held_ms": j["held_ms"], "took_ms": j["took_ms"],
-                "freeze_ms": self.freeze_ms()}
+        freeze, closing = self.freeze_log()
+        return {"t0": t0, "t1": t1, "held_ms": j["held_ms"], "took_ms": j["took_ms"], "freeze_ms": freeze,
+                "close_ms": closing}
 
-    def freeze_ms(self):
-        """The old rctd's "frozen N NBD connection(s) in X ms" since the last call."""
+    def freeze_log(self):
+        """The old rctd's "frozen N NBD connection(s) in X ms (Y ms of it
+        closing the disks)" since the last call: (X, Y), None where absent."""
         with open(self.log_path, errors="replace") as f:
             f.seek(self.log_pos)
             text = f.read()
             self.log_pos = f.tell()
-        found = [line.rsplit(" in ", 1)[1].split()[0] for line in text.splitlines()
-                 if "upgrade: frozen" in line and " in " in line]
-        return float(found[-1]) if found else None
+        found = FROZEN.findall(text)
+        if not found:
+            return None, None
+        x, y = found[-1]
+        return float(x), float(y) if y else None
 
     def stop(self):
         if self.pid is None:
@@ -659,15 +668,17 @@ def stat_cell(values):
 def report(results, s):
     out = []
     out.append("| variant | upgrades | client pause ms | baseline ms | held_ms | took_ms | rctctl call ms "
-               "| freeze ms (log) | load IOPS |")
-    out.append("|---|---:|---|---|---|---|---|---|---:|")
+               "| freeze ms (log) | of it closing the disks | load IOPS |")
+    out.append("|---|---:|---|---|---|---|---|---|---|---:|")
     for name, res in results.items():
         ups = [u for rnd in res["rounds"] for u in rnd]
-        col = {k: [u[k] for u in ups] for k in ("pause_ms", "base_ms", "held_ms", "took_ms", "wall_ms", "freeze_ms")}
+        col = {k: [u[k] for u in ups]
+               for k in ("pause_ms", "base_ms", "held_ms", "took_ms", "wall_ms", "freeze_ms", "close_ms")}
         label = describe(res["kind"], s) + ("" if name == res["kind"] else f" [{name}]")
         out.append(f"| {label} | {len(ups)} | {stat_cell(col['pause_ms'])} | {stat_cell(col['base_ms'])} "
                    f"| {stat_cell(col['held_ms'])} | {stat_cell(col['took_ms'])} | {stat_cell(col['wall_ms'])} "
-                   f"| {stat_cell(col['freeze_ms'])} | {statistics.median(res['iops']):.0f} |")
+                   f"| {stat_cell(col['freeze_ms'])} | {stat_cell(col['close_ms'])} "
+                   f"| {statistics.median(res['iops']):.0f} |")
     out.append("")
     out.append("Cells: min / median / p99 / max over the upgrades (p99 by nearest rank: with fewer than 100 "
                "upgrades it is the largest). The min is what an upgrade costs when nothing else gets in the way.")
