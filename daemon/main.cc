@@ -241,7 +241,14 @@ std::vector<resumable> resolve_connections(rct::disk_registry& reg, rct::daemon:
     for (auto& c : from.st.connections) {
         resumable r{{std::move(c.state), from.take_fd(c.fd)}, {}};
         if (r.conn.state.at == rct::nbd::phase::transmission) {
-            r.exp = resolve_export(reg, r.conn.state.export_name);
+            try {
+                r.exp = resolve_export(reg, r.conn.state.export_name);
+            } catch (const std::exception& e) {
+                // Its snapshot became invalid, say: that client loses its
+                // connection, as it would have lost its export; the rest move.
+                rct::log::warn("{}: not taken over: {}", r.conn.state.peer, e.what());
+                continue;
+            }
         }
         out.push_back(std::move(r));
     }
@@ -364,11 +371,13 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
                                 [&box](rct::daemon::upgrade_call c) { return box.submit(std::move(c)); },
                                 std::move(inherited));
     store_control_sockets(api);
-    resume_connections(resumed, workers, slots);
-    listener.start();
+    // SERVING is the last word to the old daemon, before any client is
+    // touched: up to here a failure is reported (FAIL) and rolled back.
     if (from) {
         upgrade::report_serving(*from);
     }
+    resume_connections(resumed, workers, slots);
+    listener.start();
     ublk.recover(cfg.ublk);
     rct::log::notice("rctd ready: {} disk(s), {} worker(s), state dir {}, control socket {}",
                      registry.list().size(), workers.size(), cfg.state_dir.string(), cfg.control_socket.string());

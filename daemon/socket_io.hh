@@ -126,6 +126,11 @@ public:
         if (b_.size() >= need_) {
             return static_cast<long>(b_.size());
         }
+        // End of file or an error wins over a stop: a closed connection is
+        // closed, not frozen.
+        if (ended_ && result_ != -ECANCELED) {
+            return result_;
+        }
         return stop_ ? -ECANCELED : result_;
     }
 
@@ -140,6 +145,7 @@ public:
             }
         }
         result_ = res;
+        ended_ = res <= 0;
         waiter_.resume();
     }
 
@@ -160,6 +166,7 @@ private:
     const bool& stop_;
     completion** pending_;
     int result_ = 0;
+    bool ended_ = false;  // a receive returned end of file or an error
     std::coroutine_handle<> waiter_;
 };
 

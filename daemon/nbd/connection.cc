@@ -195,6 +195,11 @@ void connection::cut_off() noexcept
     // A send into a full buffer or a recv may not wake for the shutdown
     // alone; cancelling every operation on the socket ends them for sure.
     io_uring_prep_cancel_fd(worker_.ring().sqe(nullptr), sock_.get(), IORING_ASYNC_CANCEL_ALL);
+    if (!sending_) {
+        // Replies queued behind sends a freeze stopped have no send left
+        // to drop them.
+        drop_send_queue();
+    }
     maybe_finish();
 }
 
@@ -784,6 +789,21 @@ void connection::enqueue(request& rq) noexcept
     send_tail_ = &rq;
     ++queued_;
     send_more();
+    if (send_stopped_) {
+        maybe_frozen();  // a reply that finished after the sends stopped moves with the state
+    }
+}
+
+void connection::drop_send_queue() noexcept
+{
+    while (send_head_ != nullptr) {
+        request* rq = send_head_;
+        send_head_ = rq->next;
+        --queued_;
+        release(*rq);
+    }
+    send_tail_ = nullptr;
+    head_sent_ = 0;
 }
 
 void connection::send_more() noexcept
@@ -825,14 +845,7 @@ void connection::on_sent(int res) noexcept
             log::debug("{}: send failed: {}", peer_, std::strerror(-res));
         }
         broken_ = true;
-        while (send_head_ != nullptr) {
-            request* rq = send_head_;
-            send_head_ = rq->next;
-            --queued_;
-            release(*rq);
-        }
-        send_tail_ = nullptr;
-        head_sent_ = 0;
+        drop_send_queue();
     } else {
         std::size_t left = static_cast<std::size_t>(res);
         while (left > 0 && send_head_ != nullptr) {

@@ -134,6 +134,7 @@ private:
     void reply_error(request& rq, std::uint32_t nbd_error) noexcept;
     void enqueue(request& rq) noexcept;
     void send_more() noexcept;
+    void drop_send_queue() noexcept;
     void on_sent(int res) noexcept;
     request* take_request() noexcept;
     void release(request& rq) noexcept;

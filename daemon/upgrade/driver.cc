@@ -242,8 +242,14 @@ frozen freeze(serving_parts& p)
 std::string own_path()
 {
     std::error_code ec;
-    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-    return ec ? std::string("/usr/sbin/rctd") : p.string();
+    std::string p = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    // After a rollback the running file may have been replaced since: the
+    // path, not the old file, is what the next upgrade runs.
+    constexpr std::string_view deleted = " (deleted)";
+    if (p.size() > deleted.size() && p.ends_with(deleted)) {
+        p.resize(p.size() - deleted.size());
+    }
+    return ec ? std::string("/usr/sbin/rctd") : p;
 }
 
 mailbox::mailbox() : event_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))
@@ -353,11 +359,19 @@ upgrade_refusal run_upgrade(serving_parts& p, upgrade_call call)
         roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", e.what(), how));
     }
 
-    // Committed: the new daemon serves whatever happens now.
+    // Committed. The new daemon sends FAIL only before it has touched a
+    // client (docs/upgrade.md): then the state is still ours to take back.
+    // Anything else and it serves, or will be restarted.
     std::int64_t held_ns = -1;
     try {
-        if (auto m = receive(channel.get(), clock::now() + std::chrono::seconds(10));
-            m && m->type == msg::serving && m->payload.size() == 8) {
+        auto m = receive(channel.get(), clock::now() + std::chrono::seconds(10));
+        if (m && m->type == msg::fail) {
+            const std::string why = "the new rctd failed after the commit, before serving: " +
+                                    std::string(m->payload.begin(), m->payload.end());
+            const std::string how = kill_child(pid);
+            roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", why, how));
+        }
+        if (m && m->type == msg::serving && m->payload.size() == 8) {
             held_ns = persist::load_le<std::int64_t>(m->payload.data());
         }
     } catch (const std::exception& e) {

@@ -279,6 +279,9 @@ std::optional<message> receive(int sock, std::chrono::steady_clock::time_point d
     do {
         n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == ECONNRESET) {
+        return std::nullopt;  // the peer ended with our message unread: gone all the same
+    }
     if (n < 0) {
         throw_errno("hand-over channel: receive", errno);
     }

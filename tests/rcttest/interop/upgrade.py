@@ -21,6 +21,7 @@ given binaries, and then check:
 import argparse
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -394,6 +395,33 @@ def midway(argv):
         print("   d: an oversized option drained across the upgrade, then refused ERR_TOO_BIG")
     for x in (a, b, c, d):
         x.close()
+
+    # f. A client that sent READs, half-closed and reads nothing: its
+    # reader has ended, its replies cannot leave. It must not hold the
+    # freeze (it is cut off at twice the grace; it once hung it for good).
+    f = rawnbd.conn(sock)
+    rawnbd.go(f, disk)
+    f.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    for i in range(64):
+        rawnbd.request(f, rawnbd.CMD_READ, 0, 1 << 20, 100 + i)
+    f.shutdown(socket.SHUT_WR)
+    # g. A client of a snapshot deleted under it (--force): its export
+    # cannot be taken over; that connection closes, the upgrade goes on.
+    p = rctctl_run(rctctl, state, "snapshot", disk, "--name", "gone")
+    if p.returncode != 0:
+        sys.exit("snapshot: " + p.stderr)
+    g = rawnbd.conn(sock)
+    rawnbd.go(g, disk + "@gone")
+    p = rctctl_run(rctctl, state, "snapshot-delete", disk, "gone", "--force")
+    if p.returncode != 0:
+        sys.exit("snapshot-delete --force: " + p.stderr)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    up()
+    print("   f, g: a client that reads nothing and one whose snapshot is gone: the upgrade took %.1f s" % (
+        time.monotonic() - t0))
+    f.close()
+    g.close()
     if problems.items:
         sys.exit("%d problem(s)" % len(problems.items))
 
