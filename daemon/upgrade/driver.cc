@@ -295,6 +295,104 @@ void mailbox::answer(upgrade_refusal r)
     }
 }
 
+namespace {
+
+// The new daemon, started and past its HELLO.
+struct child {
+    pid_t pid = -1;
+    unique_fd channel;
+    hello h;
+};
+
+// Starts exe and waits for its HELLO. Until the state is sent, a failure
+// costs nothing but the attempt: the refusal says why.
+std::optional<child> start_new(serving_parts& p, const std::string& exe, clock::time_point deadline,
+                               upgrade_refusal& why)
+{
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        why = refusal(fmt::format("socketpair: {}", std::strerror(errno)));
+        return std::nullopt;
+    }
+    child c;
+    c.channel = unique_fd(sv[0]);
+    unique_fd theirs(sv[1]);
+    try {
+        c.pid = spawn(exe, child_args(p.launch, exe, theirs.get()), theirs.get());
+    } catch (const std::exception& e) {
+        why = refusal(e.what());
+        return std::nullopt;
+    }
+    theirs.reset();
+    log::notice("upgrade: started {} as pid {}", exe, c.pid);
+    try {
+        auto m = receive(c.channel.get(), deadline);
+        if (!m) {
+            why = refusal(fmt::format("the new rctd ended before it said hello ({})", kill_child(c.pid)));
+            return std::nullopt;
+        }
+        if (m->type != msg::hello) {
+            kill_child(c.pid);
+            why = refusal("the new rctd did not begin with hello");
+            return std::nullopt;
+        }
+        c.h = decode_hello(m->payload);
+    } catch (const std::exception& e) {
+        const std::string how = kill_child(c.pid);
+        why = refusal(fmt::format("{} (the new rctd: {})", e.what(), how));
+        return std::nullopt;
+    }
+    return c;
+}
+
+// Sends the frozen state and commits once the new daemon is ready; any
+// failure before that rolls back (and does not return).
+void hand_over(serving_parts& p, frozen& f, child& c, upgrade_call& call, clock::time_point deadline)
+{
+    try {
+        send_state(c.channel.get(), f.st, f.fds);
+        auto m = receive(c.channel.get(), deadline);
+        if (!m) {
+            throw error(errc::io_error, "the new rctd ended before it was ready");
+        }
+        if (m->type == msg::fail) {
+            throw error(errc::io_error, "the new rctd gave up: " + std::string(m->payload.begin(), m->payload.end()));
+        }
+        if (m->type != msg::ready) {
+            throw error(errc::io_error, "the new rctd sent something else than ready");
+        }
+        send(c.channel.get(), msg::commit, {});
+    } catch (const std::exception& e) {
+        const std::string how = kill_child(c.pid);
+        roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", e.what(), how));
+    }
+}
+
+// Committed. The new daemon sends FAIL only before it has touched a client
+// (docs/upgrade.md): then the state is still ours to take back. Anything
+// else and it serves, or will be restarted. Returns how long I/O was held
+// (-1: not reported).
+std::int64_t await_serving(serving_parts& p, frozen& f, child& c, upgrade_call& call)
+{
+    try {
+        auto m = receive(c.channel.get(), clock::now() + std::chrono::seconds(10));
+        if (m && m->type == msg::fail) {
+            const std::string why = "the new rctd failed after the commit, before serving: " +
+                                    std::string(m->payload.begin(), m->payload.end());
+            const std::string how = kill_child(c.pid);
+            roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", why, how));
+        }
+        if (m && m->type == msg::serving && m->payload.size() == 8) {
+            return persist::load_le<std::int64_t>(m->payload.data());
+        }
+    } catch (const std::exception& e) {
+        log::warn("upgrade: committed, but the new rctd did not confirm it serves: {}", e.what());
+    }
+    return -1;
+}
+
+}  // namespace
+
 upgrade_refusal run_upgrade(serving_parts& p, upgrade_call call)
 {
     const auto started = clock::now();
@@ -303,89 +401,28 @@ upgrade_refusal run_upgrade(serving_parts& p, upgrade_call call)
     if (auto why = check_binary(exe); !why.empty()) {
         return refusal(why);
     }
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-        return refusal(fmt::format("socketpair: {}", std::strerror(errno)));
-    }
-    unique_fd channel(sv[0]);
-    unique_fd theirs(sv[1]);
-    pid_t pid;
-    try {
-        pid = spawn(exe, child_args(p.launch, exe, theirs.get()), theirs.get());
-    } catch (const std::exception& e) {
-        return refusal(e.what());
-    }
-    theirs.reset();
-    log::notice("upgrade: started {} as pid {}", exe, pid);
-
-    // Until the state is sent, a failure costs nothing but the attempt.
-    hello h;
-    try {
-        auto m = receive(channel.get(), deadline);
-        if (!m) {
-            return refusal(fmt::format("the new rctd ended before it said hello ({})", kill_child(pid)));
-        }
-        if (m->type != msg::hello) {
-            kill_child(pid);
-            return refusal("the new rctd did not begin with hello");
-        }
-        h = decode_hello(m->payload);
-    } catch (const std::exception& e) {
-        const std::string how = kill_child(pid);
-        return refusal(fmt::format("{} (the new rctd: {})", e.what(), how));
+    upgrade_refusal why;
+    std::optional<child> c = start_new(p, exe, deadline, why);
+    if (!c) {
+        return why;
     }
     if (!p.api.pause(deadline)) {
-        kill_child(pid);
+        kill_child(c->pid);
         return refusal("a management call was still running at --ready-timeout");
     }
 
     frozen f = freeze(p);
-    try {
-        send_state(channel.get(), f.st, f.fds);
-        auto m = receive(channel.get(), deadline);
-        if (!m) {
-            throw error(errc::io_error, "the new rctd ended before it was ready");
-        }
-        if (m->type == msg::fail) {
-            throw error(errc::io_error,
-                        "the new rctd gave up: " + std::string(m->payload.begin(), m->payload.end()));
-        }
-        if (m->type != msg::ready) {
-            throw error(errc::io_error, "the new rctd sent something else than ready");
-        }
-        send(channel.get(), msg::commit, {});
-    } catch (const std::exception& e) {
-        const std::string how = kill_child(pid);
-        roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", e.what(), how));
-    }
-
-    // Committed. The new daemon sends FAIL only before it has touched a
-    // client (docs/upgrade.md): then the state is still ours to take back.
-    // Anything else and it serves, or will be restarted.
-    std::int64_t held_ns = -1;
-    try {
-        auto m = receive(channel.get(), clock::now() + std::chrono::seconds(10));
-        if (m && m->type == msg::fail) {
-            const std::string why = "the new rctd failed after the commit, before serving: " +
-                                    std::string(m->payload.begin(), m->payload.end());
-            const std::string how = kill_child(pid);
-            roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", why, how));
-        }
-        if (m && m->type == msg::serving && m->payload.size() == 8) {
-            held_ns = persist::load_le<std::int64_t>(m->payload.data());
-        }
-    } catch (const std::exception& e) {
-        log::warn("upgrade: committed, but the new rctd did not confirm it serves: {}", e.what());
-    }
-    sd_notifyf(0, "MAINPID=%d\nSTATUS=handed over to pid %d", pid, pid);
+    hand_over(p, f, *c, call, deadline);
+    const std::int64_t held_ns = await_serving(p, f, *c, call);
+    sd_notifyf(0, "MAINPID=%d\nSTATUS=handed over to pid %d", c->pid, c->pid);
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
-    log::notice("upgrade: handed over to pid {} (version {}); I/O held {} ms; exiting", pid, h.version,
+    log::notice("upgrade: handed over to pid {} (version {}); I/O held {} ms; exiting", c->pid, c->h.version,
                 held_ns / 1000000);
     if (call.requester) {
         answer_http(call.requester.get(), 200,
                     json{{"upgraded", true},
                          {"old", {{"pid", ::getpid()}, {"version", RCT_VERSION}}},
-                         {"new", {{"pid", pid}, {"version", h.version}}},
+                         {"new", {{"pid", c->pid}, {"version", c->h.version}}},
                          {"connections", f.conns.size()},
                          {"held_ms", held_ns < 0 ? json(nullptr) : json(static_cast<double>(held_ns) / 1e6)},
                          {"took_ms", took}});
