@@ -35,6 +35,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -133,6 +134,32 @@ const char* resolve_memory(daemon_config& cfg, const std::string& budget, const 
 }
 
 int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, rct::daemon::upgrade::takeover* from);
+
+// When serve() fails after opening the disks, seals them on the way out,
+// once the workers (declared after it) have gone: nothing serves them any
+// more. The next opener, a rolled-back upgrade's daemon above all (the old
+// one sealed them before the hand-over), then finds them as after a clean
+// stop, not as after a crash.
+class seal_on_failure {
+public:
+    explicit seal_on_failure(rct::disk_registry& reg) : reg_(reg) {}
+    seal_on_failure(const seal_on_failure&) = delete;
+    seal_on_failure& operator=(const seal_on_failure&) = delete;
+    ~seal_on_failure()
+    {
+        if (std::uncaught_exceptions() > unwinding_) {
+            try {
+                reg_.close_all();
+            } catch (const std::exception& e) {
+                rct::log::error("closing the disks after a failed start: {}", e.what());
+            }
+        }
+    }
+
+private:
+    rct::disk_registry& reg_;
+    const int unwinding_ = std::uncaught_exceptions();
+};
 
 // The listening sockets: handed over by the previous rctd, passed by
 // systemd (the NBD socket of rctd.socket, and after a crash restart the
@@ -333,6 +360,7 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     opts.tracker.persist_interval = std::chrono::milliseconds(cfg.persist_interval_ms);
     opts.snapshots.store_limit = cfg.snapshot_store_limit;
     rct::disk_registry registry(cfg.state_dir, opts);
+    const seal_on_failure sealer(registry);
 
     // Before the workers: connections (and adopt tasks) they still own when
     // they go hand their slots back to it.

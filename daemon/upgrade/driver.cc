@@ -24,6 +24,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 extern char** environ;
 
@@ -113,12 +114,26 @@ std::string exit_text(int status)
     return "stopped";
 }
 
-// Ends the new daemon for good; returns how it ended.
-std::string kill_child(pid_t pid)
+// How long a new daemon that gave up (or closed the channel) may take to
+// exit on its own: its unwinding closes the disks it opened. Killed half
+// way, it would leave them unsealed, and the rolled-back daemon would
+// recover their change tracking as after a crash.
+constexpr std::chrono::milliseconds exit_grace{5000};
+
+// Ends the new daemon for good, after up to `grace` for it to exit by
+// itself; returns how it ended.
+std::string kill_child(pid_t pid, std::chrono::milliseconds grace = std::chrono::milliseconds(0))
 {
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-        return exit_text(status);
+    const auto until = clock::now() + grace;
+    for (;;) {
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+            return exit_text(status);
+        }
+        if (clock::now() >= until) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ::kill(pid, SIGKILL);
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -328,7 +343,8 @@ std::optional<child> start_new(serving_parts& p, const std::string& exe, clock::
     try {
         auto m = receive(c.channel.get(), deadline);
         if (!m) {
-            why = refusal(fmt::format("the new rctd ended before it said hello ({})", kill_child(c.pid)));
+            why = refusal(
+                fmt::format("the new rctd ended before it said hello ({})", kill_child(c.pid, exit_grace)));
             return std::nullopt;
         }
         if (m->type != msg::hello) {
@@ -349,9 +365,11 @@ std::optional<child> start_new(serving_parts& p, const std::string& exe, clock::
 // failure before that rolls back (and does not return).
 void hand_over(serving_parts& p, frozen& f, child& c, upgrade_call& call, clock::time_point deadline)
 {
+    bool ending = false;  // the new rctd said it ends: let it close its disks
     try {
         send_state(c.channel.get(), f.st, f.fds);
         auto m = receive(c.channel.get(), deadline);
+        ending = !m || m->type == msg::fail;
         if (!m) {
             throw error(errc::io_error, "the new rctd ended before it was ready");
         }
@@ -363,7 +381,7 @@ void hand_over(serving_parts& p, frozen& f, child& c, upgrade_call& call, clock:
         }
         send(c.channel.get(), msg::commit, {});
     } catch (const std::exception& e) {
-        const std::string how = kill_child(c.pid);
+        const std::string how = kill_child(c.pid, ending ? exit_grace : std::chrono::milliseconds(0));
         roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", e.what(), how));
     }
 }
@@ -379,7 +397,7 @@ std::int64_t await_serving(serving_parts& p, frozen& f, child& c, upgrade_call& 
         if (m && m->type == msg::fail) {
             const std::string why = "the new rctd failed after the commit, before serving: " +
                                     std::string(m->payload.begin(), m->payload.end());
-            const std::string how = kill_child(c.pid);
+            const std::string how = kill_child(c.pid, exit_grace);
             roll_back(p, f, std::move(call.requester), fmt::format("{} ({})", why, how));
         }
         if (m && m->type == msg::serving && m->payload.size() == 8) {

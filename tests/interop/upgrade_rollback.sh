@@ -2,7 +2,8 @@
 # Live upgrades that fail (docs/upgrade.md, "Rollback"): new binaries that
 # exit at once, hang without a word past --ready-timeout, speak an unknown
 # hand-over version, die after taking part of the state, take it all and
-# never report ready, or answer garbage (rcttest/interop/fake_rctd.py). Each
+# never report ready, or answer garbage (rcttest/interop/fake_rctd.py), and
+# a real rctd that fails its takeover after opening the disks. Each
 # time `rctctl upgrade` must exit 9, the same pid must serve on, and the
 # clients of disk t (two libnbd handles, a snapshot reader, a qemu-io
 # session; rcttest/interop/upgrade.py drive) must carry on without an error
@@ -21,6 +22,14 @@ for m in "${modes[@]}"; do
     chmod 0755 "$T/fake-$m"
     bad+=("$T/fake-$m")
 done
+# A real rctd that gives up in its takeover after it opened the disks: a
+# descriptor limit below --fd-reserve. It must leave them sealed, or the
+# rolled-back daemon recovers their tracking as after a crash (the exact
+# changes check below would see the excess).
+printf '#!/bin/sh\nulimit -n 256\nexec %s "$@"\n' "$RCTD" >"$T/rctd-lowfd"
+chmod 0755 "$T/rctd-lowfd"
+modes+=(lowfd)
+bad+=("$T/rctd-lowfd")
 
 say "a binary others may write is refused before anything stops"
 install -m 0775 "$RCTD" "$T/rctd-writable"
