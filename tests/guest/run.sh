@@ -67,7 +67,7 @@ check_requirements() {
     need=$(sed -n 's/^# requires-rctctl: *//p' "$here/scenarios/$SCENARIO.sh")
     [[ -n "$need" ]] || return 0
     "$RCTCTL" --help 2>/dev/null | grep -qE "^ +$need( |$)" ||
-        skip "rctd has no ublk frontend yet (rctctl --help lists no '$need' command)"
+        skip "this rctctl has no '$need' command (rctctl --help lists none)"
 }
 
 check_host
