@@ -231,6 +231,9 @@ void frontend::stop_and_delete(device& dev)
     control ctrl;
     const std::uint32_t id = dev.info.dev_id;
     bool stopped = true;
+    for (auto& q : dev.queues) {
+        q->expect_abort();
+    }
     try {
         ctrl.stop_dev(id);
     } catch (const error& e) {

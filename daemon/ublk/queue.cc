@@ -95,7 +95,18 @@ void queue::on_command(slot& s, int res) noexcept
         log::error("ublk {} queue {} tag {}: command failed: {}", disk_->name(), shape_.id, s.tag,
                    res < 0 ? std::strerror(-res) : "unexpected result");
     }
-    if (++aborted_ == shape_.depth && on_finished_) {
+    if (++aborted_ < shape_.depth) {
+        return;
+    }
+    if (!stopping_ && !abort_expected_.load(std::memory_order_relaxed)) {
+        // Nobody here stopped the device: the driver quiesced it under a
+        // serving rctd. Linux 6.12 can, when a quiesce queued while the
+        // previous rctd's rings went away runs only after this rctd's
+        // recovery (docs/reliability.md). Its I/O is held from now on.
+        log::error("ublk {} queue {}: the kernel aborted every tag while rctd serves the device; its I/O is held",
+                   disk_->name(), shape_.id);
+    }
+    if (on_finished_) {
         on_finished_();
     }
 }

@@ -23,6 +23,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -52,6 +53,8 @@ public:
     // The daemon is exiting: requests that arrive from now on are left
     // with the driver, which re-issues them to the next rctd (recovery).
     void stop() noexcept { stopping_ = true; }
+    // Any thread, before STOP_DEV: the aborts that follow are ours.
+    void expect_abort() noexcept { abort_expected_.store(true, std::memory_order_relaxed); }
     // Requests in the backend right now.
     unsigned busy() const noexcept { return busy_; }
 
@@ -73,6 +76,7 @@ private:
     unsigned busy_ = 0;
     unsigned aborted_ = 0;
     bool stopping_ = false;
+    std::atomic<bool> abort_expected_{false};
 };
 
 }  // namespace rct::daemon::ublk
