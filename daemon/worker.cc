@@ -31,6 +31,11 @@ worker::worker(unsigned index, const daemon_config& config, disk_registry& regis
 
 worker::~worker()
 {
+    // Still running when its owner unwinds (a start that failed after the
+    // workers started): stop it first, or the join would wait for ever.
+    if (thread_.joinable()) {
+        request_stop();
+    }
     join();
     reap_retired();
     for (connection* c : live_) {
