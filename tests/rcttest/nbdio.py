@@ -30,3 +30,15 @@ def prefill_blocks(h, lo, hi, tag=1, step=1 << 20):
     for off in range(lo, hi, step):
         h.pwrite(block_pattern(tag, off // BLOCK, step // BLOCK), off)
     h.flush()
+
+
+def pwrite_pipelined(h, offsets, block=4096, depth=64):
+    """One block of random data at each offset, depth requests in flight."""
+    import os
+    buf = nbd.Buffer.from_bytearray(bytearray(os.urandom(block)))
+    for off in offsets:
+        while h.aio_in_flight() >= depth:
+            h.poll(-1)
+        h.aio_pwrite(buf, off, completion=lambda err: 1)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)

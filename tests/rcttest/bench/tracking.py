@@ -229,15 +229,9 @@ def nbd_handle(uri):
 
 def write_chunks(uri, offsets):
     """4 KiB of random data at each offset, 64 requests in flight."""
-    import nbd
+    from rcttest import nbdio
     h = nbd_handle(uri)
-    buf = nbd.Buffer.from_bytearray(bytearray(os.urandom(4096)))
-    for off in offsets:
-        while h.aio_in_flight() >= 64:
-            h.poll(-1)
-        h.aio_pwrite(buf, off, completion=lambda err: 1)
-    while h.aio_in_flight() > 0:
-        h.poll(-1)
+    nbdio.pwrite_pipelined(h, offsets)
     h.flush()
     h.shutdown()
 

@@ -64,7 +64,7 @@ from bisect import bisect_left
 
 import nbd
 
-from rcttest import control
+from rcttest import control, nbdio
 from rcttest.patterns import BLOCK, block_is, block_pattern
 
 MIB = 1 << 20
@@ -463,13 +463,7 @@ class Load:
 # ---------------------------------------------------------------- the disks
 
 def write_scattered(h, offsets):
-    buf = nbd.Buffer.from_bytearray(bytearray(os.urandom(BLOCK)))
-    for off in offsets:
-        while h.aio_in_flight() >= 64:
-            h.poll(-1)
-        h.aio_pwrite(buf, off, completion=lambda err: 1)
-    while h.aio_in_flight() > 0:
-        h.poll(-1)
+    nbdio.pwrite_pipelined(h, offsets, block=BLOCK)
 
 
 def prepare_big(d, s, seed):
