@@ -188,6 +188,10 @@ stuck_report() {
         for f in /sys/kernel/debug/block/"$d"/{state,requeue_list} /sys/kernel/debug/block/"$d"/hctx*/{state,dispatch,busy}; do
             [[ -r "$f" ]] && echo "== $f: $(cat "$f")"
         done
+        for f in /sys/kernel/debug/nbd/nbd0/tasks /sys/kernel/debug/block/nbd0/hctx*/busy; do
+            [[ -r "$f" ]] && echo "== $f: $(tr '\n' ' ' <"$f")"
+        done
+        grep -E 'upgrade|rollback|frozen|cutting|aborted' "$RCTD_LOG" | tail -n 20
         for t in /proc/"$RCTD_PID"/task/*; do
             echo "== rctd $RCTD_PID thread ${t##*/} ($(cat "$t/comm")): $(tr '\n' ' ' <"$t/stack")"
         done
@@ -254,8 +258,15 @@ upgrade() {
     want=${bin:-$(readlink "/proc/$old/exe")}
     before_call "upgrade $i"
     local t0=$SECONDS
-    out=$(rctctl upgrade ${bin:+--binary "$bin"} --ready-timeout "$READY_TIMEOUT" 2>&1) || rc=$?
+    # A bound of its own: an upgrade that never answers is reported with
+    # the state of both devices, not left to the guest's timeout.
+    out=$(timeout 180 rctctl upgrade ${bin:+--binary "$bin"} --ready-timeout "$READY_TIMEOUT" 2>&1) || rc=$?
     took=$((SECONDS - t0))
+    if ((rc == 124)); then
+        stuck_report
+        pkill -KILL -f -- '--takeover-fd' || true  # a new rctd, if one hangs
+        fail "upgrade $i to ${bin:-the default binary}: rctctl upgrade did not return within 180 s"
+    fi
     ((rc == 0)) || fail "upgrade $i to ${bin:-the default binary}: rctctl upgrade exited $rc: $out"
     [[ "$out" =~ ^upgraded\ rctd:\ pid\ ([0-9]+)\ .*-\>\ pid\ ([0-9]+)\ .*I/O\ held\ ([0-9.?]+)\ ms ]] ||
         fail "upgrade $i: unexpected output: $out"
