@@ -359,7 +359,9 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     opts.tracker.region_size = cfg.intent_region;
     opts.tracker.persist_interval = std::chrono::milliseconds(cfg.persist_interval_ms);
     opts.snapshots.store_limit = cfg.snapshot_store_limit;
-    rct::disk_registry registry(cfg.state_dir, opts);
+    // After a live upgrade each disk's tracking goes on from the previous
+    // rctd's live map: nothing to seal, recover or rewrite (tracker_handoff).
+    rct::disk_registry registry(cfg.state_dir, opts, from ? from->st.disks : std::map<std::string, rct::tracker_handoff>());
     const seal_on_failure sealer(registry);
 
     // Before the workers: connections (and adopt tasks) they still own when

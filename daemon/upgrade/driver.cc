@@ -216,11 +216,11 @@ frozen freeze(serving_parts& p)
         w->join();
     }
     const std::int64_t drained = monotonic_ns();
-    p.registry.close_all(false);
+    f.st.disks = p.registry.hand_off_all();
     for (auto& c : f.conns) {
         f.st.connections.push_back({add_fd(f, c.sock.get()), c.state});
     }
-    log::notice("upgrade: frozen {} NBD connection(s) in {} ms ({} ms of it closing the disks)", f.conns.size(),
+    log::notice("upgrade: frozen {} NBD connection(s) in {} ms ({} ms of it handing the disks off)", f.conns.size(),
                 (monotonic_ns() - f.st.frozen_at_ns) / 1000000, (monotonic_ns() - drained) / 1000000);
     return f;
 }

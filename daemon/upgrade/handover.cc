@@ -113,6 +113,31 @@ nbd::session_state decode_session(payload_reader& r)
     return st;
 }
 
+// The runs' order and bounds are the tracker's to check (take_handoff), as
+// for any run list it reads.
+void decode_disks(payload_reader& r, state& s)
+{
+    const auto ndisks = r.get<std::uint32_t>();
+    need_items(r, ndisks, 32, "disks");
+    for (std::uint32_t i = 0; i < ndisks; ++i) {
+        std::string id = r.get_string();
+        tracker_handoff h;
+        h.generation = r.get<std::uint32_t>();
+        h.epoch = r.get<std::uint64_t>();
+        h.chunks = r.get<std::uint64_t>();
+        const auto nruns = r.get<std::uint64_t>();
+        need_items(r, nruns, 16, "change runs");
+        h.runs.resize(nruns);
+        for (auto& run : h.runs) {
+            run.start = r.get<std::uint64_t>();
+            run.count = r.get<std::uint64_t>();
+        }
+        if (!s.disks.emplace(std::move(id), std::move(h)).second) {
+            throw error(errc::corrupt, "hand-over state: a disk twice");
+        }
+    }
+}
+
 std::uint32_t fd_index(payload_reader& r, std::size_t fd_count, bool optional = false)
 {
     const auto i = r.get<std::uint32_t>();
@@ -155,6 +180,18 @@ std::vector<std::uint8_t> encode(const state& s)
     for (const auto& c : s.connections) {
         w.put<std::uint32_t>(c.fd);
         encode_session(w, c.state);
+    }
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(s.disks.size()));
+    for (const auto& [id, h] : s.disks) {
+        put_checked_string(w, id);
+        w.put<std::uint32_t>(h.generation);
+        w.put<std::uint64_t>(h.epoch);
+        w.put<std::uint64_t>(h.chunks);
+        w.put<std::uint64_t>(h.runs.size());
+        for (const auto& run : h.runs) {
+            w.put<std::uint64_t>(run.start);
+            w.put<std::uint64_t>(run.count);
+        }
     }
     std::vector<std::uint8_t> blob(blob_header);
     store_le<std::uint64_t>(blob.data(), blob_magic);
@@ -211,8 +248,9 @@ state decode(std::span<const std::uint8_t> blob, std::size_t fd_count)
         c.state = decode_session(r);
         s.connections.push_back(std::move(c));
     }
+    decode_disks(r, s);
     if (!r.done()) {
-        throw error(errc::corrupt, "hand-over state: bytes after the last connection");
+        throw error(errc::corrupt, "hand-over state: bytes after the last disk");
     }
     return s;
 }

@@ -19,9 +19,11 @@
 
 #include "../nbd/session_state.hh"
 
+#include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
 
 #include <chrono>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -32,7 +34,7 @@ namespace rct::daemon::upgrade {
 
 // Bumped for any change to the messages or the blob a previous rctd could
 // not read; an rctd speaks only its own.
-inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::uint16_t protocol_version = 2;
 inline constexpr std::size_t fds_per_message = 250;  // the kernel takes 253
 
 enum class msg : std::uint16_t {
@@ -76,6 +78,9 @@ struct state {
     // by whoever serves at the end (no_fd: asked for by a signal).
     std::uint32_t requester_fd = no_fd;
     std::string rollback_reason;  // set when the old daemon takes back its own state
+    // Each tracked disk's live change map, by disk id: the next rctd goes on
+    // from it instead of a clean seal and a reopen (tracker_handoff).
+    std::map<std::string, tracker_handoff> disks;
     static constexpr std::uint32_t no_fd = 0xffffffffu;
 };
 

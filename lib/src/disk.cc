@@ -18,7 +18,8 @@
 
 namespace rct {
 
-disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts)
+disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts,
+           const tracker_handoff* warm)
     : meta_(std::move(meta)), dir_(std::move(dir)), data_(::dup(data.get()))
 {
     if (!data_) {
@@ -30,7 +31,7 @@ disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk
         // epoch number its copies were labelled with before a crash.
         snapshots_ = snapshot_store::open(dir_ / "snapshots", meta_.id, data_.get(), opts.snapshots);
         tracker_ = tracker::open(dir_ / "tracking", meta_.id, meta_.size, identity(), opts.tracker,
-                                 snapshots_->min_live_epoch());
+                                 snapshots_->min_live_epoch(), warm);
         snapshots_->attach(*tracker_, meta_.size, tracker_->status().data_modified_offline);
         file = make_gated_backend(make_gated_backend(std::move(file), *snapshots_), *tracker_);
     }
@@ -87,11 +88,11 @@ file_identity disk::identity() const
             static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec};
 }
 
-void disk::close_clean(bool sync_data)
+void disk::close_clean()
 {
     // Not manage(): shutdown closes a deleted or restoring disk too.
     std::lock_guard lock(mgmt_mu_);
-    if (sync_data && ::fdatasync(data_.get()) != 0) {
+    if (::fdatasync(data_.get()) != 0) {
         throw_errno("fdatasync " + (dir_ / "data.raw").string(), errno);
     }
     if (snapshots_) {
@@ -100,6 +101,18 @@ void disk::close_clean(bool sync_data)
     if (tracker_ && !removed()) {
         tracker_->close_clean(identity());
     }
+}
+
+std::optional<tracker_handoff> disk::hand_off()
+{
+    std::lock_guard lock(mgmt_mu_);
+    if (snapshots_) {
+        snapshots_->close();
+    }
+    if (!tracker_ || removed()) {
+        return std::nullopt;
+    }
+    return tracker_->hand_off();
 }
 
 void disk::attach_client(int sockfd)

@@ -421,7 +421,8 @@ std::uint64_t adopt_moved(int fd, const struct stat& checked, const std::string&
 
 }  // namespace
 
-disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
+disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts,
+                             const std::map<std::string, tracker_handoff>& warm)
     : state_dir_(std::move(state_dir)), opts_(std::move(opts))
 {
     const fs::path disks_dir = state_dir_ / "disks";
@@ -454,7 +455,7 @@ disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
             log::warn("ignoring {}: not a disk directory", p.string());
         } else {
             try {
-                disks_.emplace(name, open_disk(p));
+                disks_.emplace(name, open_disk(p, warm));
             } catch (const std::exception& e) {
                 log::error("disk {} is quarantined (not served; its files are left as they are): {}", name,
                            e.what());
@@ -465,7 +466,8 @@ disk_registry::disk_registry(std::filesystem::path state_dir, disk_options opts)
     log::info("{} disk{} in {}", disks_.size(), disks_.size() == 1 ? "" : "s", disks_dir.string());
 }
 
-std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir)
+std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir,
+                                               const std::map<std::string, tracker_handoff>& warm)
 {
     stored_meta stored = read_meta(dir);
     disk_meta& meta = stored.meta;
@@ -514,7 +516,8 @@ std::shared_ptr<disk> disk_registry::open_disk(const std::filesystem::path& dir)
         throw error(errc::corrupt, fmt::format("{} is {} bytes, but {} says {}", data.string(), actual, meta_file,
                                                meta.size));
     }
-    return std::make_shared<disk>(std::move(meta), dir, std::move(fd), opts_);
+    const auto w = warm.find(meta.id);
+    return std::make_shared<disk>(std::move(meta), dir, std::move(fd), opts_, w == warm.end() ? nullptr : &w->second);
 }
 
 std::shared_ptr<disk> disk_registry::find(std::string_view name) const
@@ -851,15 +854,31 @@ void disk_registry::truncate_data(disk& d, const disk_meta& old_meta, std::uint6
     sync_fd(d.data_.get(), data);
 }
 
-void disk_registry::close_all(bool sync_data)
+void disk_registry::close_all()
 {
     for (const auto& d : list()) {
         try {
-            d->close_clean(sync_data);
+            d->close_clean();
         } catch (const std::exception& e) {
             log::error("disk {}: clean shutdown failed: {}", d->name(), e.what());
         }
     }
+}
+
+std::map<std::string, tracker_handoff> disk_registry::hand_off_all()
+{
+    std::map<std::string, tracker_handoff> out;
+    for (const auto& d : list()) {
+        try {
+            if (auto h = d->hand_off()) {
+                out.emplace(d->id(), std::move(*h));
+            }
+        } catch (const std::exception& e) {
+            // The next rctd recovers this disk from its files: a superset.
+            log::error("disk {}: cannot hand its change tracking over: {}", d->name(), e.what());
+        }
+    }
+    return out;
 }
 
 }  // namespace rct

@@ -188,7 +188,7 @@ def hs(s):
     return struct.pack("<H", len(b)) + b
 
 
-def handover_blob(body, version=1):
+def handover_blob(body, version=2):
     xxh = ctypes.CDLL("libxxhash.so.0")
     xxh.XXH3_64bits.restype = ctypes.c_uint64
     xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
@@ -206,13 +206,20 @@ def handover_seeds():
     head = (struct.pack("<I", 4242) + hs("0.1.0") + struct.pack("<q", 1) + struct.pack("<I", 0)
             + struct.pack("<I", 2) + bytes([1]) + struct.pack("<I", 1) + hs("nbd")
             + bytes([2]) + struct.pack("<I", 2) + hs("control") + struct.pack("<I", 0xffffffff) + hs(""))
-    body = head + struct.pack("<I", 2) + conn_tx + conn_hs
+    # Two disks' live maps: generation, epoch, chunks, runs (start, count).
+    disks = (struct.pack("<I", 2)
+             + hs("0f5e3c1a") + struct.pack("<IQQQ", 7, 3, 16384, 2) + struct.pack("<QQQQ", 0, 4, 100, 1)
+             + hs("9b2d4e7f") + struct.pack("<IQQQ", 1, 1, 16, 0))
+    body = head + struct.pack("<I", 2) + conn_tx + conn_hs + disks
+    no_disks = struct.pack("<I", 0)
     return {
         "two-connections": bytes([5]) + handover_blob(body),
-        "empty": bytes([1]) + handover_blob(head + struct.pack("<I", 0)),
+        "empty": bytes([1]) + handover_blob(head + struct.pack("<I", 0) + no_disks),
         "fd-out-of-range": bytes([2]) + handover_blob(body),
-        "version-2": bytes([5]) + handover_blob(body, version=2),
+        "version-3": bytes([5]) + handover_blob(body, version=3),
         "count-lies": bytes([5]) + handover_blob(head + struct.pack("<I", 0x7fffffff)),
+        "runs-lie": bytes([5]) + handover_blob(head + struct.pack("<I", 0) + struct.pack("<I", 1) + hs("x")
+                                                + struct.pack("<IQQQ", 1, 1, 16, 1 << 60)),
     }
 
 

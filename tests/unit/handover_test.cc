@@ -45,6 +45,8 @@ up::state sample(std::uint32_t fds)
         c.state.input = {std::byte{0x25}, std::byte{0x60}};
         s.connections.push_back(std::move(c));
     }
+    s.disks["0f5e3c1a"] = {7, 3, 16384, {{0, 4}, {100, 1}}};
+    s.disks["9b2d4e7f"] = {1, 1, 16, {}};
     return s;
 }
 
@@ -85,6 +87,15 @@ BOOST_AUTO_TEST_CASE(round_trip)
     BOOST_TEST(c.state.neg.meta[0].name == "qemu:dirty-bitmap:c1");
     BOOST_TEST(c.state.output.size() == 2u);
     BOOST_TEST(d.connections[1].state.drain_left == 1000u);
+    BOOST_REQUIRE(d.disks.size() == 2u);
+    const auto& h = d.disks.at("0f5e3c1a");
+    BOOST_TEST(h.generation == 7u);
+    BOOST_TEST(h.epoch == 3u);
+    BOOST_TEST(h.chunks == 16384u);
+    BOOST_REQUIRE(h.runs.size() == 2u);
+    BOOST_TEST(h.runs[1].start == 100u);
+    BOOST_TEST(h.runs[1].count == 1u);
+    BOOST_TEST(d.disks.at("9b2d4e7f").runs.empty());
     BOOST_TEST(up::encode(d) == up::encode(s));
 }
 
@@ -109,10 +120,21 @@ BOOST_AUTO_TEST_CASE(damage_and_lies_are_refused)
     // A count that claims more than the blob holds: validated before any
     // allocation, after the checksum.
     auto huge = up::encode(up::state{});
-    const std::size_t nconn_at = huge.size() - 4;
+    const std::size_t nconn_at = huge.size() - 8;  // then the disk count
     rct::persist::store_le<std::uint32_t>(huge.data() + nconn_at, 0x7fffffff);
     reseal(huge);
     BOOST_TEST((decode_error(huge, 1) == errc::corrupt));
+    auto disks = up::encode(up::state{});
+    rct::persist::store_le<std::uint32_t>(disks.data() + disks.size() - 4, 0x7fffffff);
+    reseal(disks);
+    BOOST_TEST((decode_error(disks, 1) == errc::corrupt));
+    // A disk whose run count claims more than is left.
+    up::state one;
+    one.disks["x"] = {1, 1, 16, {}};
+    auto runs = up::encode(one);
+    rct::persist::store_le<std::uint64_t>(runs.data() + runs.size() - 8, std::uint64_t{1} << 60);
+    reseal(runs);
+    BOOST_TEST((decode_error(runs, 1) == errc::corrupt));
 
     auto trailing = up::encode(up::state{});
     trailing.push_back(0);

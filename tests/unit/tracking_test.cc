@@ -16,6 +16,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <algorithm>
 #include <mutex>
 
 namespace fs = std::filesystem;
@@ -258,6 +260,115 @@ BOOST_AUTO_TEST_CASE(crash_restart_is_a_bounded_superset)
         total += e.second;
     }
     BOOST_TEST(total <= 2 * mib);  // at most the two 1 MiB intent regions
+}
+
+namespace {
+
+// Every file of a tracking directory with its bytes.
+std::map<std::string, std::string> files_of(const fs::path& d)
+{
+    std::map<std::string, std::string> out;
+    for (const auto& e : fs::directory_iterator(d)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        out[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return out;
+}
+
+bool covers(const extents& got, std::uint64_t off)
+{
+    return std::any_of(got.begin(), got.end(), [&](const auto& e) { return off >= e.first && off < e.first + e.second; });
+}
+
+}  // namespace
+
+// A live upgrade: the old tracker hands its live map off, the new one goes
+// on from it: exact (no crash excess), no file written on either side, and
+// the intent bits stay durable, so a crash afterwards still recovers them.
+BOOST_AUTO_TEST_CASE(a_hand_off_goes_on_exactly_and_writes_nothing)
+{
+    fixture f;
+    f.opts.persist_interval = std::chrono::hours(1);  // the files lag the live map, as between persists
+    std::string token;
+    tracker_handoff h;
+    std::map<std::string, std::string> before;
+    {
+        auto t = f.open();
+        token = t->checkpoint("a").token;
+        fixture::write(*t, 3 * mib, 4096);
+        fixture::write(*t, 9 * mib + 4096, 4096);
+        before = files_of(f.dir / "t");
+        h = t->hand_off();
+        BOOST_TEST((files_of(f.dir / "t") == before));
+    }
+    auto t = tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h);
+    BOOST_TEST((files_of(f.dir / "t") == before));
+    BOOST_TEST(!t->status().recovered_after_crash);
+    BOOST_TEST((all_changes(*t, token) == extents{{48 * 65536, 65536}, {144 * 65536, 65536}}));
+    // Region 3's intent came along durable: no commit; region 5's did not.
+    fake_write w;
+    w.op = io_op::write;
+    w.offset = 3 * mib + 8192;
+    w.length = 4096;
+    BOOST_TEST(t->begin_write(w, [](io_request&, int) {}));
+    t->end_write(w);
+    fixture::write(*t, 5 * mib, 4096);
+    t.reset();  // kill -9
+    auto c = f.open();
+    BOOST_TEST(c->status().recovered_after_crash);
+    const auto got = all_changes(*c, token);
+    BOOST_TEST(covers(got, 3 * mib));
+    BOOST_TEST(covers(got, 9 * mib + 4096));
+    BOOST_TEST(covers(got, 5 * mib));
+}
+
+// A rolled-back upgrade: the new rctd opened from the hand-off, gave up and
+// sealed the files; the old one takes its own hand-off back, exactly, and
+// the seal no longer counts (a crash after is recovered, not trusted).
+BOOST_AUTO_TEST_CASE(a_hand_off_taken_back_after_a_seal_drops_the_seal)
+{
+    fixture f;
+    f.opts.persist_interval = std::chrono::hours(1);
+    std::string token;
+    tracker_handoff h;
+    {
+        auto t = f.open();
+        token = t->checkpoint("a").token;
+        fixture::write(*t, 3 * mib, 4096);
+        h = t->hand_off();
+    }
+    tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h)->close_clean(f.ident);
+    BOOST_REQUIRE(fs::exists(f.dir / "t" / "clean"));
+    {
+        auto t = tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h);
+        BOOST_TEST(!t->status().recovered_after_crash);
+        BOOST_TEST(!fs::exists(f.dir / "t" / "clean"));
+        fixture::write(*t, 7 * mib, 4096);
+    }
+    auto c = f.open();
+    BOOST_TEST(c->status().recovered_after_crash);
+    BOOST_TEST(covers(all_changes(*c, token), 7 * mib));
+}
+
+// A hand-off from another epoch (or generation, or size) is not this
+// history's live map: the files are recovered as after a crash instead.
+BOOST_AUTO_TEST_CASE(a_hand_off_that_does_not_fit_is_recovered_from_the_files)
+{
+    fixture f;
+    f.opts.persist_interval = std::chrono::hours(1);
+    std::string token;
+    tracker_handoff h;
+    {
+        auto t = f.open();
+        token = t->checkpoint("a").token;
+        fixture::write(*t, 3 * mib, 4096);
+        h = t->hand_off();
+    }
+    h.epoch += 1;
+    h.runs.clear();
+    auto t = tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h);
+    BOOST_TEST(t->status().recovered_after_crash);
+    BOOST_TEST(covers(all_changes(*t, token), 3 * mib));
 }
 
 BOOST_AUTO_TEST_CASE(data_changed_behind_our_back_invalidates)

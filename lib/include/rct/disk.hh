@@ -25,6 +25,7 @@
 #include <rct/thread_annotations.hh>
 
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -49,8 +50,10 @@ class disk {
 public:
     // Takes the open data file; opens (or creates) the snapshot store in
     // DIR/snapshots and the tracking state in DIR/tracking unless tracking
-    // is off. Throws rct::error.
-    disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts);
+    // is off. Throws rct::error. warm: the tracker's hand-off from the
+    // previous rctd (live upgrade; see tracker::open).
+    disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk_options& opts,
+         const tracker_handoff* warm = nullptr);
     ~disk();
     disk(const disk&) = delete;
     disk& operator=(const disk&) = delete;
@@ -82,12 +85,13 @@ public:
     std::unique_lock<std::mutex> manage();
 
     // Clean shutdown: makes the data durable, persists tracking and writes
-    // its clean-shutdown seal. Call once no I/O is in flight. For a live
-    // upgrade (sync_data false) the data stays in the page cache, which the
-    // next rctd shares: what clients flushed is durable already, and the
-    // seal does not rest on the rest (a write lost to a later power cut
-    // leaves a chunk marked changed that is not: a superset, never a miss).
-    void close_clean(bool sync_data = true);
+    // its clean-shutdown seal. Call once no I/O is in flight.
+    void close_clean();
+    // For a live upgrade, once no I/O is in flight: stops the background
+    // threads and returns the tracker's live map (nullopt: tracking off or
+    // the disk deleted), writing nothing. The data stays in the page cache,
+    // which the next rctd shares: what clients flushed is durable already.
+    std::optional<tracker_handoff> hand_off();
 
     // Frontends register each client socket serving this disk so that a
     // forced delete can cut them off (shutdown(2) wakes their workers).

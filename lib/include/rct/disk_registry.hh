@@ -55,8 +55,10 @@ public:
     // cannot be opened (metadata that fails its checks, files it cannot
     // read) is quarantined: never served, listed by quarantined() with the
     // reason, its files left as they are; the other disks are unaffected.
-    // Throws if the state directory itself is unusable.
-    explicit disk_registry(std::filesystem::path state_dir, disk_options opts = {});
+    // Throws if the state directory itself is unusable. warm: the previous
+    // rctd's tracker hand-offs by disk id (live upgrade; hand_off_all).
+    explicit disk_registry(std::filesystem::path state_dir, disk_options opts = {},
+                           const std::map<std::string, tracker_handoff>& warm = {});
 
     const std::filesystem::path& state_dir() const noexcept { return state_dir_; }
 
@@ -93,12 +95,15 @@ public:
     void restore(const std::string& name, const std::string& snap, bool force);
     // Clean shutdown of every disk (see disk::close_clean); failures are
     // logged, and the next start recovers those disks as after a crash.
-    void close_all(bool sync_data = true);
+    void close_all();
+    // disk::hand_off of every disk, by disk id, for the next rctd's warm.
+    std::map<std::string, tracker_handoff> hand_off_all();
 
 private:
     class reservation;
 
-    std::shared_ptr<disk> open_disk(const std::filesystem::path& dir);
+    std::shared_ptr<disk> open_disk(const std::filesystem::path& dir,
+                                    const std::map<std::string, tracker_handoff>& warm);
     std::shared_ptr<disk> find_or_throw(const std::string& name) const;
     // A name no disk, quarantined disk or other create holds, kept until
     // the reservation goes.

@@ -87,6 +87,22 @@ struct file_identity {
     std::int64_t mtime_ns = 0, ctime_ns = 0;
 };
 
+// What a live upgrade carries from one rctd to the next in memory instead
+// of a clean seal (docs/upgrade.md): the live epoch's map, exactly, as runs
+// of chunks. The files stay as a running tracker keeps them (the persisted
+// map plus the intent bits cover every write), so the next rctd goes on
+// without writing any, and a crash on either side is ordinary recovery.
+struct tracker_handoff {
+    struct chunk_run {
+        std::uint64_t start = 0;
+        std::uint64_t count = 0;
+    };
+    std::uint32_t generation = 0;
+    std::uint64_t epoch = 0;   // the live epoch
+    std::uint64_t chunks = 0;  // the live map's size in chunks
+    std::vector<chunk_run> runs;
+};
+
 class tracker : public write_gate {
 public:
     // Opens (or creates) the tracking state in dir. disk_id and size come
@@ -95,9 +111,13 @@ public:
     // reported and tracking is reset (with a reason), never trusted.
     // min_live_epoch: the live epoch gets at least this number (durably), so
     // that epoch numbers another layer has already used are never reused.
+    // warm: the previous rctd's hand-off (live upgrade); taken when it is
+    // this history's live epoch, else the files are recovered as after a
+    // crash (a superset), with a warning.
     static std::unique_ptr<tracker> open(const std::filesystem::path& dir, const std::string& disk_id,
                                          std::uint64_t size, const file_identity& data,
-                                         const tracker_options& opts, std::uint64_t min_live_epoch = 0);
+                                         const tracker_options& opts, std::uint64_t min_live_epoch = 0,
+                                         const tracker_handoff* warm = nullptr);
     virtual ~tracker() = default;
 
     // Data path (write_gate): a write is held until its region's intent is
@@ -138,6 +158,10 @@ public:
     virtual tracking_status status() const = 0;
     // Persists everything and writes the clean-shutdown seal.
     virtual void close_clean(const file_identity& data) = 0;
+    // Stops the background thread (pending intent commits and seals done)
+    // and returns the live map, writing nothing: for a live upgrade, with
+    // every writer drained. The tracker takes no writes afterwards.
+    virtual tracker_handoff hand_off() = 0;
     // The tracking directory was deleted: from now on nothing is written by
     // path (a disk created again under the same name owns that path now).
     // Returns once a replacement in progress has finished. Writes keep

@@ -88,7 +88,8 @@ public:
 
     ~tracker_impl() override { stop_thread(); }
 
-    void open(const file_identity& data, std::uint64_t min_live_epoch);
+    void open(const file_identity& data, std::uint64_t min_live_epoch, const tracker_handoff* warm);
+    bool take_handoff(live_map& live, log_state& st, const tracker_handoff& warm) REQUIRES(state_mu_);
     log_state load_log(std::string& damage, std::uint64_t min_live_epoch) REQUIRES(state_mu_);
     static void mark_runs(live_map& live, const std::vector<run>& runs);
     std::optional<current_state> recover_live(live_map& live, log_state& st, const std::string& damage,
@@ -112,6 +113,7 @@ public:
     void resize(std::uint64_t new_size) override;
     tracking_status status() const override;
     void close_clean(const file_identity& data) override;
+    tracker_handoff hand_off() override;
     void retire() override;
 
 private:
@@ -200,7 +202,7 @@ private:
     bool dir_gone_ GUARDED_BY(paths_mu_) = false;
 };
 
-void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
+void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch, const tracker_handoff* warm)
 {
     // Nothing else runs yet; the lock keeps the analysis honest and costs
     // nothing.
@@ -223,6 +225,13 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
         mark_runs(*live, st.sealed.back().runs);  // deleted newest checkpoint, merged into live
         st.sealed.pop_back();
     }
+    if (warm != nullptr && damage.empty() && take_handoff(*live, st, *warm)) {
+        log_live_epoch_.store(live->epoch);
+        current_.store(live.get());
+        owned_maps_.push_back(std::move(live));
+        start_thread();
+        return;
+    }
     const auto cur = recover_live(*live, st, damage, data);
     if (sealed_.empty()) {
         sealed_ = std::move(st.sealed);
@@ -240,6 +249,52 @@ void tracker_impl::open(const file_identity& data, std::uint64_t min_live_epoch)
     current_.store(live.get());
     owned_maps_.push_back(std::move(live));
     start_thread();
+}
+
+// A live upgrade's hand-off, when it is this history's live epoch: the
+// live map is the previous rctd's, exactly, and the files are left as it
+// kept them (its intent bits stay set and durable), so no write waits for
+// a commit and nothing is written here. False: recover from the files.
+bool tracker_impl::take_handoff(live_map& live, log_state& st, const tracker_handoff& warm)
+{
+    std::vector<run> runs;
+    runs.reserve(warm.runs.size());
+    for (const auto& r : warm.runs) {
+        runs.push_back({r.start, r.count});
+    }
+    std::string why;
+    if (!st.initialized || warm.generation != generation_ || warm.epoch != st.next_epoch ||
+        warm.chunks != live.bits.bits()) {
+        why = fmt::format("it is generation {} epoch {} of {} chunks, the files say generation {} epoch {} of {}",
+                          warm.generation, warm.epoch, warm.chunks, generation_, st.next_epoch, live.bits.bits());
+    } else {
+        try {
+            check_runs(runs, warm.chunks, "the hand-off");
+        } catch (const error& e) {
+            why = e.what();
+        }
+    }
+    const auto words = why.empty() ? intent_->load() : std::nullopt;
+    if (why.empty() && !words) {
+        why = "intent.map holds no valid bitmap";
+    }
+    if (!why.empty()) {
+        log::warn("tracking {}: the previous rctd's hand-off does not fit ({}); recovering from the files",
+                  dir_.string(), why);
+        return false;
+    }
+    mark_runs(live, runs);
+    sealed_ = std::move(st.sealed);
+    for (std::size_t i = 0; i < intent_image_.size() && i < words->size(); ++i) {
+        intent_image_[i] = (*words)[i];
+        durable_->or_word(i, (*words)[i]);
+    }
+    // A rolled-back upgrade: the new rctd that gave up sealed the files.
+    std::error_code ec;
+    if (std::filesystem::exists(dir_ / "clean", ec)) {
+        remove_clean(dir_);
+    }
+    return true;
 }
 
 // Replays epochs.log, or starts a new one (first open, or damage: the old
@@ -1038,6 +1093,19 @@ void tracker_impl::close_clean(const file_identity& data)
     write_clean(dir_, generation_, current_.load()->epoch, data);
 }
 
+tracker_handoff tracker_impl::hand_off()
+{
+    rct::lock_guard mg(mgmt_mu_);
+    stop_thread();
+    rct::shared_lock st(state_mu_);
+    const live_map* m = current_.load();
+    tracker_handoff h{generation_, m->epoch, m->bits.bits(), {}};
+    for (const run& r : m->bits.runs()) {
+        h.runs.push_back({r.start, r.count});
+    }
+    return h;
+}
+
 void tracker_impl::retire()
 {
     rct::lock_guard lock(paths_mu_);
@@ -1051,11 +1119,11 @@ namespace rct {
 
 std::unique_ptr<tracker> tracker::open(const std::filesystem::path& dir, const std::string& disk_id,
                                        std::uint64_t size, const file_identity& data, const tracker_options& opts,
-                                       std::uint64_t min_live_epoch)
+                                       std::uint64_t min_live_epoch, const tracker_handoff* warm)
 {
     persist::make_dirs(dir);
     auto t = std::make_unique<tracking::tracker_impl>(dir, disk_id, size, opts);
-    t->open(data, min_live_epoch);
+    t->open(data, min_live_epoch, warm);
     return t;
 }
 

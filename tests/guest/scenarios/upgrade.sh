@@ -260,7 +260,7 @@ upgrade() {
     local t0=$SECONDS
     # A bound of its own: an upgrade that never answers is reported with
     # the state of both devices, not left to the guest's timeout.
-    out=$(timeout 180 rctctl upgrade ${bin:+--binary "$bin"} --ready-timeout "$READY_TIMEOUT" 2>&1) || rc=$?
+    out=$(timeout 180 rctctl --state-dir "$STATE" upgrade ${bin:+--binary "$bin"} --ready-timeout "$READY_TIMEOUT" 2>&1) || rc=$?
     took=$((SECONDS - t0))
     if ((rc == 124)); then
         stuck_report

@@ -33,8 +33,8 @@ last call, plus 100 ms) one `rctctl --json upgrade` runs. Per upgrade:
   took_ms   the daemon's: the call's arrival to the new rctd's
             confirmation that it serves (just after the commit)
   freeze    from the old rctd's log ("frozen N NBD connection(s) in X
-            ms (Y ms of it closing the disks)"): freezing the connections
-            and closing the disks, and the latter alone
+            ms (Y ms of it handing the disks off)"): freezing the connections
+            and handing the disks off, and the latter alone
 
 Fails (exit 1) when an upgrade fails or does not move every connection, a
 request fails or reads wrong data, a connection is not the same one at the
@@ -92,7 +92,7 @@ VARIANTS = ("nbd", "big", "conns", "dirty")
 DEFAULT_VARIANTS = ("nbd", "big", "conns")
 
 
-FROZEN = re.compile(r"upgrade: frozen \d+ NBD connection\(s\) in (\d+) ms(?: \((\d+) ms of it closing the disks\))?")
+FROZEN = re.compile(r"upgrade: frozen \d+ NBD connection\(s\) in (\d+) ms(?: \((\d+) ms of it (?:closing|handing) the disks(?: off)?\))?")
 
 
 class BenchError(Exception):
