@@ -301,6 +301,23 @@ void cmd_snapshot(client& c, const options& opt, const std::string& name, const 
               << ", exported as " << str(j, "export") << '\n';
 }
 
+// A snapshot or checkpoint of several disks at one instant (--group):
+// "DISK TOKEN" per member on stdout.
+void cmd_group(client& c, const options& opt, const char* kind, const std::string& group,
+               const std::vector<std::string>& disks)
+{
+    const response r = c.call("POST", std::string("/groups/") + kind + "s", json{{"name", group}, {"disks", disks}});
+    if (print_json(opt, r)) {
+        return;
+    }
+    const json j = parse_reply(r);
+    for (const json& m : j.at("members")) {
+        std::cout << str(m, "disk") << ' ' << str(m, "token") << '\n';
+    }
+    std::cerr << "group " << kind << ' ' << group << " of " << disks.size() << " disks at one instant (new writes held "
+              << number(j, "held_ns") / 1000 << " us at most)\n";
+}
+
 void cmd_snapshots(client& c, const options& opt, const std::string& name)
 {
     const response r = c.call("GET", "/disks/" + segment(name) + "/snapshots");
@@ -379,9 +396,15 @@ int main(int argc, char** argv)
     import->add_option("--from", from, "raw image file (copied sparsely)")->required();
     import->add_flag("--move", move, "move the file in instead of copying (same filesystem only)");
 
+    std::vector<std::string> more_disks;
+    std::string group;
     auto* cp_create = app.add_subcommand("checkpoint", "mark a point to back up from; prints its change token");
     cp_create->add_option("NAME", name, "disk name")->required();
+    cp_create->add_option("DISK", more_disks, "more disks, cut at the same instant (with --group)");
     auto* cp_name = cp_create->add_option("--name", checkpoint, "checkpoint name (default: chosen by rctd)");
+    auto* cp_group = cp_create->add_option("--group", group, "a consistency group: every disk named gets a "
+                                                             "checkpoint of this name, all at one instant");
+    cp_group->excludes(cp_name);
 
     auto* cp_list = app.add_subcommand("checkpoints", "list a disk's checkpoints");
     cp_list->add_option("NAME", name, "disk name")->required();
@@ -401,7 +424,11 @@ int main(int argc, char** argv)
     std::string snap;
     auto* sn_create = app.add_subcommand("snapshot", "cut a point-in-time snapshot (also a checkpoint); prints its token");
     sn_create->add_option("NAME", name, "disk name")->required();
+    sn_create->add_option("DISK", more_disks, "more disks, cut at the same instant (with --group)");
     auto* sn_name = sn_create->add_option("--name", snap, "snapshot name (default: chosen by rctd)");
+    auto* sn_group = sn_create->add_option("--group", group, "a consistency group: every disk named gets a "
+                                                             "snapshot of this name, all at one instant");
+    sn_group->excludes(sn_name);
     auto* sn_list = app.add_subcommand("snapshots", "list a disk's snapshots, with the space each alone holds");
     sn_list->add_option("NAME", name, "disk name")->required();
     auto* sn_delete = app.add_subcommand("snapshot-delete", "free a snapshot's data; it stays as a checkpoint");
@@ -484,6 +511,14 @@ int main(int argc, char** argv)
             const response r = c.call(
                 "POST", "/disks", json{{"name", name}, {"import_fd", ticket}, {"import_from", path}, {"move", move}});
             report_disk(opt, r, "imported");
+        } else if ((*cp_create || *sn_create) && !more_disks.empty() && group.empty()) {
+            throw failure{exit_usage, "several disks are cut at one instant only as a group: add --group NAME", {}, {}};
+        } else if (*cp_create && !group.empty()) {
+            more_disks.insert(more_disks.begin(), name);
+            cmd_group(c, opt, "checkpoint", group, more_disks);
+        } else if (*sn_create && !group.empty()) {
+            more_disks.insert(more_disks.begin(), name);
+            cmd_group(c, opt, "snapshot", group, more_disks);
         } else if (*cp_create) {
             cmd_checkpoint(c, opt, name, cp_name->count() != 0 ? std::optional(checkpoint) : std::nullopt);
         } else if (*cp_list) {

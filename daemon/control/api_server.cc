@@ -10,11 +10,13 @@
 #include <rct/disk.hh>
 #include <rct/control_api.hh>
 #include <rct/error.hh>
+#include <rct/group_cut.hh>
 #include <rct/log.hh>
 #include <rct/tracker.hh>
 #include <rct/unique_fd.hh>
 
 #include <microhttpd.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
@@ -341,6 +343,8 @@ private:
         case endpoint::detach_ublk: return detach_ublk(name);
         case endpoint::restore: return restore(name);
         case endpoint::upgrade: return upgrade();
+        case endpoint::group_snapshot: return group_cut(true);
+        case endpoint::group_checkpoint: return group_cut(false);
         }
         __builtin_unreachable();  // resolve() returns one of the above
     }
@@ -610,6 +614,27 @@ private:
         json reply = checkpoint_json(c);
         reply["cut_ns"] = c.cut_ns;  // how long the epoch switch itself took
         return ok(MHD_HTTP_CREATED, reply);
+    }
+
+    // One instant across several disks (group_cut.hh); each member gets a
+    // snapshot (or a checkpoint) of the group's name.
+    reply group_cut(bool snapshots) const
+    {
+        const control::group_args a = control::parse_group(body_);
+        std::vector<std::shared_ptr<disk>> disks;
+        for (const std::string& n : a.disks) {
+            disks.push_back(lookup(n));
+        }
+        const group_result g = snapshots ? snapshot_group(disks, a.name) : checkpoint_group(disks, a.name);
+        json members = json::array();
+        for (std::size_t i = 0; i < disks.size(); ++i) {
+            json m = snapshots ? snapshot_json(*disks[i], g.members[i]) : checkpoint_json(g.members[i].checkpoint);
+            m["disk"] = disks[i]->name();
+            members.push_back(std::move(m));
+        }
+        log::info("{}: group {} {} of disks {} (writes held {} us at most)", peer_of(conn_),
+                  snapshots ? "snapshot" : "checkpoint", a.name, fmt::join(a.disks, ", "), g.held_ns / 1000);
+        return ok(MHD_HTTP_CREATED, json{{"name", a.name}, {"members", std::move(members)}, {"held_ns", g.held_ns}});
     }
 
     reply list_checkpoints(const std::string& name) const

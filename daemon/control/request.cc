@@ -236,6 +236,10 @@ route resolve(std::string_view method, std::string_view url)
     if (n == 2 && parts[0] == "v1" && parts[1] == "upgrade") {
         return only(method == "POST", method, "POST", {endpoint::upgrade, {}, {}});
     }
+    if (n == 3 && parts[0] == "v1" && parts[1] == "groups" && (parts[2] == "snapshots" || parts[2] == "checkpoints")) {
+        return only(method == "POST", method, "POST",
+                    {parts[2] == "snapshots" ? endpoint::group_snapshot : endpoint::group_checkpoint, {}, {}});
+    }
     if (n == 2 && parts[0] == "v1" && parts[1] == "disks") {
         return get ? route{endpoint::list_disks, {}, {}}
                    : only(method == "POST", method, "GET, HEAD, POST", {endpoint::create_disk, {}, {}});
@@ -342,6 +346,24 @@ std::optional<std::string> parse_new_name(const std::string& body)
         return std::nullopt;
     }
     return string_field(j, "name");
+}
+
+group_args parse_group(const std::string& body)
+{
+    const json j = parse_body(body, {"name", "disks"});
+    group_args a;
+    a.name = string_field(j, "name");
+    const auto it = j.find("disks");
+    if (it == j.end() || !it->is_array()) {
+        throw bad_request("field 'disks' (an array of disk names) is required");
+    }
+    for (const auto& d : *it) {
+        if (!d.is_string()) {
+            throw bad_request("field 'disks' must hold disk names (strings)");
+        }
+        a.disks.push_back(d.get<std::string>());
+    }
+    return a;
 }
 
 std::string parse_clone(const std::string& body)

@@ -53,6 +53,8 @@ enum class endpoint {
     detach_ublk,
     restore,
     upgrade,
+    group_snapshot,
+    group_checkpoint,
 };
 
 // Whether an endpoint only reads (list, query, changes): what --api-readers
@@ -97,6 +99,13 @@ struct restore_args {
     bool force;
 };
 restore_args parse_restore(const std::string& body);
+
+// POST /v1/groups/{snapshots,checkpoints}: {"name": ..., "disks": [...]}.
+struct group_args {
+    std::string name;
+    std::vector<std::string> disks;
+};
+group_args parse_group(const std::string& body);
 
 // POST /v1/upgrade: the binary to start (empty: the one rctd was started
 // from) and how long it has to report ready.

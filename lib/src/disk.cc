@@ -1,5 +1,6 @@
 #include <rct/disk.hh>
 
+#include "cut_barrier.hh"
 #include "size_guard.hh"
 
 #include <rct/error.hh>
@@ -34,6 +35,8 @@ disk::disk(disk_meta meta, std::filesystem::path dir, unique_fd data, const disk
                                  snapshots_->min_live_epoch(), warm);
         snapshots_->attach(*tracker_, meta_.size, tracker_->status().data_modified_offline);
         file = make_gated_backend(make_gated_backend(std::move(file), *snapshots_), *tracker_);
+        barrier_ = std::make_unique<cut_barrier>();
+        file = make_gated_backend(std::move(file), *barrier_);
     }
     store_ = std::make_unique<size_guard>(std::move(file), meta_.size);
 }
@@ -100,6 +103,20 @@ void disk::close_clean()
     }
     if (tracker_ && !removed()) {
         tracker_->close_clean(identity());
+    }
+}
+
+void disk::hold_writes()
+{
+    if (barrier_) {
+        barrier_->close();
+    }
+}
+
+void disk::release_writes() noexcept
+{
+    if (barrier_) {
+        barrier_->open();
     }
 }
 

@@ -32,6 +32,7 @@
 namespace rct {
 
 class size_guard;
+class cut_barrier;
 
 struct disk_meta {
     std::string name;
@@ -93,6 +94,12 @@ public:
     // which the next rctd shares: what clients flushed is durable already.
     std::optional<tracker_handoff> hand_off();
 
+    // Consistency groups (group_cut.hh), with manage() held: while held,
+    // new writes wait in memory at the disk's outer layer; admitted ones go
+    // on. hold_writes throws bad_alloc before holding anything.
+    void hold_writes();
+    void release_writes() noexcept;
+
     // Frontends register each client socket serving this disk so that a
     // forced delete can cut them off (shutdown(2) wakes their workers).
     void attach_client(int sockfd);
@@ -118,6 +125,7 @@ private:
     unique_fd data_;  // a second handle: identity, resize, the final sync
     std::shared_ptr<snapshot_store> snapshots_;  // outlives tracker_: views may hold it longer
     std::unique_ptr<tracker> tracker_;
+    std::unique_ptr<cut_barrier> barrier_;  // with tracking only
     std::unique_ptr<size_guard> store_;
     std::atomic<bool> removed_{false};
     std::atomic<bool> restoring_{false};

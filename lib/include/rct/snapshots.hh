@@ -87,7 +87,9 @@ public:
 
     // Management. Errors throw rct::error (invalid_argument, exists,
     // not_found, busy).
-    virtual snapshot_info snapshot(std::optional<std::string> name) = 0;
+    // on_cut runs right after the cut's instant, before it is made durable
+    // (a consistency group opens its write barriers there: group_cut.hh).
+    virtual snapshot_info snapshot(std::optional<std::string> name, const std::function<void()>& on_cut = {}) = 0;
     virtual std::vector<snapshot_info> snapshots() const = 0;
     // The snapshot's data is freed; its checkpoint stays. busy while a view
     // of it is open, unless force.

@@ -584,7 +584,7 @@ void store_impl::fail_all(const std::string& reason)
     install(build_map(size_.load()));
 }
 
-snapshot_info store_impl::snapshot(std::optional<std::string> name)
+snapshot_info store_impl::snapshot(std::optional<std::string> name, const std::function<void()>& on_cut)
 {
     rct::lock_guard mg(mgmt_mu_);
     if (tracker_ == nullptr) {
@@ -606,6 +606,9 @@ snapshot_info store_impl::snapshot(std::optional<std::string> name)
             swap_ns = static_cast<std::uint64_t>(
                 std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
             cut = true;
+            if (on_cut) {
+                on_cut();
+            }
         });
     } catch (const std::exception& e) {
         if (cut) {

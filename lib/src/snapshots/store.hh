@@ -57,7 +57,7 @@ public:
     void attach(tracker& t, std::uint64_t size, bool data_changed) override;
     bool begin_write(io_request& r, std::function<void(io_request&, int)> resume) noexcept override;
     void end_write(io_request& r) noexcept override;
-    snapshot_info snapshot(std::optional<std::string> name) override;
+    snapshot_info snapshot(std::optional<std::string> name, const std::function<void()>& on_cut) override;
     std::vector<snapshot_info> snapshots() const override;
     void delete_snapshot(const std::string& name, bool force) override;
     bool is_snapshot(std::uint64_t epoch) const override;
