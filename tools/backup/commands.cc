@@ -264,97 +264,191 @@ void print_result(const settings& s, const manifest& m, const plan& p, double se
 
 }  // namespace
 
-void cmd_backup(const settings& s, const std::string& disk, const std::string& requested)
+namespace {
+
+// One disk's backup from its plan to its committed point.
+struct pending_backup {
+    std::string disk;
+    std::string requested;
+    fs::path dir;
+    rct::unique_fd lock;
+    std::vector<manifest> points;
+    plan p;
+    manifest m;
+    fs::path pending;  // names the snapshot while the backup is unfinished
+    json snap;         // the snapshot cut for it
+};
+
+// Locks the disk's directory, clears what a killed run left, plans, and
+// records the snapshot's name (checkpoint) before it is cut, so that a
+// killed run's snapshot is found.
+pending_backup prepare(const settings& s, client& api, const std::string& disk, const std::string& requested,
+                       const std::string& id)
 {
-    const auto started = std::chrono::steady_clock::now();
-    client api(s.control_socket);
-    const fs::path dir = disk_dir(s.repo, disk);
+    pending_backup b;
+    b.disk = disk;
+    b.requested = requested;
+    b.dir = disk_dir(s.repo, disk);
     const json info = api.call_json("GET", "/disks/" + segment(disk));
-    const rct::unique_fd lock = lock_disk_dir(dir);
-    for (const std::string& snap : discard_leftovers(dir)) {
+    b.lock = lock_disk_dir(b.dir);
+    for (const std::string& snap : discard_leftovers(b.dir)) {
         note("discarded an unfinished backup of disk " + disk + " (snapshot " + snap + ")");
         drop_snapshot(api, disk, snap);
     }
-    const std::vector<manifest> points = load_points(dir);
-    plan p = choose(points, requested, disk, info.at("id").get<std::string>());
+    b.points = load_points(b.dir);
+    b.p = choose(b.points, requested, disk, info.at("id").get<std::string>());
+    b.m.id = id.empty() ? new_id(b.points) : id;
+    b.m.disk = disk;
+    b.m.disk_id = info.at("id").get<std::string>();
+    b.m.checkpoint = "rct-backup-" + b.m.id;
+    b.m.created_at = now_rfc3339();
+    b.pending = temp_path(b.dir, b.m.id, ".pending");
+    rct::persist::replace_file(b.dir, b.pending.filename().string(),
+                               std::vector<std::uint8_t>(b.m.checkpoint.begin(), b.m.checkpoint.end()));
+    return b;
+}
 
-    manifest m;
-    m.id = new_id(points);
-    m.disk = disk;
-    m.disk_id = info.at("id").get<std::string>();
-    m.checkpoint = "rct-backup-" + m.id;
-    m.created_at = now_rfc3339();
-
-    // Recorded before the cut, so that a killed run's snapshot is found.
-    const fs::path pending = temp_path(dir, m.id, ".pending");
-    rct::persist::replace_file(dir, pending.filename().string(),
-                               std::vector<std::uint8_t>(m.checkpoint.begin(), m.checkpoint.end()));
-    const json snap = api.call_json("POST", "/disks/" + segment(disk) + "/snapshots", json{{"name", m.checkpoint}});
-    m.token = snap.at("token").get<std::string>();
-    m.size = snap.at("size").get<std::uint64_t>();
-    const fs::path temp_image = temp_path(dir, m.id, ".qcow2");
-    try {
-        std::vector<byte_range> ranges;
-        if (p.base) {
-            try {
-                ranges = changed_ranges(api, disk, p.base->token, m.checkpoint);
-            } catch (const failure& f) {
-                if (f.status != exit_full_backup || requested != "auto") {
-                    throw failure{f.status,
-                              "rctd cannot say what changed since backup " + p.base->id + ": " + f.message +
+// What to copy: everything for a full, else the changes since the base
+// (auto falls back to a full when rctd cannot say them, and says why).
+std::vector<byte_range> ranges_for(client& api, pending_backup& b)
+{
+    manifest& m = b.m;
+    std::vector<byte_range> ranges;
+    if (b.p.base) {
+        try {
+            ranges = changed_ranges(api, b.disk, b.p.base->token, m.checkpoint);
+        } catch (const failure& f) {
+            if (f.status != exit_full_backup || b.requested != "auto") {
+                throw failure{f.status,
+                              "rctd cannot say what changed since backup " + b.p.base->id + ": " + f.message +
                                   (f.status == exit_full_backup ? " (run rct-backup full, or auto)" : ""),
                               f.body, f.code};
-                }
-                p = {"full", {}, "rctd cannot say what changed since backup " + p.base->id + ": " + f.message};
             }
+            b.p = {"full", {}, "rctd cannot say what changed since backup " + b.p.base->id + ": " + f.message};
         }
-        if (!p.reason.empty()) {
-            note("taking a full backup of disk " + disk + ": " + p.reason);
-        }
-        m.mode = p.mode;
-        m.parent = p.base ? std::optional(p.base->id) : std::nullopt;
-        m.full = p.base ? p.base->full : m.id;
-        m.file = image_name(m.mode, m.id);
-        if (!p.base) {
-            ranges = {{0, m.size}};
-        }
+    }
+    if (!b.p.reason.empty()) {
+        note("taking a full backup of disk " + b.disk + ": " + b.p.reason);
+    }
+    m.mode = b.p.mode;
+    m.parent = b.p.base ? std::optional(b.p.base->id) : std::nullopt;
+    m.full = b.p.base ? b.p.base->full : m.id;
+    m.file = image_name(m.mode, m.id);
+    if (!b.p.base) {
+        ranges = {{0, m.size}};
+    }
+    return ranges;
+}
 
+// From the cut snapshot to the committed point; the snapshot's data is
+// freed, its checkpoint kept as the next backup's stamp.
+void finish(const settings& s, client& api, pending_backup& b, std::chrono::steady_clock::time_point started)
+{
+    manifest& m = b.m;
+    m.token = b.snap.at("token").get<std::string>();
+    m.size = b.snap.at("size").get<std::uint64_t>();
+    const fs::path temp_image = temp_path(b.dir, m.id, ".qcow2");
+    try {
+        const std::vector<byte_range> ranges = ranges_for(api, b);
         std::vector<std::string> create{"qemu-img", "create", "-q", "-f", "qcow2"};
-        if (p.base) {
+        if (b.p.base) {
             // Relative: the repository can be moved or copied as a whole.
-            create.insert(create.end(), {"-b", p.base->file, "-F", "qcow2"});
+            create.insert(create.end(), {"-b", b.p.base->file, "-F", "qcow2"});
         }
         create.insert(create.end(), {temp_image.string(), std::to_string(m.size)});
         run(create);
         {
             served_image sink(temp_image.string(), true);
             {
-                connection in(snapshot_uri(s, snap, disk, m.checkpoint), false);
+                connection in(snapshot_uri(s, b.snap, b.disk, m.checkpoint), false);
                 connection out(sink.socket(), true);
-                copier(in, out, m, s.json).run(ranges, p.base.has_value());
+                copier(in, out, m, s.json).run(ranges, b.p.base.has_value());
                 out.flush();
             }
             sink.finish();
         }
-        commit(dir, temp_image, m);
+        commit(b.dir, temp_image, m);
     } catch (...) {
         std::error_code ec;
         fs::remove(temp_image, ec);
-        drop_snapshot(api, disk, m.checkpoint);
-        fs::remove(pending, ec);
+        drop_snapshot(api, b.disk, m.checkpoint);
+        fs::remove(b.pending, ec);
         throw;
     }
-    // The point is safe; the snapshot's data is no longer needed, its
-    // checkpoint is the next backup's stamp.
     try {
-        api.call("DELETE", "/disks/" + segment(disk) + "/snapshots/" + segment(m.checkpoint) + "?force=1");
+        api.call("DELETE", "/disks/" + segment(b.disk) + "/snapshots/" + segment(m.checkpoint) + "?force=1");
     } catch (const failure& f) {
         note("backup " + m.id + " is complete, but its snapshot's data could not be freed: " + f.message);
     }
-    drop_old_checkpoints(api, disk, points, m);
+    drop_old_checkpoints(api, b.disk, b.points, m);
     std::error_code ec;
-    fs::remove(pending, ec);
-    print_result(s, m, p, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    fs::remove(b.pending, ec);
+    print_result(s, m, b.p, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
+// Unfinished backups whose snapshots will not be used: gone again.
+void abandon(client& api, std::vector<pending_backup>& bs, std::size_t from)
+{
+    for (std::size_t i = from; i < bs.size(); ++i) {
+        drop_snapshot(api, bs[i].disk, bs[i].m.checkpoint);
+        std::error_code ec;
+        fs::remove(bs[i].pending, ec);
+    }
+}
+
+}  // namespace
+
+void cmd_backup(const settings& s, const std::string& disk, const std::string& requested)
+{
+    const auto started = std::chrono::steady_clock::now();
+    client api(s.control_socket);
+    pending_backup b = prepare(s, api, disk, requested, {});
+    try {
+        b.snap = api.call_json("POST", "/disks/" + segment(disk) + "/snapshots", json{{"name", b.m.checkpoint}});
+    } catch (...) {
+        std::vector<pending_backup> one;
+        one.push_back(std::move(b));
+        abandon(api, one, 0);
+        throw;
+    }
+    finish(s, api, b, started);
+}
+
+void cmd_backup_group(const settings& s, const std::vector<std::string>& disks, const std::string& requested)
+{
+    const auto started = std::chrono::steady_clock::now();
+    client api(s.control_socket);
+    // One id for every member, above each one's newest point: the members'
+    // snapshots share the name a group cut needs.
+    std::string id;
+    for (const std::string& d : disks) {
+        id = std::max(id, new_id(load_points(disk_dir(s.repo, d))));
+    }
+    std::vector<pending_backup> bs;
+    try {
+        for (const std::string& d : disks) {
+            bs.push_back(prepare(s, api, d, requested, id));
+            bs.back().m.group = bs.back().m.checkpoint;
+        }
+        const json g = api.call_json("POST", "/groups/snapshots", json{{"name", "rct-backup-" + id}, {"disks", disks}});
+        const json& members = g.at("members");
+        for (std::size_t i = 0; i < bs.size(); ++i) {
+            bs[i].snap = members.at(i);
+        }
+        note(fmt::format("cut {} disks at one instant (new writes held {} us at most)", disks.size(),
+                         g.at("held_ns").get<std::uint64_t>() / 1000));
+    } catch (...) {
+        abandon(api, bs, 0);
+        throw;
+    }
+    for (std::size_t i = 0; i < bs.size(); ++i) {
+        try {
+            finish(s, api, bs[i], started);
+        } catch (...) {
+            abandon(api, bs, i + 1);
+            throw;
+        }
+    }
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace rct::backup {
 
@@ -28,6 +29,9 @@ struct settings {
 
 // mode: "full", "inc", "diff" or "auto".
 void cmd_backup(const settings& s, const std::string& disk, const std::string& mode);
+// Several disks cut at one instant (a consistency group), then each backed
+// up from its snapshot; the points name the group.
+void cmd_backup_group(const settings& s, const std::vector<std::string>& disks, const std::string& mode);
 void cmd_list(const settings& s, const std::optional<std::string>& disk);
 // Returns false when something did not verify.
 bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const std::optional<std::string>& at);

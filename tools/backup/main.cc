@@ -38,6 +38,8 @@ int main(int argc, char** argv)
     rct::backup::settings s;
     std::string state_dir = "/var/lib/rctd";
     std::string disk;
+    std::vector<std::string> backup_disks;
+    bool group = false;
     std::string at;
     std::string to;
 
@@ -61,7 +63,9 @@ int main(int argc, char** argv)
                                                                : "inc, or a full when there is no usable chain "
                                                                  "(says why)";
         auto* sub = app.add_subcommand(mode, help);
-        sub->add_option("DISK", disk, "disk name")->required();
+        sub->add_option("DISK", backup_disks, "disk name(s); several are backed up one after another")->required();
+        sub->add_flag("--group", group, "cut every disk named at one instant (a consistency group), then back each "
+                                        "up from its snapshot");
         backups.push_back(sub);
     }
     auto* list = app.add_subcommand("list", "list the backup points, per disk");
@@ -118,8 +122,18 @@ int main(int argc, char** argv)
     int status = exit_ok;
     try {
         for (auto* sub : backups) {
-            if (*sub) {
-                rct::backup::cmd_backup(s, disk, sub->get_name());
+            if (!*sub) {
+                continue;
+            }
+            if (group) {
+                if (backup_disks.size() < 2) {
+                    throw rct::tools::failure{exit_usage, "--group needs at least two disks", {}, {}};
+                }
+                rct::backup::cmd_backup_group(s, backup_disks, sub->get_name());
+            } else {
+                for (const std::string& d : backup_disks) {
+                    rct::backup::cmd_backup(s, d, sub->get_name());
+                }
             }
         }
         if (*list) {

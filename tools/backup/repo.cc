@@ -48,7 +48,7 @@ json to_json(const manifest& m)
         ranges.push_back(r.xxh64 ? json::array({r.offset, r.length, hex64(*r.xxh64)})
                                  : json::array({r.offset, r.length, nullptr}));
     }
-    return json{
+    json j{
         {"format", 1},
         {"id", m.id},
         {"disk", m.disk},
@@ -69,6 +69,10 @@ json to_json(const manifest& m)
         {"checksum_chunk", checksum_chunk},
         {"ranges", ranges},
     };
+    if (!m.group.empty()) {
+        j["group"] = m.group;
+    }
+    return j;
 }
 
 manifest manifest_from_json(const json& j, const std::string& where)
@@ -91,6 +95,7 @@ manifest manifest_from_json(const json& j, const std::string& where)
         m.size = j.at("size").get<std::uint64_t>();
         m.token = j.at("token").get<std::string>();
         m.checkpoint = j.at("checkpoint").get<std::string>();
+        m.group = j.value("group", std::string());
         m.data_bytes = j.at("data_bytes").get<std::uint64_t>();
         m.zero_bytes = j.at("zero_bytes").get<std::uint64_t>();
         m.file_size = j.at("file_size").get<std::uint64_t>();

@@ -45,6 +45,9 @@ struct manifest {
     std::uint64_t size = 0;
     std::string token;
     std::string checkpoint;
+    // The group cut this point came from (its members are consistent with
+    // each other: docs/backup.md); empty for a disk backed up alone.
+    std::string group;
     std::uint64_t data_bytes = 0;
     std::uint64_t zero_bytes = 0;
     std::uint64_t file_size = 0;
