@@ -45,6 +45,10 @@ void cmd_restore(const settings& s, const std::string& disk, const std::optional
 void cmd_serve(const settings& s, const std::string& disk, const std::optional<std::string>& at,
                const std::string& listen);
 
+// Brings a replica of `disk` on the rctd at `to` (CONTROL_SOCKET[:NAME]) to
+// a new snapshot of it, and cuts the same snapshot there (replicate.cc).
+void cmd_replicate(const settings& s, const std::string& disk, const std::string& to);
+
 // Merges the oldest points into their full until `keep` remain (prune.cc).
 void cmd_prune(const settings& s, const std::string& disk, std::size_t keep);
 

@@ -47,7 +47,8 @@ int main(int argc, char** argv)
     app.footer(exit_help);
     app.require_subcommand(1);
     app.fallthrough();
-    app.add_option("--repo", s.repo, "backup repository directory (one subdirectory per disk)")->required();
+    app.add_option("--repo", s.repo, "backup repository directory (one subdirectory per disk; every command but "
+                                     "replicate needs one)");
     app.add_option("--control-socket", s.control_socket,
                    "rctd's control socket (default: STATE-DIR/control.sock if --state-dir is given, else "
                    "$RCTD_CONTROL_SOCKET, else /var/lib/rctd/control.sock)");
@@ -104,6 +105,13 @@ int main(int argc, char** argv)
     auto* prune = app.add_subcommand("prune", "merge the oldest points into their full until N remain");
     prune->add_option("DISK", disk, "disk name")->required();
     prune->add_option("--keep", keep, "points to keep (at least 1)")->required();
+    std::string replica;
+    auto* replicate = app.add_subcommand("replicate", "bring a replica of the disk on another rctd to a new snapshot "
+                                                      "of it, and cut the same snapshot there");
+    replicate->add_option("DISK", disk, "disk name")->required();
+    replicate->add_option("--to", replica, "the other rctd's control socket, with :NAME for a replica of another "
+                                           "name (default: the disk's)")
+        ->required();
 
     try {
         app.parse(argc, argv);
@@ -112,6 +120,10 @@ int main(int argc, char** argv)
             return app.exit(e);  // --help
         }
         std::cerr << "rct-backup: " << e.what() << "\nRun with --help for more information.\n";
+        return exit_usage;
+    }
+    if (s.repo.empty() && !*replicate) {
+        std::cerr << "rct-backup: --repo is required\nRun with --help for more information.\n";
         return exit_usage;
     }
     s.control_socket = resolve_socket(s.control_socket, state_dir, state_opt->count() != 0);
@@ -146,6 +158,8 @@ int main(int argc, char** argv)
             rct::backup::cmd_serve(s, disk, opt_at, listen.empty() ? serve_socket : listen);
         } else if (*prune) {
             rct::backup::cmd_prune(s, disk, keep);
+        } else if (*replicate) {
+            rct::backup::cmd_replicate(s, disk, replica);
         }
     } catch (const failure& f) {
         if (s.json) {

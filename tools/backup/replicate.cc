@@ -1,0 +1,245 @@
+// replicate: keeps a replica of a disk on another rctd in step
+// (docs/backup.md, "Replication"). Each run cuts a snapshot rct-repl-ID of
+// the source, brings the replica's live disk to exactly that snapshot's
+// content, and cuts a snapshot of the same name on the replica, so both
+// sides hold the same chain of snapshots.
+//
+// What a run copies: everything the first time (or when the two sides share
+// no snapshot, or rctd cannot say what changed); otherwise what the source
+// changed since the newest snapshot both sides hold, plus whatever the
+// replica's live disk changed since that snapshot (a run killed midway, or
+// a writer that should not have been there). The replica then equals its
+// snapshot there, and the source's new snapshot everywhere else: the union,
+// read from the new snapshot, makes it equal to that snapshot everywhere.
+#include "commands.hh"
+#include "nbd.hh"
+#include "progress.hh"
+#include "queries.hh"
+#include "read_ahead.hh"
+#include "repo.hh"
+
+#include <rct/size.hh>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <optional>
+
+namespace rct::backup {
+
+using tools::client;
+using tools::exit_failure;
+using tools::exit_full_backup;
+using tools::exit_not_found;
+using tools::failure;
+using tools::segment;
+
+namespace {
+
+constexpr const char* prefix = "rct-repl-";
+
+struct target {
+    std::string socket;
+    std::string disk;
+};
+
+// CONTROL_SOCKET[:NAME]: a name is what follows the last ':' when it is one.
+target parse_target(const std::string& to, const std::string& disk)
+{
+    const auto colon = to.rfind(':');
+    if (colon != std::string::npos && colon + 1 < to.size() && to.find('/', colon) == std::string::npos) {
+        return {to.substr(0, colon), to.substr(colon + 1)};
+    }
+    return {to, disk};
+}
+
+std::optional<json> find_disk(client& api, const std::string& disk)
+{
+    try {
+        return api.call_json("GET", "/disks/" + segment(disk));
+    } catch (const failure& f) {
+        if (f.status == exit_not_found && f.code == "not_found") {
+            return std::nullopt;
+        }
+        throw;
+    }
+}
+
+// The names of a disk's checkpoints (snapshots included) that replication
+// made, oldest first.
+std::vector<std::string> replicated(client& api, const std::string& disk)
+{
+    std::vector<std::string> out;
+    const json reply = api.call_json("GET", "/disks/" + segment(disk) + "/checkpoints");
+    for (const json& c : reply.at("checkpoints")) {
+        const std::string n = c.at("name").get<std::string>();
+        if (n.rfind(prefix, 0) == 0) {
+            out.push_back(n);
+        }
+    }
+    return out;
+}
+
+// The newest snapshot of the replica that the source also has.
+std::optional<std::string> common_point(client& src, const std::string& disk, client& dst, const std::string& rdisk)
+{
+    const std::vector<std::string> mine = replicated(src, disk);
+    const json snaps = dst.call_json("GET", "/disks/" + segment(rdisk) + "/snapshots").at("snapshots");
+    for (auto it = snaps.rbegin(); it != snaps.rend(); ++it) {
+        const std::string n = it->at("name").get<std::string>();
+        if (n.rfind(prefix, 0) == 0 && it->value("valid", false) &&
+            std::find(mine.begin(), mine.end(), n) != mine.end()) {
+            return n;
+        }
+    }
+    return std::nullopt;
+}
+
+// Snapshots of the source that a killed run cut and never replicated (newer
+// than the newest both sides hold: ids grow with time): they only cost space.
+void drop_leftovers(client& src, const std::string& disk, const std::optional<std::string>& base)
+{
+    for (const std::string& n : replicated(src, disk)) {
+        if (base && n <= *base) {
+            continue;
+        }
+        note("deleting snapshot " + n + " of disk " + disk + ", cut by a replication that did not finish");
+        try {
+            src.call("DELETE", "/disks/" + segment(disk) + "/snapshots/" + segment(n) + "?force=1");
+        } catch (const failure&) {
+            // A checkpoint only (its data freed by hand): deleted below.
+        }
+        src.call("DELETE", "/disks/" + segment(disk) + "/checkpoints/" + segment(n));
+    }
+}
+
+std::vector<byte_range> merged(std::vector<byte_range> a, const std::vector<byte_range>& b)
+{
+    a.insert(a.end(), b.begin(), b.end());
+    std::sort(a.begin(), a.end());
+    std::vector<byte_range> out;
+    for (const auto& [o, l] : a) {
+        if (!out.empty() && o <= out.back().first + out.back().second) {
+            const std::uint64_t end = std::max(out.back().first + out.back().second, o + l);
+            out.back().second = end - out.back().first;
+        } else {
+            out.emplace_back(o, l);
+        }
+    }
+    return out;
+}
+
+// Copies `ranges` of the snapshot `in` onto the replica `out`: data as
+// read, zeroes as zero requests (holes where the replica can punch them).
+// A new replica reads as zeroes already, so its zeroes are skipped.
+std::uint64_t copy(connection& in, connection& out, const std::vector<byte_range>& ranges, bool fresh, bool json)
+{
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> data;
+    std::uint64_t total = 0;
+    for (const auto& [offset, length] : ranges) {
+        for (const extent& e : in.extents(offset, length)) {
+            if (!e.zero) {
+                data.emplace_back(e.offset, e.length);
+                total += e.length;
+            } else if (!fresh) {
+                out.zero(e.length, e.offset);
+            }
+        }
+    }
+    progress p("replicate", total, json);
+    read_ahead reader(in, std::move(data), in.max_request(), 4);
+    while (std::optional<read_ahead::block> b = reader.next()) {
+        out.write(b->data.data(), b->data.size(), b->offset);
+        p.advance(b->data.size());
+    }
+    p.done();
+    out.flush();
+    return total;
+}
+
+std::string export_uri(const json& obj, const std::string& what)
+{
+    const json uri = obj.value("export_uri", json());
+    if (!uri.is_string()) {
+        throw failure{exit_failure, "rctd did not say where " + what + " is exported", {}, {}};
+    }
+    return uri.get<std::string>();
+}
+
+}  // namespace
+
+void cmd_replicate(const settings& s, const std::string& disk, const std::string& to)
+{
+    const auto started = std::chrono::steady_clock::now();
+    const target t = parse_target(to, disk);
+    client src(s.control_socket);
+    client dst(t.socket);
+    const json info = src.call_json("GET", "/disks/" + segment(disk));
+    const std::uint64_t size = info.at("size").get<std::uint64_t>();
+    std::optional<json> replica = find_disk(dst, t.disk);
+
+    std::optional<std::string> base;
+    std::string why;
+    if (!replica) {
+        replica = dst.call_json("POST", "/disks", json{{"name", t.disk}, {"size", size}});
+        why = "a new replica";
+    } else if (base = common_point(src, disk, dst, t.disk); !base) {
+        why = "the replica shares no snapshot with the source";
+    }
+    if (replica->at("size").get<std::uint64_t>() < size) {
+        replica = dst.call_json("POST", "/disks/" + segment(t.disk) + "/resize", json{{"size", size}});
+    } else if (replica->at("size").get<std::uint64_t>() > size) {
+        throw failure{exit_failure,
+                      fmt::format("disk {} is smaller than its replica {} (it shrank): delete the replica to start "
+                                  "again",
+                                  disk, t.disk),
+                      {}, {}};
+    }
+
+    if (why != "a new replica") {
+        drop_leftovers(src, disk, base);
+    }
+    const std::string snap = prefix + new_id({});
+    const json cut = src.call_json("POST", "/disks/" + segment(disk) + "/snapshots", json{{"name", snap}});
+    std::vector<byte_range> ranges;
+    if (base) {
+        try {
+            ranges = merged(changed_ranges(src, disk, *base, snap), changed_ranges(dst, t.disk, *base, "live"));
+        } catch (const failure& f) {
+            if (f.status != exit_full_backup) {
+                throw;
+            }
+            why = "rctd cannot say what changed since " + *base + ": " + f.message;
+            base.reset();
+        }
+    }
+    if (!base) {
+        note(fmt::format("copying all of disk {} to {}: {}", disk, t.disk, why));
+        ranges = {{0, size}};
+    }
+    std::uint64_t bytes = 0;
+    {
+        connection in(s.nbd_socket.empty() ? export_uri(cut, "snapshot " + snap)
+                                            : "nbd+unix:///" + disk + "%40" + snap + "?socket=" + s.nbd_socket,
+                      false);
+        connection out(export_uri(*replica, "disk " + t.disk), false);
+        bytes = copy(in, out, ranges, why == "a new replica", s.json);
+    }
+    dst.call_json("POST", "/disks/" + segment(t.disk) + "/snapshots", json{{"name", snap}});
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (s.json) {
+        std::cout << json{{"event", "result"}, {"disk", disk},          {"replica", t.disk},
+                          {"snapshot", snap},  {"base", base ? json(*base) : json(nullptr)},
+                          {"data_bytes", bytes}, {"full_reason", why.empty() ? json(nullptr) : json(why)},
+                          {"seconds", seconds}}
+                         .dump()
+                  << std::endl;
+        return;
+    }
+    std::cout << fmt::format("replicated disk {} to {} as snapshot {} ({} of data{}) in {:.2f} s\n", disk, t.disk,
+                             snap, rct::format_size(bytes), base ? ", changes since " + *base : "", seconds);
+}
+
+}  // namespace rct::backup
