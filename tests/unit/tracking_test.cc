@@ -371,6 +371,51 @@ BOOST_AUTO_TEST_CASE(a_hand_off_that_does_not_fit_is_recovered_from_the_files)
     BOOST_TEST(covers(all_changes(*t, token), 3 * mib));
 }
 
+// A disk grown while rctd ran has intent.map in its old size's layout until
+// the next commit: a crash then must still find the newest slot, wherever
+// the old layout put it (before: read where the new size puts it, missed,
+// and the older slot taken, without the last commit's region). Both slot
+// parities: one extra commit first flips which slot is the newest.
+BOOST_AUTO_TEST_CASE(a_crash_after_a_grow_finds_the_newest_intent_slot)
+{
+    constexpr std::uint64_t gib = std::uint64_t{1} << 30;
+    // warm: the grown tracker is handed off (live upgrade) and the next one
+    // commits once in the new layout before the crash.
+    for (int warm = 0; warm < 2; ++warm) {
+        for (int extra = 0; extra < 2; ++extra) {
+            fixture f;
+            f.opts.persist_interval = std::chrono::hours(1);  // only intent bits record the writes
+            std::string token;
+            {
+                // 1 MiB regions: 20 GiB is 20480 regions, a capacity of
+                // 81920; 40 GiB opens with 163840, so a larger slot. The
+                // writes go below 20 GiB: grown space counts as changed.
+                auto t = f.open(20 * gib);
+                token = t->checkpoint("a").token;
+                t->resize(40 * gib);
+                if (extra) {
+                    fixture::write(*t, 10 * gib, 4096);
+                }
+                fixture::write(*t, 5 * gib, 4096);
+                fixture::write(*t, 15 * gib, 4096);
+                if (warm) {
+                    const tracker_handoff h = t->hand_off();
+                    t.reset();
+                    auto next = tracker::open(f.dir / "t", disk_id, 40 * gib, f.ident, f.opts, 0, &h);
+                    BOOST_TEST(!next->status().recovered_after_crash);
+                    fixture::write(*next, 18 * gib, 4096);
+                }
+            }  // kill -9
+            auto t = f.open(40 * gib);
+            BOOST_TEST(t->status().recovered_after_crash);
+            const auto got = all_changes(*t, token);
+            for (const std::uint64_t at : {5 * gib, 15 * gib, warm ? 18 * gib : 5 * gib}) {
+                BOOST_TEST(covers(got, at), "warm " << warm << " extra " << extra << " at " << at);
+            }
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(data_changed_behind_our_back_invalidates)
 {
     fixture f;

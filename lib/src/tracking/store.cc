@@ -336,41 +336,71 @@ intent_file::intent_file(const fs::path& path, std::uint64_t region_size, std::u
     fd_.reset(open_or_create(path, O_RDWR | O_NOFOLLOW, 0600));
 }
 
+namespace {
+
+std::uint64_t slot_bytes(std::uint64_t regions)
+{
+    return (sizeof(format::intent_header) + (regions + 63) / 64 * 8 + 4095) / 4096 * 4096;
+}
+
+}  // namespace
+
+// Each slot is read by its own header's size: a file written while the disk
+// was smaller or larger (a resize since) has its slots where that size put
+// them, and the newest one must not be missed for being elsewhere.
+std::optional<intent_file::slot> intent_file::read_slot(std::uint64_t offset) const
+{
+    format::intent_header h;
+    if (env::get().read_at(fd_.get(), &h, sizeof h, offset) != static_cast<ssize_t>(sizeof h) ||
+        h.magic != format::intent_magic || h.version != format::version || h.regions > regions_ * 64 + 64) {
+        return std::nullopt;
+    }
+    const std::size_t bm = (h.regions + 63) / 64 * 8;
+    std::vector<std::uint8_t> bits(bm);
+    if (env::get().read_at(fd_.get(), bits.data(), bm, offset + sizeof h) != static_cast<ssize_t>(bm) ||
+        header_checksum(h, bits.data(), bm) != h.checksum) {
+        return std::nullopt;
+    }
+    return slot{h, std::move(bits)};
+}
+
 std::optional<std::vector<std::uint64_t>> intent_file::load()
 {
-    std::optional<std::vector<std::uint64_t>> best;
-    std::uint64_t best_seq = 0;
-    const std::size_t nwords = (regions_ + 63) / 64;
-    for (int slot = 0; slot < 2; ++slot) {
-        std::vector<std::uint8_t> buf(slot_size_);
-        const ssize_t r = env::get().read_at(fd_.get(), buf.data(), buf.size(), slot * slot_size_);
-        if (r < static_cast<ssize_t>(sizeof(format::intent_header))) {
-            continue;
-        }
-        format::intent_header h;
-        std::memcpy(&h, buf.data(), sizeof h);
-        const std::size_t bm = (h.regions + 63) / 64 * 8;
-        if (h.magic != format::intent_magic || h.version != format::version || h.regions > regions_ * 64 + 64 ||
-            sizeof h + bm > static_cast<std::size_t>(r) ||
-            header_checksum(h, buf.data() + sizeof h, bm) != h.checksum) {
-            continue;
-        }
-        if (!best || h.sequence > best_seq) {
-            // A different region size means the bits mean other ranges; the
-            // caller treats a mismatch as "everything may be dirty".
-            if (h.region_size != region_size_) {
-                std::vector<std::uint64_t> all(nwords, ~std::uint64_t{0});
-                best = all;
-            } else {
-                std::vector<std::uint64_t> words(nwords, 0);
-                std::memcpy(words.data(), buf.data() + sizeof h, std::min(bm, nwords * 8));
-                best = words;
-            }
-            best_seq = h.sequence;
+    // Slot 1 sits after slot 0 in the layout slot 0 was written with, and
+    // after a resize the next commit may already have put one in this
+    // size's: both are read, the highest sequence wins (an older layout's
+    // slot is always older).
+    std::optional<slot> slots[3] = {read_slot(0), read_slot(slot_size_), std::nullopt};
+    if (slots[0] && slot_bytes(slots[0]->h.regions) != slot_size_) {
+        slots[2] = read_slot(slot_bytes(slots[0]->h.regions));
+    }
+    const slot* best = nullptr;
+    for (const auto& sl : slots) {
+        if (sl && (best == nullptr || sl->h.sequence > best->h.sequence)) {
+            best = &*sl;
         }
     }
-    sequence_ = best_seq;
-    return best;
+    if (best == nullptr) {
+        sequence_ = 0;
+        return std::nullopt;
+    }
+    sequence_ = best->h.sequence;
+    const std::size_t nwords = (regions_ + 63) / 64;
+    if (best->h.region_size != region_size_) {
+        // The bits mean other ranges: everything may be dirty.
+        return std::vector<std::uint64_t>(nwords, ~std::uint64_t{0});
+    }
+    std::vector<std::uint64_t> words(nwords, 0);
+    std::memcpy(words.data(), best->bits.data(), std::min(best->bits.size(), nwords * 8));
+    if (best->bits.size() > nwords * 8) {
+        // Written for a larger disk: regions past this size's capacity
+        // were written too; their bits cannot be dropped unseen.
+        const auto* extra = best->bits.data() + nwords * 8;
+        if (std::any_of(extra, best->bits.data() + best->bits.size(), [](std::uint8_t b) { return b != 0; })) {
+            return std::vector<std::uint64_t>(nwords, ~std::uint64_t{0});
+        }
+    }
+    return words;
 }
 
 void intent_file::store(const std::vector<std::uint64_t>& words)

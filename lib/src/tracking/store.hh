@@ -107,6 +107,12 @@ public:
     void store(const std::vector<std::uint64_t>& words);
 
 private:
+    struct slot {
+        format::intent_header h;
+        std::vector<std::uint8_t> bits;
+    };
+    std::optional<slot> read_slot(std::uint64_t offset) const;
+
     unique_fd fd_;
     std::uint64_t region_size_;
     std::uint64_t regions_;
