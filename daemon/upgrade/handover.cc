@@ -118,7 +118,7 @@ nbd::session_state decode_session(payload_reader& r)
 void decode_disks(payload_reader& r, state& s)
 {
     const auto ndisks = r.get<std::uint32_t>();
-    need_items(r, ndisks, 32, "disks");
+    need_items(r, ndisks, 30, "disks");  // an empty id and no runs
     for (std::uint32_t i = 0; i < ndisks; ++i) {
         std::string id = r.get_string();
         tracker_handoff h;

@@ -97,14 +97,17 @@ public:
     // Every member is cut (or has failed) once this returns.
     void cut_all()
     {
-        go_.count_down();
+        release();
         cuts_.wait();
     }
     // Waits for the members' cuts to be made durable.
-    void join()
+    void join() noexcept
     {
+        release();
         for (auto& t : threads_) {
-            t.join();
+            if (t.joinable()) {
+                t.join();
+            }
         }
         threads_.clear();
     }
@@ -132,16 +135,21 @@ private:
         }
         once();
     }
+    void release() noexcept
+    {
+        if (!released_) {
+            released_ = true;
+            go_.count_down();
+        }
+    }
+    // The members not yet cut will not be.
     void abandon() noexcept
     {
-        if (threads_.empty()) {
-            return;
-        }
         abandoned_.store(true);
-        go_.count_down();
         join();
     }
 
+    bool released_ = false;
     std::latch go_{1};
     std::latch cuts_;
     std::atomic<bool> abandoned_{false};
@@ -179,13 +187,15 @@ group_result cut_group(const std::vector<std::shared_ptr<disk>>& disks, const st
         out.members = std::move(c.results());
         return out;
     }
-    // All or nothing: the members that were cut lose it again.
-    for (std::size_t i = 0; i < disks.size(); ++i) {
-        if (c.errors()[i] == nullptr) {
-            try {
-                undo(*disks[i]);
-            } catch (const std::exception& e) {
-                log::error("group cut {}: cannot undo disk {}'s part: {}", name, disks[i]->name(), e.what());
+    // All or nothing: every member loses what it got, the failed ones too (a
+    // snapshot can fail after its checkpoint was sealed). The name was no
+    // member's before, and the locks kept it so: whatever has it now is ours.
+    for (auto* d : order) {
+        try {
+            undo(*d);
+        } catch (const error& e) {
+            if (e.code() != errc::not_found) {
+                log::error("group cut {}: cannot undo disk {}'s part: {}", name, d->name(), e.what());
             }
         }
     }

@@ -3,7 +3,8 @@
 # increments) while a causal writer (each write issued once the previous
 # one, to another disk, completed) and random writers run; every run's
 # restored points are a causally closed prefix, share one id and group, and
-# chain per disk. --group with one disk is a usage error.
+# chain per disk. --group with one disk, or a disk twice, is a usage error
+# that leaves nothing behind.
 # Logic: tests/rcttest/interop/backup_group.py.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${RCT_BACKUP:=$REPO_ROOT/build/tools/rct-backup}"
@@ -21,4 +22,8 @@ py -m rcttest.interop.backup_group run "$STATE/nbd.sock" "$STATE/control.sock" "
 rc=0
 out=$("$RCT_BACKUP" --repo "$T/repo" --state-dir "$STATE" inc --group a 2>&1) || rc=$?
 ((rc == 2)) || fail "inc --group with one disk exited $rc, not 2: $out"
+rc=0
+out=$("$RCT_BACKUP" --repo "$T/repo" --state-dir "$STATE" inc --group a b a 2>&1) || rc=$?
+((rc == 2)) && [[ $out == *"disk a is named twice"* ]] || fail "inc --group a b a exited $rc: $out"
+ls "$T/repo"/*/.tmp-*.pending >/dev/null 2>&1 && fail "a refused group run left a pending backup"
 say "PASS"

@@ -245,11 +245,8 @@ struct pending_backup {
     json snap;         // the snapshot cut for it
 };
 
-// Locks the disk's directory, clears what a killed run left, plans, and
-// records the snapshot's name (checkpoint) before it is cut, so that a
-// killed run's snapshot is found.
-pending_backup prepare(const settings& s, client& api, const std::string& disk, const std::string& requested,
-                       const std::string& id)
+// Locks the disk's directory, clears what a killed run left and plans.
+pending_backup prepare(const settings& s, client& api, const std::string& disk, const std::string& requested)
 {
     pending_backup b;
     b.disk = disk;
@@ -263,15 +260,22 @@ pending_backup prepare(const settings& s, client& api, const std::string& disk, 
     }
     b.points = load_points(b.dir);
     b.p = choose(b.points, requested, disk, info.at("id").get<std::string>());
-    b.m.id = id.empty() ? new_id(b.points) : id;
     b.m.disk = disk;
     b.m.disk_id = info.at("id").get<std::string>();
-    b.m.checkpoint = "rct-backup-" + b.m.id;
+    return b;
+}
+
+// Names the point (id, above every point of the disk: chosen under its
+// lock) and records its snapshot's name before the cut, so that a killed
+// run's snapshot is found.
+void stamp(pending_backup& b, const std::string& id)
+{
+    b.m.id = id;
+    b.m.checkpoint = "rct-backup-" + id;
     b.m.created_at = now_rfc3339();
-    b.pending = temp_path(b.dir, b.m.id, ".pending");
+    b.pending = temp_path(b.dir, id, ".pending");
     rct::persist::replace_file(b.dir, b.pending.filename().string(),
                                std::vector<std::uint8_t>(b.m.checkpoint.begin(), b.m.checkpoint.end()));
-    return b;
 }
 
 // What to copy: everything for a full, else the changes since the base
@@ -356,6 +360,9 @@ void finish(const settings& s, client& api, pending_backup& b, std::chrono::stea
 void abandon(client& api, std::vector<pending_backup>& bs, std::size_t from)
 {
     for (std::size_t i = from; i < bs.size(); ++i) {
+        if (bs[i].m.checkpoint.empty()) {
+            continue;  // not stamped: nothing recorded or cut
+        }
         drop_snapshot(api, bs[i].disk, bs[i].m.checkpoint);
         std::error_code ec;
         fs::remove(bs[i].pending, ec);
@@ -368,7 +375,8 @@ void cmd_backup(const settings& s, const std::string& disk, const std::string& r
 {
     const auto started = std::chrono::steady_clock::now();
     client api(s.control_socket);
-    pending_backup b = prepare(s, api, disk, requested, {});
+    pending_backup b = prepare(s, api, disk, requested);
+    stamp(b, new_id(b.points));
     try {
         b.snap = api.call_json("POST", "/disks/" + segment(disk) + "/snapshots", json{{"name", b.m.checkpoint}});
     } catch (...) {
@@ -384,17 +392,24 @@ void cmd_backup_group(const settings& s, const std::vector<std::string>& disks, 
 {
     const auto started = std::chrono::steady_clock::now();
     client api(s.control_socket);
-    // One id for every member, above each one's newest point: the members'
-    // snapshots share the name a group cut needs.
-    std::string id;
-    for (const std::string& d : disks) {
-        id = std::max(id, new_id(load_points(disk_dir(s.repo, d))));
-    }
     std::vector<pending_backup> bs;
     try {
         for (const std::string& d : disks) {
-            bs.push_back(prepare(s, api, d, requested, id));
-            bs.back().m.group = bs.back().m.checkpoint;
+            if (std::count(disks.begin(), disks.end(), d) > 1) {
+                throw failure{tools::exit_usage, "disk " + d + " is named twice in the group", {}, {}};
+            }
+            bs.push_back(prepare(s, api, d, requested));
+        }
+        // One id for every member, above each one's newest point (all
+        // locked now): the members' snapshots share the name a group cut
+        // needs.
+        std::string id;
+        for (const pending_backup& b : bs) {
+            id = std::max(id, new_id(b.points));
+        }
+        for (pending_backup& b : bs) {
+            stamp(b, id);
+            b.m.group = b.m.checkpoint;
         }
         const json g = api.call_json("POST", "/groups/snapshots", json{{"name", "rct-backup-" + id}, {"disks", disks}});
         const json& members = g.at("members");

@@ -143,8 +143,20 @@ int main(int argc, char** argv)
                 }
                 rct::backup::cmd_backup_group(s, backup_disks, sub->get_name());
             } else {
-                for (const std::string& d : backup_disks) {
-                    rct::backup::cmd_backup(s, d, sub->get_name());
+                for (std::size_t i = 0; i < backup_disks.size(); ++i) {
+                    try {
+                        rct::backup::cmd_backup(s, backup_disks[i], sub->get_name());
+                    } catch (...) {
+                        if (i + 1 < backup_disks.size()) {
+                            std::string rest;
+                            for (std::size_t k = i + 1; k < backup_disks.size(); ++k) {
+                                rest += (k > i + 1 ? ", " : "") + backup_disks[k];
+                            }
+                            std::cerr << "rct-backup: not backed up (after disk " << backup_disks[i]
+                                      << " failed): " << rest << '\n';
+                        }
+                        throw;
+                    }
                 }
             }
         }

@@ -263,8 +263,9 @@ bool tracker_impl::take_handoff(live_map& live, log_state& st, const tracker_han
         runs.push_back({r.start, r.count});
     }
     std::string why;
-    if (!st.initialized || warm.generation != generation_ || warm.epoch != st.next_epoch ||
-        warm.chunks != live.bits.bits()) {
+    if (!st.initialized || st.disk_id != disk_id_) {
+        why = "the tracking state is not this disk's";
+    } else if (warm.generation != generation_ || warm.epoch != st.next_epoch || warm.chunks != live.bits.bits()) {
         why = fmt::format("it is generation {} epoch {} of {} chunks, the files say generation {} epoch {} of {}",
                           warm.generation, warm.epoch, warm.chunks, generation_, st.next_epoch, live.bits.bits());
     } else {
