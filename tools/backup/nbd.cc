@@ -58,6 +58,40 @@ void connection::write(const void* buf, std::uint64_t length, std::uint64_t offs
     }
 }
 
+void connection::write_async(std::vector<char> data, std::uint64_t offset, std::size_t depth)
+{
+    while (writes_.size() >= std::max<std::size_t>(depth, 1)) {
+        reap(true);
+    }
+    const std::int64_t cookie =
+        nbd_aio_pwrite(h_, data.data(), data.size(), offset, NBD_NULL_COMPLETION, 0);
+    if (cookie == -1) {
+        fail("write");
+    }
+    writes_.push_back({cookie, std::move(data)});
+}
+
+void connection::reap(bool block)
+{
+    if (block && nbd_poll(h_, -1) == -1) {
+        fail("write");
+    }
+    for (auto it = writes_.begin(); it != writes_.end();) {
+        const int r = nbd_aio_command_completed(h_, static_cast<std::uint64_t>(it->cookie));
+        if (r == -1) {
+            fail("write");
+        }
+        it = r == 1 ? writes_.erase(it) : it + 1;
+    }
+}
+
+void connection::wait_writes()
+{
+    while (!writes_.empty()) {
+        reap(true);
+    }
+}
+
 void connection::zero(std::uint64_t length, std::uint64_t offset)
 {
     if (nbd_zero(h_, length, offset, 0) == -1) {

@@ -51,11 +51,27 @@ public:
     // base:allocation over [offset, offset+length), merged, in order.
     std::vector<extent> extents(std::uint64_t offset, std::uint64_t length);
 
+    // Writes with up to `depth` in flight (write_async waits for room): a
+    // server that makes each write wait for something (a copy-on-write, an
+    // intent commit) batches them. The connection keeps each buffer until
+    // its write completes; wait_writes() returns once all have, and throws
+    // for the first that failed.
+    void write_async(std::vector<char> data, std::uint64_t offset, std::size_t depth);
+    void wait_writes();
+
 private:
     [[noreturn]] void fail(const std::string& what) const;
 
+    // Reaps completed writes; with `block`, waits for at least one first.
+    void reap(bool block);
+
+    struct pending_write {
+        std::int64_t cookie;
+        std::vector<char> data;
+    };
     nbd_handle* h_;
     std::string where_;
+    std::vector<pending_write> writes_;
     std::uint64_t size_ = 0;
     std::uint64_t max_request_ = 4 << 20;
 };

@@ -39,6 +39,9 @@ using tools::segment;
 namespace {
 
 constexpr const char* prefix = "rct-repl-";
+// Writes in flight on the replica: each may wait there for a copy-on-write
+// (the replica keeps snapshots) or an intent commit, which batch.
+constexpr std::size_t write_depth = 32;
 
 struct target {
     std::string socket;
@@ -151,9 +154,11 @@ std::uint64_t copy(connection& in, connection& out, const std::vector<byte_range
     progress p("replicate", total, json);
     read_ahead reader(in, std::move(data), in.max_request(), 4);
     while (std::optional<read_ahead::block> b = reader.next()) {
-        out.write(b->data.data(), b->data.size(), b->offset);
-        p.advance(b->data.size());
+        const std::size_t n = b->data.size();
+        out.write_async(std::move(b->data), b->offset, write_depth);
+        p.advance(n);
     }
+    out.wait_writes();
     p.done();
     out.flush();
     return total;
