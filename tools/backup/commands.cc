@@ -109,6 +109,9 @@ plan choose(const std::vector<manifest>& points, const std::string& requested, c
 
 // Copies what the plan needs from the snapshot export to the new image and
 // records what it wrote.
+// Writes in flight on the sink (qemu-nbd over the new image).
+constexpr std::size_t write_depth = 16;
+
 class copier {
 public:
     copier(connection& in, connection& out, manifest& m, bool json) : in_(in), out_(out), m_(m), json_(json) {}
@@ -133,9 +136,11 @@ public:
         progress p("backup", total, json_);
         read_ahead reader(in_, std::move(data), in_.max_request(), 4);
         while (std::optional<read_ahead::block> b = reader.next()) {
-            copy(b->offset, b->data, write_zeroes);
-            p.advance(b->data.size());
+            const std::size_t n = b->data.size();
+            copy(b->offset, std::move(b->data), write_zeroes);
+            p.advance(n);
         }
+        out_.wait_writes();
         p.done();
         std::sort(m_.ranges.begin(), m_.ranges.end(),
                   [](const written_range& x, const written_range& y) { return x.offset < y.offset; });
@@ -155,23 +160,38 @@ private:
     }
 
     // Data in pieces that end on checksum_chunk boundaries; pieces that turn
-    // out to be zeroes are written as zeroes (or skipped in a full).
-    void copy(std::uint64_t offset, const std::vector<char>& buf, bool write_zeroes)
+    // out to be zeroes are written as zeroes (or skipped in a full). The
+    // data goes out with several writes in flight: a block without zeroes
+    // as one write, else each data piece on its own.
+    void copy(std::uint64_t offset, std::vector<char> buf, bool write_zeroes)
     {
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> data;  // (at, length) within buf
         for (std::uint64_t at = 0; at < buf.size();) {
             const std::uint64_t pos = offset + at;
             const std::uint64_t piece = std::min(buf.size() - at, checksum_chunk - pos % checksum_chunk);
-            const char* data = buf.data() + at;
-            if (all_zero(data, piece)) {
+            const char* p = buf.data() + at;
+            if (all_zero(p, piece)) {
                 if (write_zeroes) {
                     zero(pos, piece);
                 }
             } else {
-                out_.write(data, piece, pos);
-                m_.ranges.push_back({pos, piece, XXH64(data, piece, 0)});
+                data.emplace_back(at, piece);
+                m_.ranges.push_back({pos, piece, XXH64(p, piece, 0)});
                 m_.data_bytes += piece;
             }
             at += piece;
+        }
+        std::uint64_t covered = 0;
+        for (const auto& d : data) {
+            covered += d.second;
+        }
+        if (covered == buf.size()) {
+            out_.write_async(std::move(buf), offset, write_depth);
+            return;
+        }
+        for (const auto& [at, length] : data) {
+            out_.write_async(std::vector<char>(buf.begin() + at, buf.begin() + at + length), offset + at,
+                             write_depth);
         }
     }
 
