@@ -194,7 +194,9 @@ group_result cut_group(const std::vector<std::shared_ptr<disk>>& disks, const st
         try {
             undo(*d);
         } catch (const error& e) {
-            if (e.code() != errc::not_found) {
+            // not_found: that member got nothing; invalid_argument: a name
+            // no member could take.
+            if (e.code() != errc::not_found && e.code() != errc::invalid_argument) {
                 log::error("group cut {}: cannot undo disk {}'s part: {}", name, d->name(), e.what());
             }
         }
@@ -214,7 +216,15 @@ group_result snapshot_group(const std::vector<std::shared_ptr<disk>>& disks, con
     return cut_group(
         disks, name, [&name](disk& d, const std::function<void()>& on_cut) { return d.snapshots()->snapshot(name, on_cut); },
         [&name](disk& d) {
-            d.snapshots()->delete_snapshot(name, true);
+            try {
+                d.snapshots()->delete_snapshot(name, true);
+            } catch (const error& e) {
+                if (e.code() != errc::not_found) {
+                    throw;
+                }
+                // No snapshot recorded (it failed after its checkpoint):
+                // the checkpoint still goes.
+            }
             d.tracking()->delete_checkpoint(name);
         });
 }
