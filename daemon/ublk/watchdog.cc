@@ -94,6 +94,19 @@ void start_watchdog(const std::filesystem::path& state_dir, std::chrono::seconds
 
 int run_watchdog(pid_t parent, const std::filesystem::path& state_dir, std::chrono::seconds window)
 {
+    // One watchdog per rctd process: a rolled-back upgrade re-executes rctd
+    // under the same pid, which starts another one for it.
+    const std::filesystem::path mine = state_dir / ("ublk-watchdog." + std::to_string(parent) + ".lock");
+    const unique_fd held(::open(mine.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (held && ::flock(held.get(), LOCK_EX | LOCK_NB) != 0) {
+        return 0;  // that rctd is watched already
+    }
+    const auto done = [&](int rc) {
+        if (held) {
+            ::unlink(mine.c_str());
+        }
+        return rc;
+    };
     // glibc 2.36's <sys/pidfd.h> lacks extern "C"; the system call it is.
     unique_fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, parent, 0)));
     if (pidfd) {
@@ -102,15 +115,15 @@ int run_watchdog(pid_t parent, const std::filesystem::path& state_dir, std::chro
         }
     } else if (errno != ESRCH) {
         log::error("ublk watchdog: cannot watch rctd (pid {}): {}", parent, std::strerror(errno));
-        return 1;
+        return done(1);
     }
     std::this_thread::sleep_for(window);
     unique_fd lock(::open((state_dir / "rctd.lock").c_str(), O_RDWR | O_CLOEXEC));
     if (!lock || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-        return 0;  // a new rctd runs (or the state dir is gone): not ours to touch
+        return done(0);  // a new rctd runs (or the state dir is gone): not ours to touch
     }
     remove_devices(state_dir);
-    return 0;
+    return done(0);
 }
 
 }  // namespace rct::daemon::ublk

@@ -22,7 +22,9 @@ namespace rct::daemon::ublk {
 // rct::error when it cannot be started.
 void start_watchdog(const std::filesystem::path& state_dir, std::chrono::seconds window);
 
-// The watchdog process: returns its exit status.
+// The watchdog process: returns its exit status. One per rctd process: it
+// holds STATE/ublk-watchdog.PID.lock while it runs, and a second one for the
+// same pid (a rolled-back upgrade re-executes rctd under its pid) exits.
 int run_watchdog(pid_t parent, const std::filesystem::path& state_dir, std::chrono::seconds window);
 
 }  // namespace rct::daemon::ublk

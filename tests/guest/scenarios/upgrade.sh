@@ -14,7 +14,8 @@
 # that exits before it says hello (/bin/false: refused, nothing frozen),
 # and a new rctd that gives up in its takeover, after the state was handed
 # over (a descriptor limit below --fd-reserve): the old rctd must take
-# everything back by re-executing itself, keeping its pid. After all: every
+# everything back by re-executing itself, keeping its pid (and its one ublk
+# watchdog). After all: every
 # fio round passed, no I/O error in the kernel log, e2fsck -fn clean on
 # both filesystems, and the upgraded rctd detaches and stops cleanly.
 # Neither disk's change tracking may ever look recovered after a crash.
@@ -42,6 +43,15 @@ in_flight() {
     for d in "${UDEV#/dev/}" nbd0; do
         (($(awk '{print $1 + $2}' "/sys/block/$d/inflight") > 0)) || return 1
     done
+}
+
+# watchdogs PID: how many ublk watchdogs watch rctd PID.
+watchdogs() {
+    local f n=0
+    for f in /proc/[0-9]*/cmdline; do
+        [[ $(tr '\0' ' ' <"$f" 2>/dev/null) == *"--ublk-watchdog $1 "* ]] && n=$((n + 1))
+    done
+    echo "$n"
 }
 
 # io_error_lines: kernel log lines saying a request failed.
@@ -321,6 +331,11 @@ for ((i = 1; i <= UPGRADES; i++)); do
         failed_upgrade "rollback" /tmp/rctd-nofd "descriptor limit"
         grep -q "rollback: serving again" "$RCTD_LOG" ||
             fail "rollback: rctd's log has no 'rollback: serving again'"
+        # The re-executed rctd keeps its pid and its watchdog: one, not two.
+        sleep 1
+        n=$(watchdogs "$RCTD_PID")
+        ((n == 1)) || fail "rollback: $n ublk watchdogs watch rctd (pid $RCTD_PID), not 1"
+        step "rollback: one ublk watchdog watches rctd (pid $RCTD_PID)"
     fi
 done
 info "I/O held (as rctctl upgrade reports it: NBD's freeze to the new rctd's serving) in ms: ${HELD[*]}"
