@@ -175,76 +175,107 @@ std::string export_uri(const json& obj, const std::string& what)
 
 }  // namespace
 
+namespace {
+
+// The replica and what this run builds on.
+struct replica_plan {
+    json replica;
+    bool fresh = false;               // created now, with the source's size: it reads as zeroes
+    std::optional<std::string> base;  // the newest snapshot both sides hold
+    std::string why;                  // why everything is copied (empty: the changes)
+};
+
+replica_plan plan_replica(client& src, const std::string& disk, client& dst, const std::string& rdisk,
+                          std::uint64_t size)
+{
+    replica_plan p;
+    if (std::optional<json> r = find_disk(dst, rdisk)) {
+        p.replica = std::move(*r);
+        p.base = common_point(src, disk, dst, rdisk);
+        if (!p.base) {
+            p.why = "the replica shares no snapshot with the source";
+        }
+    } else {
+        p.replica = dst.call_json("POST", "/disks", json{{"name", rdisk}, {"size", size}});
+        p.fresh = true;
+        p.why = "a new replica";
+    }
+    const auto rsize = p.replica.at("size").get<std::uint64_t>();
+    if (rsize < size) {
+        p.replica = dst.call_json("POST", "/disks/" + segment(rdisk) + "/resize", json{{"size", size}});
+    } else if (rsize > size) {
+        throw failure{exit_failure,
+                      fmt::format("disk {} is smaller than its replica {} (it shrank): delete the replica to start "
+                                  "again",
+                                  disk, rdisk),
+                      {}, {}};
+    }
+    return p;
+}
+
+// What to copy onto the replica to make it snapshot `snap`: see the top.
+std::vector<byte_range> ranges_to_copy(client& src, const std::string& disk, client& dst, const std::string& rdisk,
+                                       replica_plan& p, const std::string& snap, std::uint64_t size)
+{
+    if (p.base) {
+        try {
+            return merged(changed_ranges(src, disk, *p.base, snap), changed_ranges(dst, rdisk, *p.base, "live"));
+        } catch (const failure& f) {
+            if (f.status != exit_full_backup) {
+                throw;
+            }
+            p.why = "rctd cannot say what changed since " + *p.base + ": " + f.message;
+            p.base.reset();
+        }
+    }
+    note(fmt::format("copying all of disk {} to {}: {}", disk, rdisk, p.why));
+    return {{0, size}};
+}
+
+void print_replicated(const settings& s, const std::string& disk, const std::string& rdisk, const std::string& snap,
+                      const replica_plan& p, std::uint64_t bytes, double seconds)
+{
+    if (s.json) {
+        std::cout << json{{"event", "result"},   {"disk", disk},
+                          {"replica", rdisk},    {"snapshot", snap},
+                          {"base", p.base ? json(*p.base) : json(nullptr)},
+                          {"data_bytes", bytes}, {"full_reason", p.why.empty() ? json(nullptr) : json(p.why)},
+                          {"seconds", seconds}}
+                         .dump()
+                  << std::endl;
+        return;
+    }
+    std::cout << fmt::format("replicated disk {} to {} as snapshot {} ({} of data{}) in {:.2f} s\n", disk, rdisk, snap,
+                             rct::format_size(bytes), p.base ? ", changes since " + *p.base : "", seconds);
+}
+
+}  // namespace
+
 void cmd_replicate(const settings& s, const std::string& disk, const std::string& to)
 {
     const auto started = std::chrono::steady_clock::now();
     const target t = parse_target(to, disk);
     client src(s.control_socket);
     client dst(t.socket);
-    const json info = src.call_json("GET", "/disks/" + segment(disk));
-    const std::uint64_t size = info.at("size").get<std::uint64_t>();
-    std::optional<json> replica = find_disk(dst, t.disk);
-
-    std::optional<std::string> base;
-    std::string why;
-    if (!replica) {
-        replica = dst.call_json("POST", "/disks", json{{"name", t.disk}, {"size", size}});
-        why = "a new replica";
-    } else if (base = common_point(src, disk, dst, t.disk); !base) {
-        why = "the replica shares no snapshot with the source";
-    }
-    if (replica->at("size").get<std::uint64_t>() < size) {
-        replica = dst.call_json("POST", "/disks/" + segment(t.disk) + "/resize", json{{"size", size}});
-    } else if (replica->at("size").get<std::uint64_t>() > size) {
-        throw failure{exit_failure,
-                      fmt::format("disk {} is smaller than its replica {} (it shrank): delete the replica to start "
-                                  "again",
-                                  disk, t.disk),
-                      {}, {}};
-    }
-
-    if (why != "a new replica") {
-        drop_leftovers(src, disk, base);
+    const std::uint64_t size = src.call_json("GET", "/disks/" + segment(disk)).at("size").get<std::uint64_t>();
+    replica_plan p = plan_replica(src, disk, dst, t.disk, size);
+    if (!p.fresh) {
+        drop_leftovers(src, disk, p.base);
     }
     const std::string snap = prefix + new_id({});
     const json cut = src.call_json("POST", "/disks/" + segment(disk) + "/snapshots", json{{"name", snap}});
-    std::vector<byte_range> ranges;
-    if (base) {
-        try {
-            ranges = merged(changed_ranges(src, disk, *base, snap), changed_ranges(dst, t.disk, *base, "live"));
-        } catch (const failure& f) {
-            if (f.status != exit_full_backup) {
-                throw;
-            }
-            why = "rctd cannot say what changed since " + *base + ": " + f.message;
-            base.reset();
-        }
-    }
-    if (!base) {
-        note(fmt::format("copying all of disk {} to {}: {}", disk, t.disk, why));
-        ranges = {{0, size}};
-    }
+    const std::vector<byte_range> ranges = ranges_to_copy(src, disk, dst, t.disk, p, snap, size);
     std::uint64_t bytes = 0;
     {
         connection in(s.nbd_socket.empty() ? export_uri(cut, "snapshot " + snap)
                                             : "nbd+unix:///" + disk + "%40" + snap + "?socket=" + s.nbd_socket,
                       false);
-        connection out(export_uri(*replica, "disk " + t.disk), false);
-        bytes = copy(in, out, ranges, why == "a new replica", s.json);
+        connection out(export_uri(p.replica, "disk " + t.disk), false);
+        bytes = copy(in, out, ranges, p.fresh, s.json);
     }
     dst.call_json("POST", "/disks/" + segment(t.disk) + "/snapshots", json{{"name", snap}});
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    if (s.json) {
-        std::cout << json{{"event", "result"}, {"disk", disk},          {"replica", t.disk},
-                          {"snapshot", snap},  {"base", base ? json(*base) : json(nullptr)},
-                          {"data_bytes", bytes}, {"full_reason", why.empty() ? json(nullptr) : json(why)},
-                          {"seconds", seconds}}
-                         .dump()
-                  << std::endl;
-        return;
-    }
-    std::cout << fmt::format("replicated disk {} to {} as snapshot {} ({} of data{}) in {:.2f} s\n", disk, t.disk,
-                             snap, rct::format_size(bytes), base ? ", changes since " + *base : "", seconds);
+    print_replicated(s, disk, t.disk, snap, p, bytes,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 }  // namespace rct::backup
