@@ -56,6 +56,11 @@ struct fixture {
     {
         return tracker::open(dir / "t", id, size, ident, opts);
     }
+    // The next rctd's open after a live upgrade.
+    std::unique_ptr<tracker> open_warm(const tracker_handoff& h, std::uint64_t size = 16 * mib)
+    {
+        return tracker::open(dir / "t", disk_id, size, ident, opts, 0, &h);
+    }
 
     // A write as a frontend would do it: wait for the intent commit when
     // begin_write asks for it.
@@ -282,6 +287,17 @@ bool covers(const extents& got, std::uint64_t off)
 
 }  // namespace
 
+// A tracker with checkpoint "a" (its token) and a write at 3 MiB after it,
+// handed off; the files lag the live map, as between two persists.
+static tracker_handoff handed_off(fixture& f, std::string& token)
+{
+    f.opts.persist_interval = std::chrono::hours(1);
+    auto t = f.open();
+    token = t->checkpoint("a").token;
+    fixture::write(*t, 3 * mib, 4096);
+    return t->hand_off();
+}
+
 // A live upgrade: the old tracker hands its live map off, the new one goes
 // on from it: exact (no crash excess), no file written on either side, and
 // the intent bits stay durable, so a crash afterwards still recovers them.
@@ -301,7 +317,7 @@ BOOST_AUTO_TEST_CASE(a_hand_off_goes_on_exactly_and_writes_nothing)
         h = t->hand_off();
         BOOST_TEST((files_of(f.dir / "t") == before));
     }
-    auto t = tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h);
+    auto t = f.open_warm(h);
     BOOST_TEST((files_of(f.dir / "t") == before));
     BOOST_TEST(!t->status().recovered_after_crash);
     BOOST_TEST((all_changes(*t, token) == extents{{48 * 65536, 65536}, {144 * 65536, 65536}}));
@@ -328,19 +344,12 @@ BOOST_AUTO_TEST_CASE(a_hand_off_goes_on_exactly_and_writes_nothing)
 BOOST_AUTO_TEST_CASE(a_hand_off_taken_back_after_a_seal_drops_the_seal)
 {
     fixture f;
-    f.opts.persist_interval = std::chrono::hours(1);
     std::string token;
-    tracker_handoff h;
-    {
-        auto t = f.open();
-        token = t->checkpoint("a").token;
-        fixture::write(*t, 3 * mib, 4096);
-        h = t->hand_off();
-    }
-    tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h)->close_clean(f.ident);
+    tracker_handoff h = handed_off(f, token);
+    f.open_warm(h)->close_clean(f.ident);
     BOOST_REQUIRE(fs::exists(f.dir / "t" / "clean"));
     {
-        auto t = tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h);
+        auto t = f.open_warm(h);
         BOOST_TEST(!t->status().recovered_after_crash);
         BOOST_TEST(!fs::exists(f.dir / "t" / "clean"));
         fixture::write(*t, 7 * mib, 4096);
@@ -355,18 +364,11 @@ BOOST_AUTO_TEST_CASE(a_hand_off_taken_back_after_a_seal_drops_the_seal)
 BOOST_AUTO_TEST_CASE(a_hand_off_that_does_not_fit_is_recovered_from_the_files)
 {
     fixture f;
-    f.opts.persist_interval = std::chrono::hours(1);
     std::string token;
-    tracker_handoff h;
-    {
-        auto t = f.open();
-        token = t->checkpoint("a").token;
-        fixture::write(*t, 3 * mib, 4096);
-        h = t->hand_off();
-    }
+    tracker_handoff h = handed_off(f, token);
     h.epoch += 1;
     h.runs.clear();
-    auto t = tracker::open(f.dir / "t", disk_id, 16 * mib, f.ident, f.opts, 0, &h);
+    auto t = f.open_warm(h);
     BOOST_TEST(t->status().recovered_after_crash);
     BOOST_TEST(covers(all_changes(*t, token), 3 * mib));
 }
@@ -401,7 +403,7 @@ BOOST_AUTO_TEST_CASE(a_crash_after_a_grow_finds_the_newest_intent_slot)
                 if (warm) {
                     const tracker_handoff h = t->hand_off();
                     t.reset();
-                    auto next = tracker::open(f.dir / "t", disk_id, 40 * gib, f.ident, f.opts, 0, &h);
+                    auto next = f.open_warm(h, 40 * gib);
                     BOOST_TEST(!next->status().recovered_after_crash);
                     fixture::write(*next, 18 * gib, 4096);
                 }
