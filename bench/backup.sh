@@ -11,7 +11,10 @@
 # then, once, an incremental after 1% of the disk was rewritten, against the
 # full's median (issue 16's bar: <= 3%); then 8 more such incrementals (a
 # 10-point chain) and, alternating, `rct-backup restore` of the newest point
-# against `qemu-img convert -O raw` of its qcow2 (bar >= 1.0). Prints a
+# against `qemu-img convert -O raw` of its qcow2 (bar >= 1.0), as a user
+# types it and with `-t none` (no page cache, as rct-backup writes). The
+# sink's qemu-nbd runs with --cache=unsafe on both sides: the file is synced
+# once at the end, as rct-backup does before a point is committed. Prints a
 # markdown table (medians, ratios); --out FILE keeps it.
 #
 # Usage: bench/backup.sh [--quick] [--size SIZE] [--rounds N] [--out FILE]
@@ -74,7 +77,7 @@ run_nbdcopy() {
     t0=$(now)
     ctl snapshot d --name bench >/dev/null 2>&1
     qemu-img create -q -f qcow2 "$W/sink.qcow2" "$bytes"
-    qemu-nbd -f qcow2 -k "$W/sink.sock" --persistent --cache=writeback --discard=unmap --detect-zeroes=unmap \
+    qemu-nbd -f qcow2 -k "$W/sink.sock" --persistent --cache=unsafe --discard=unmap --detect-zeroes=unmap \
         "$W/sink.qcow2" 2>/dev/null &
     QPID=$!
     until [[ -S $W/sink.sock ]]; do sleep 0.005; done
@@ -112,16 +115,22 @@ done
 newest=$(ls "$W"/repo/d/inc-*.qcow2 | sort | tail -1)
 res=()
 conv=()
+direct=()
+convert() {
+    local t0
+    t0=$(now)
+    qemu-img convert "$@" -f qcow2 -O raw "$newest" "$W/converted.raw"
+    sync "$W/converted.raw"
+    since "$t0"
+    rm -f "$W/converted.raw"
+}
 for ((r = 0; r < rounds; r++)); do
     t0=$(now)
     "$RCT_BACKUP" --repo "$W/repo" restore d --to "$W/restored.raw" >/dev/null
     res+=("$(since "$t0")")
     rm -f "$W/restored.raw"
-    t0=$(now)
-    qemu-img convert -f qcow2 -O raw "$newest" "$W/converted.raw"
-    sync "$W/converted.raw"
-    conv+=("$(since "$t0")")
-    rm -f "$W/converted.raw"
+    conv+=("$(convert)")
+    direct+=("$(convert -t none)")
 done
-/usr/bin/python3 -m rcttest.bench.backup table "$size" "$bytes" "${rct[*]}" "${ref[*]}" "$inc" "${res[*]}" "${conv[*]}" |
+/usr/bin/python3 -m rcttest.bench.backup table "$size" "$bytes" "${rct[*]}" "${ref[*]}" "$inc" "${res[*]}" "${conv[*]}" "${direct[*]}" |
     tee ${out:+"$out"}

@@ -114,7 +114,12 @@ constexpr std::size_t write_depth = 16;
 
 class copier {
 public:
-    copier(connection& in, connection& out, manifest& m, bool json) : in_(in), out_(out), m_(m), json_(json) {}
+    // image: the file the sink writes, whose writeback is started as the
+    // copy goes, so that the sync before the commit finds little left.
+    copier(connection& in, connection& out, manifest& m, const fs::path& image, bool json)
+        : in_(in), out_(out), m_(m), image_(::open(image.c_str(), O_RDONLY | O_CLOEXEC)), json_(json)
+    {
+    }
 
     // ranges: what to look at; a full skips zeroes (a new image reads as
     // zeroes), other modes write them. Data is read ahead on a second thread
@@ -123,14 +128,12 @@ public:
     {
         std::vector<byte_range> data;
         std::uint64_t total = 0;
-        for (const auto& [offset, length] : ranges) {
-            for (const extent& e : in_.extents(offset, length)) {
-                if (e.zero && write_zeroes) {
-                    zero(e.offset, e.length);
-                } else if (!e.zero) {
-                    data.emplace_back(e.offset, e.length);
-                    total += e.length;
-                }
+        for (const extent& e : in_.extents(ranges)) {
+            if (e.zero && write_zeroes) {
+                zero(e.offset, e.length);
+            } else if (!e.zero) {
+                data.emplace_back(e.offset, e.length);
+                total += e.length;
             }
         }
         progress p("backup", total, json_);
@@ -139,6 +142,7 @@ public:
             const std::size_t n = b->data.size();
             copy(b->offset, std::move(b->data), write_zeroes);
             p.advance(n);
+            start_writeback(n);
         }
         out_.wait_writes();
         p.done();
@@ -147,9 +151,20 @@ public:
     }
 
 private:
+    // Every 32 MiB copied: the sink's dirty pages so far go to the disk in
+    // the background (best effort: without the file, the final sync does it).
+    void start_writeback(std::uint64_t n)
+    {
+        unsynced_ += n;
+        if (unsynced_ >= (32 << 20) && image_) {
+            ::sync_file_range(image_.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+            unsynced_ = 0;
+        }
+    }
+
     void zero(std::uint64_t offset, std::uint64_t length)
     {
-        out_.zero(length, offset);
+        out_.zero_async(length, offset, write_depth);
         m_.zero_bytes += length;
         if (!m_.ranges.empty() && !m_.ranges.back().xxh64 &&
             m_.ranges.back().offset + m_.ranges.back().length == offset) {
@@ -163,9 +178,9 @@ private:
     // out to be zeroes are written as zeroes (or skipped in a full). The
     // data goes out with several writes in flight: a block without zeroes
     // as one write, else each data piece on its own.
-    void copy(std::uint64_t offset, std::vector<char> buf, bool write_zeroes)
+    void copy(std::uint64_t offset, buffer buf, bool write_zeroes)
     {
-        std::vector<std::pair<std::uint64_t, std::uint64_t>> data;  // (at, length) within buf
+        std::vector<byte_range> data;  // (at, length) within buf
         for (std::uint64_t at = 0; at < buf.size();) {
             const std::uint64_t pos = offset + at;
             const std::uint64_t piece = std::min(buf.size() - at, checksum_chunk - pos % checksum_chunk);
@@ -175,29 +190,31 @@ private:
                     zero(pos, piece);
                 }
             } else {
-                data.emplace_back(at, piece);
+                if (!data.empty() && data.back().first + data.back().second == at) {
+                    data.back().second += piece;
+                } else {
+                    data.emplace_back(at, piece);
+                }
                 m_.ranges.push_back({pos, piece, XXH64(p, piece, 0)});
                 m_.data_bytes += piece;
             }
             at += piece;
         }
-        std::uint64_t covered = 0;
-        for (const auto& d : data) {
-            covered += d.second;
-        }
-        if (covered == buf.size()) {
+        if (data.size() == 1 && data[0].second == buf.size()) {
             out_.write_async(std::move(buf), offset, write_depth);
             return;
         }
+        const auto shared = std::make_shared<const buffer>(std::move(buf));
         for (const auto& [at, length] : data) {
-            out_.write_async(std::vector<char>(buf.begin() + at, buf.begin() + at + length), offset + at,
-                             write_depth);
+            out_.write_async(shared, at, length, offset + at, write_depth);
         }
     }
 
     connection& in_;
     connection& out_;
     manifest& m_;
+    rct::unique_fd image_;
+    std::uint64_t unsynced_ = 0;
     bool json_;
 };
 
@@ -352,7 +369,7 @@ void finish(const settings& s, client& api, pending_backup& b, std::chrono::stea
             {
                 connection in(snapshot_uri(s, b.snap, b.disk, m.checkpoint), false);
                 connection out(sink.socket(), true);
-                copier(in, out, m, s.json).run(ranges, b.p.base.has_value());
+                copier(in, out, m, temp_image, s.json).run(ranges, b.p.base.has_value());
                 out.flush();
             }
             sink.finish();
@@ -558,7 +575,8 @@ void split_zero(const char* p, std::uint64_t n, std::uint64_t offset, OnData on_
 // Where restore writes: an image file (created, sized, sparse), a block
 // device, or an NBD server. Zeroes are never written as data: holes in the
 // new file, punched ranges on a device, WRITE_ZEROES (trim allowed) on NBD,
-// so a sparse target stays sparse. One thread uses it.
+// so a sparse target stays sparse. Data goes to a file or device with
+// O_DIRECT where it is aligned (every block but an unaligned end).
 //
 // `lanes` writers may use it at once, each with its own lane number: an NBD
 // target has a connection per lane; a file or device is one fd (pwrite).
@@ -581,6 +599,7 @@ public:
                 fail("cannot open");
             }
             check_size(device_size, size);
+            direct_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
             return;
         }
         fd_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -594,6 +613,7 @@ public:
             fail("cannot size");
         }
         fresh_ = true;
+        direct_ = rct::unique_fd(::open(to.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
     }
 
     // Writes the data pieces of a block; its all-zero pieces as zero().
@@ -604,7 +624,8 @@ public:
             [&](const char* d, std::uint64_t len, std::uint64_t off) {
                 if (!nbd_.empty()) {
                     nbd_[lane]->write(d, len, off);
-                } else if (::pwrite(fd_.get(), d, len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) {
+                } else if (!write_direct(d, len, off) &&
+                           ::pwrite(fd_.get(), d, len, static_cast<off_t>(off)) != static_cast<ssize_t>(len)) {
                     fail("cannot write");
                 }
             },
@@ -650,6 +671,28 @@ private:
         }
     }
 
+    // Aligned pieces bypass the page cache: a restore's gigabytes would
+    // only push out what the host caches, and here each first touch of a
+    // page costs more than the copy into it. False: write it buffered (not
+    // aligned, no O_DIRECT here, or the device wants larger blocks).
+    bool write_direct(const char* d, std::uint64_t len, std::uint64_t off)
+    {
+        constexpr std::uint64_t align = 4096;
+        if (!direct_ || !direct_ok_.load(std::memory_order_relaxed) || len % align != 0 || off % align != 0 ||
+            reinterpret_cast<std::uintptr_t>(d) % align != 0) {
+            return false;
+        }
+        const ssize_t n = ::pwrite(direct_.get(), d, len, static_cast<off_t>(off));
+        if (n == static_cast<ssize_t>(len)) {
+            return true;
+        }
+        if (n < 0 && errno == EINVAL) {
+            direct_ok_ = false;
+            return false;
+        }
+        fail("cannot write");
+    }
+
     // For a device that can neither punch nor zero ranges.
     void write_zeroes(std::uint64_t n, std::uint64_t offset)
     {
@@ -664,7 +707,9 @@ private:
     }
 
     std::string to_;
-    rct::unique_fd fd_;  // a file or device
+    rct::unique_fd fd_;      // a file or device
+    rct::unique_fd direct_;  // the same with O_DIRECT, when it can be opened so
+    std::atomic<bool> direct_ok_{true};
     bool fresh_ = false;  // a file truncated here: its zeroes are holes already
     std::vector<std::unique_ptr<connection>> nbd_;  // one per lane
 };

@@ -58,17 +58,64 @@ void connection::write(const void* buf, std::uint64_t length, std::uint64_t offs
     }
 }
 
-void connection::write_async(std::vector<char> data, std::uint64_t offset, std::size_t depth)
+std::int64_t connection::start_read(char* buf, std::uint64_t length, std::uint64_t offset)
+{
+    const std::int64_t cookie = nbd_aio_pread(h_, buf, length, offset, NBD_NULL_COMPLETION, 0);
+    if (cookie == -1) {
+        fail("read of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " failed");
+    }
+    return cookie;
+}
+
+void connection::wait(std::int64_t cookie)
+{
+    for (;;) {
+        const int r = nbd_aio_command_completed(h_, static_cast<std::uint64_t>(cookie));
+        if (r == 1) {
+            return;
+        }
+        if (r == -1 || nbd_poll(h_, -1) == -1) {
+            fail("read");
+        }
+    }
+}
+
+void connection::make_room(std::size_t depth)
 {
     while (writes_.size() >= std::max<std::size_t>(depth, 1)) {
         reap(true);
     }
-    const std::int64_t cookie =
-        nbd_aio_pwrite(h_, data.data(), data.size(), offset, NBD_NULL_COMPLETION, 0);
+}
+
+void connection::write_async(buffer data, std::uint64_t offset, std::size_t depth)
+{
+    const std::size_t n = data.size();
+    write_async(std::make_shared<const buffer>(std::move(data)), 0, n, offset, depth);
+}
+
+void connection::write_async(std::shared_ptr<const buffer> data, std::size_t at, std::size_t length,
+                             std::uint64_t offset, std::size_t depth)
+{
+    make_room(depth);
+    const std::int64_t cookie = nbd_aio_pwrite(h_, data->data() + at, length, offset, NBD_NULL_COMPLETION, 0);
     if (cookie == -1) {
-        fail("write");
+        fail("write of " + std::to_string(length) + " bytes at " + std::to_string(offset) + " failed");
     }
     writes_.push_back({cookie, std::move(data)});
+}
+
+void connection::zero_async(std::uint64_t length, std::uint64_t offset, std::size_t depth)
+{
+    constexpr std::uint64_t most = 1 << 30;  // a request's length is 32 bits
+    for (std::uint64_t at = 0; at < length; at += most) {
+        const std::uint64_t n = std::min(most, length - at);
+        make_room(depth);
+        const std::int64_t cookie = nbd_aio_zero(h_, n, offset + at, NBD_NULL_COMPLETION, 0);
+        if (cookie == -1) {
+            fail("zeroing " + std::to_string(n) + " bytes at " + std::to_string(offset + at) + " failed");
+        }
+        writes_.push_back({cookie, nullptr});
+    }
 }
 
 void connection::reap(bool block)
@@ -158,6 +205,35 @@ std::vector<extent> connection::extents(std::uint64_t offset, std::uint64_t leng
             fail("block status at " + std::to_string(offset) + " made no progress");
         }
         offset = now;
+    }
+    return out;
+}
+
+std::vector<extent> connection::extents(const std::vector<byte_range>& ranges)
+{
+    // Ranges closer than this are walked as one window: the walk's replies
+    // over the gap cost less than a round trip per range.
+    constexpr std::uint64_t window_gap = 64 << 20;
+    std::vector<extent> out;
+    for (std::size_t i = 0; i < ranges.size();) {
+        std::size_t j = i + 1;
+        std::uint64_t end = ranges[i].first + ranges[i].second;
+        while (j < ranges.size() && ranges[j].first <= end + window_gap) {
+            end = std::max(end, ranges[j].first + ranges[j].second);
+            ++j;
+        }
+        const std::vector<extent> walked = extents(ranges[i].first, end - ranges[i].first);
+        auto e = walked.begin();
+        for (; i < j; ++i) {
+            const std::uint64_t from = ranges[i].first, to = from + ranges[i].second;
+            while (e != walked.end() && e->offset + e->length <= from) {
+                ++e;
+            }
+            for (auto f = e; f != walked.end() && f->offset < to; ++f) {
+                const std::uint64_t a = std::max(from, f->offset), b = std::min(to, f->offset + f->length);
+                out.push_back({a, b - a, f->zero});
+            }
+        }
     }
     return out;
 }

@@ -197,7 +197,12 @@ served_image::served_image(const std::string& image, bool writable, const std::s
     }
     dir_ = dir;
     // --persistent: the readiness probe below is a client too; finish() ends it.
-    std::vector<std::string> argv{"qemu-nbd", "-f", "qcow2", "--persistent", "--cache=writeback"};
+    // A writable image is a backup being written: rct-backup syncs it itself
+    // before it becomes a point (and a killed run's file is discarded), so
+    // qemu's own flushes would only order metadata nobody relies on; each
+    // qcow2 cluster allocation in a new overlay would wait for one.
+    std::vector<std::string> argv{"qemu-nbd", "-f", "qcow2", "--persistent",
+                                  writable ? "--cache=unsafe" : "--cache=writeback"};
     if (listen.rfind("tcp:", 0) == 0) {
         const auto colon = listen.rfind(':');
         host_ = listen.substr(4, colon - 4);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "control_client.hh"
+#include "nbd.hh"
 
 #include <cstdint>
 #include <string>
@@ -10,8 +11,6 @@
 #include <vector>
 
 namespace rct::backup {
-
-using byte_range = std::pair<std::uint64_t, std::uint64_t>;  // offset, length
 
 // A message for people: stderr, and never mixed into --json's stdout.
 void note(const std::string& text);

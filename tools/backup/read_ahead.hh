@@ -1,6 +1,8 @@
 // read_ahead: reads byte ranges from one connection on a thread of its own,
 // up to `depth` blocks ahead of the consumer, so that reading the snapshot
-// overlaps writing (and hashing) into the sink.
+// overlaps writing (and hashing) into the sink. Several reads are in flight
+// at once (up to 16, or 16 MiB), so that many small ranges are not read one
+// round trip at a time.
 //
 // The reader thread owns the connection while the read_ahead lives; the
 // consumer calls next() from one thread. The destructor stops the reader and
@@ -25,12 +27,11 @@ class read_ahead {
 public:
     struct block {
         std::uint64_t offset = 0;
-        std::vector<char> data;
+        buffer data;
     };
 
     // ranges: (offset, length), read in order in blocks of at most block_size.
-    read_ahead(connection& in, std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges, std::size_t block_size,
-               std::size_t depth);
+    read_ahead(connection& in, std::vector<byte_range> ranges, std::size_t block_size, std::size_t depth);
     ~read_ahead();
     read_ahead(const read_ahead&) = delete;
     read_ahead& operator=(const read_ahead&) = delete;
@@ -44,7 +45,7 @@ private:
     bool push(block b);
 
     connection& in_;
-    const std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges_;
+    const std::vector<byte_range> ranges_;
     const std::size_t block_size_;
     const std::size_t depth_;
     rct::mutex m_;

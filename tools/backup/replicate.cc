@@ -139,16 +139,14 @@ std::vector<byte_range> merged(std::vector<byte_range> a, const std::vector<byte
 // A new replica reads as zeroes already, so its zeroes are skipped.
 std::uint64_t copy(connection& in, connection& out, const std::vector<byte_range>& ranges, bool fresh, bool json)
 {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> data;
+    std::vector<byte_range> data;
     std::uint64_t total = 0;
-    for (const auto& [offset, length] : ranges) {
-        for (const extent& e : in.extents(offset, length)) {
-            if (!e.zero) {
-                data.emplace_back(e.offset, e.length);
-                total += e.length;
-            } else if (!fresh) {
-                out.zero(e.length, e.offset);
-            }
+    for (const extent& e : in.extents(ranges)) {
+        if (!e.zero) {
+            data.emplace_back(e.offset, e.length);
+            total += e.length;
+        } else if (!fresh) {
+            out.zero_async(e.length, e.offset, write_depth);
         }
     }
     progress p("replicate", total, json);

@@ -2,7 +2,7 @@
 
   fill URI FRACTION          - random data in 1 MiB pieces over FRACTION of the disk
   rewrite URI FRACTION       - rewrite FRACTION of the disk, spread out, 64 KiB at a time
-  table SIZE BYTES RCT REF INC RESTORE CONVERT - markdown: medians of the round times, ratios
+  table SIZE BYTES RCT REF INC RESTORE CONVERT DIRECT - markdown: medians of the round times, ratios
 """
 import os
 import statistics
@@ -64,7 +64,12 @@ def table(argv):
     print("| rct-backup restore, 10-point chain | %.2f | | %s |" % (m_res, " ".join("%.2f" % x for x in res)))
     print("| qemu-img convert -O raw of the same chain (+ sync) | %.2f | | %s |" %
           (m_conv, " ".join("%.2f" % x for x in conv)))
+    direct = [float(x) for x in argv[8].split()]
+    m_direct = statistics.median(direct)
+    print("| qemu-img convert -t none (no page cache) | %.2f | | %s |" %
+          (m_direct, " ".join("%.2f" % x for x in direct)))
     print("| ratio (convert time / restore time; bar >= 1.0) | %.2f | | |" % (m_conv / m_res))
+    print("| ratio (convert -t none time / restore time) | %.2f | | |" % (m_direct / m_res))
     sys.stdout.flush()
 
 
