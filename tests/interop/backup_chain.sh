@@ -7,6 +7,8 @@
 # disk continues the chain, a shrunk one gets a full; a re-created disk gets
 # a full, said; every point restored, by rct-backup and by qemu-img convert
 # alone, equals the disk at that point; verify names a flipped byte's file;
+# a prune killed at each of its steps is finished by the next one, every
+# point exact (rcttest/interop/backup_prune.py);
 # prune --keep 6 leaves 6 points that restore exactly and verify; a full and
 # an inc taken while a writer runs are each the disk after a prefix of its
 # writes (a snapshot, not the live disk).
@@ -47,6 +49,8 @@ say "restore every point"
 bc restore "$W"
 say "verify"
 bc flip "$W"
+say "prune killed at each step"
+py -m rcttest.interop.backup_prune crash "$RCT_BACKUP" "$STATE" d "$W"
 say "prune"
 bc prune "$W" 6
 say "PASS"

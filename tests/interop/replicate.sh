@@ -17,6 +17,9 @@ rctctl create d --size 32M >/dev/null
 say "10 rounds of replicate under writes, a stray write to the replica before round 5"
 py -m rcttest.interop.replicate run "$RCT_BACKUP" "$RCTCTL" "$STATE" "$DST" d 10 5
 
+say "one replication per disk at a time"
+py -m rcttest.interop.replicate locked "$RCT_BACKUP" "$RCTCTL" "$STATE" "$DST" d
+
 say "a grown source grows its replica"
 rctctl resize d --size 48M >/dev/null
 "$RCT_BACKUP" --state-dir "$STATE" replicate d --to "$DST/control.sock" >/dev/null ||

@@ -291,6 +291,7 @@ pending_backup prepare(const settings& s, client& api, const std::string& disk, 
     b.dir = disk_dir(s.repo, disk);
     const json info = api.call_json("GET", "/disks/" + segment(disk));
     b.lock = lock_disk_dir(b.dir);
+    finish_interrupted_prune(b.dir);
     for (const std::string& snap : discard_leftovers(b.dir)) {
         note("discarded an unfinished backup of disk " + disk + " (snapshot " + snap + ")");
         drop_snapshot(api, disk, snap);
@@ -864,6 +865,7 @@ bool cmd_verify(const settings& s, const std::optional<std::string>& disk, const
     bool found = !at.has_value();
     for (const std::string& d : disks_in(s, disk)) {
         const fs::path dir = disk_dir(s.repo, d);
+        const rct::unique_fd reading = lock_readers(dir, false);
         std::vector<manifest> points = load_points(dir);
         if (at) {
             if (std::none_of(points.begin(), points.end(), [&](const manifest& m) { return m.id == *at; })) {
@@ -902,6 +904,7 @@ void cmd_restore(const settings& s, const std::string& disk, const std::optional
         throw failure{exit_usage, "--connections wants 1 to 64", {}, {}};
     }
     const auto started = std::chrono::steady_clock::now();
+    const rct::unique_fd reading = lock_readers(disk_dir(s.repo, disk), false);
     const std::vector<manifest> chain = chain_at(s, disk, at);
     const manifest& point = chain.back();
     served_image image((disk_dir(s.repo, disk) / point.file).string(), false);
@@ -925,6 +928,7 @@ void cmd_restore(const settings& s, const std::string& disk, const std::optional
 void cmd_serve(const settings& s, const std::string& disk, const std::optional<std::string>& at,
                const std::string& listen)
 {
+    const rct::unique_fd reading = lock_readers(disk_dir(s.repo, disk), false);
     const std::vector<manifest> chain = chain_at(s, disk, at);
     const manifest& point = chain.back();
     served_image image((disk_dir(s.repo, disk) / point.file).string(), false, listen);

@@ -51,5 +51,8 @@ void cmd_replicate(const settings& s, const std::string& disk, const std::string
 
 // Merges the oldest points into their full until `keep` remain (prune.cc).
 void cmd_prune(const settings& s, const std::string& disk, std::size_t keep);
+// Finishes the merge a killed prune journaled in the disk directory `dir`
+// (held with lock_disk_dir) before anything else uses its points.
+void finish_interrupted_prune(const std::filesystem::path& dir);
 
 }  // namespace rct::backup

@@ -7,21 +7,29 @@
 // The merged full keeps F's change token: differentials taken since it copy
 // a superset of what changed since P, which is still exact.
 //
-// Not atomic: a prune killed between the commit and the manifests leaves
-// the disk directory to be checked with `verify` (docs/backup.md).
+// Crash-atomic by a journal (docs/format/backup.md): before F's image is
+// touched, .prune names F, P and the merged image; every step after it can
+// be done again, and whoever holds the disk next (a prune or a backup)
+// finishes the merge before anything else. Until then no point is loaded.
 #include "commands.hh"
 #include "nbd.hh"
+#include "queries.hh"
 #include "process.hh"
 #include "repo.hh"
 
 #include <rct/small_file.hh>
+
+#include <fcntl.h>
 #include <xxhash.h>
 
 #include <algorithm>
+#include <fstream>
 #include <iostream>
+#include <regex>
 
 namespace rct::backup {
 
+using tools::exit_failure;
 using tools::exit_usage;
 using tools::failure;
 namespace fs = std::filesystem;
@@ -59,26 +67,145 @@ void rescan(const fs::path& dir, manifest& m)
     }
 }
 
-// Points built on `old_id` (or on `new_id`) are rebased onto `merged`, and
-// those of its chain name it as their full.
-void relink(const fs::path& dir, std::vector<manifest>& points, const std::string& old_id, const manifest& merged)
+// One merge of a full and its oldest child, as the journal records it.
+struct merge {
+    std::string full;         // F's id
+    std::string child;        // P's id: the merged full's
+    std::string full_file;    // F's image, which becomes...
+    std::string merged_file;  // ...this one, holding P's content
+    std::string child_file;   // P's image, removed at the end
+};
+
+void write_journal(const fs::path& dir, const merge& g)
+{
+    const json j{{"format", 1},          {"full", g.full},
+                 {"child", g.child},     {"full_file", g.full_file},
+                 {"merged_file", g.merged_file}, {"child_file", g.child_file}};
+    const std::string text = j.dump(1) + "\n";
+    rct::persist::replace_file(dir, prune_journal, std::vector<std::uint8_t>(text.begin(), text.end()));
+}
+
+// A file name the journal may hold: an image of this directory, no path.
+std::string image_field(const json& j, const char* key)
+{
+    static const std::regex name(R"((full|inc|diff)-[0-9]{8}-[0-9]{6}-[0-9]{3}\.qcow2)");
+    const std::string v = j.at(key).get<std::string>();
+    if (!std::regex_match(v, name)) {
+        throw failure{exit_failure, std::string("the prune journal's ") + key + " is not an image name: " + v, {}, {}};
+    }
+    return v;
+}
+
+std::optional<merge> read_journal(const fs::path& dir)
+{
+    const fs::path path = dir / prune_journal;
+    if (!fs::exists(path)) {
+        return std::nullopt;
+    }
+    std::ifstream in(path, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+        const json j = json::parse(text);
+        if (j.at("format").get<int>() != 1) {
+            throw failure{exit_failure, path.string() + ": unknown prune journal format", {}, {}};
+        }
+        return merge{j.at("full").get<std::string>(), j.at("child").get<std::string>(), image_field(j, "full_file"),
+                     image_field(j, "merged_file"), image_field(j, "child_file")};
+    } catch (const json::exception& e) {
+        throw failure{exit_failure, path.string() + ": not a valid prune journal (" + e.what() + "); the merge it "
+                                                    "recorded cannot be finished: check the directory with verify",
+                      {}, {}};
+    }
+}
+
+manifest& point(std::vector<manifest>& points, const std::string& id, const fs::path& dir)
+{
+    auto it = std::find_if(points.begin(), points.end(), [&](const manifest& m) { return m.id == id; });
+    if (it == points.end()) {
+        throw failure{exit_failure, dir.string() + ": the prune journal names point " + id + ", whose manifest is gone",
+                      {}, {}};
+    }
+    return *it;
+}
+
+// Steps 1-2: F's image takes P's changes and P's id; P's manifest becomes
+// the full's. Each is skipped when a killed run got past it.
+void merge_images(const fs::path& dir, std::vector<manifest>& points, const merge& g)
+{
+    if (fs::exists(dir / g.full_file)) {
+        // P's clusters into F, again if a killed run got part way: the same result.
+        run({"qemu-img", "commit", "-q", "-d", "-f", "qcow2", (dir / g.child_file).string()});
+        fsync_path(dir / g.full_file, O_RDONLY);
+        fs::rename(dir / g.full_file, dir / g.merged_file);
+        fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    }
+    manifest& merged = point(points, g.child, dir);
+    if (merged.file == g.merged_file) {
+        return;
+    }
+    const manifest& full = point(points, g.full, dir);
+    merged.mode = "full";
+    merged.parent.reset();
+    merged.full = merged.id;
+    merged.file = g.merged_file;
+    merged.token = full.token;
+    merged.checkpoint = full.checkpoint;
+    rescan(dir, merged);
+    save(dir, merged);
+}
+
+// Step 3: points built on F or P are rebased onto the merged image (again
+// after a kill: `rebase -u` only rewrites a header), and those of its chain
+// name it as their full.
+void relink(const fs::path& dir, std::vector<manifest>& points, const merge& g)
 {
     for (manifest& m : points) {
-        if (m.id == merged.id || m.id == old_id) {
+        if (m.id == g.child || m.id == g.full) {
             continue;
         }
         bool changed = false;
-        if (m.parent == old_id || m.parent == merged.id) {
-            run({"qemu-img", "rebase", "-u", "-f", "qcow2", "-b", merged.file, "-F", "qcow2", (dir / m.file).string()});
-            m.parent = merged.id;
-            changed = true;
+        if (m.parent == g.full || m.parent == g.child) {
+            run({"qemu-img", "rebase", "-u", "-f", "qcow2", "-b", g.merged_file, "-F", "qcow2",
+                 (dir / m.file).string()});
+            m.parent = g.child;
+            changed = true;  // the file changed: its manifest's checksum too
         }
-        if (m.full == old_id) {
-            m.full = merged.id;
+        if (m.full == g.full) {
+            m.full = g.child;
             changed = true;
         }
         if (changed) {
             save(dir, m);
+        }
+    }
+}
+
+// Carries out (or finishes) one journaled merge, then drops the journal.
+void finish_merge(const fs::path& dir, const merge& g)
+{
+    std::vector<manifest> points = read_manifests(dir);
+    merge_images(dir, points, g);
+    relink(dir, points, g);
+    std::error_code ec;
+    fs::remove(dir / (g.full + ".json"), ec);
+    fs::remove(dir / g.child_file, ec);
+    fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    rct::persist::remove_file(dir, prune_journal);
+}
+
+// Images no manifest names (a backup killed between its image's rename and
+// its manifest, a full removed whose image stayed): gone, under the lock.
+void drop_orphans(const fs::path& dir)
+{
+    static const std::regex name(R"((full|inc|diff)-[0-9]{8}-[0-9]{6}-[0-9]{3}\.qcow2)");
+    std::vector<std::string> named;
+    for (const manifest& m : read_manifests(dir)) {
+        named.push_back(m.file);
+    }
+    for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string f = e.path().filename().string();
+        if (std::regex_match(f, name) && std::find(named.begin(), named.end(), f) == named.end()) {
+            fs::remove(e.path());
         }
     }
 }
@@ -90,30 +217,31 @@ std::string merge_oldest(const fs::path& dir, std::vector<manifest>& points)
     const auto child = std::find_if(points.begin() + 1, points.end(),
                                     [&](const manifest& m) { return m.parent == full.id; });
     if (child == points.end()) {
-        // Nothing is built on it: it simply goes.
-        fs::remove(dir / (full.id + ".json"));
+        // Nothing is built on it: its manifest goes first (the point is gone), then its image.
+        rct::persist::remove_file(dir, full.id + ".json");
         fs::remove(dir / full.file);
         return "removed full backup " + full.id;
     }
-    manifest merged = *child;
-    run({"qemu-img", "commit", "-q", "-d", "-f", "qcow2", (dir / merged.file).string()});
-    const std::string old_file = merged.file;
-    merged.mode = "full";
-    merged.parent.reset();
-    merged.full = merged.id;
-    merged.file = image_name("full", merged.id);
-    merged.token = full.token;
-    merged.checkpoint = full.checkpoint;
-    fs::rename(dir / full.file, dir / merged.file);
-    rescan(dir, merged);
-    save(dir, merged);
-    relink(dir, points, full.id, merged);
-    fs::remove(dir / (full.id + ".json"));
-    fs::remove(dir / old_file);
-    return "merged backup " + merged.id + " into full backup " + full.id + ": it is now the full";
+    const merge g{full.id, child->id, full.file, image_name("full", child->id), child->file};
+    write_journal(dir, g);
+    finish_merge(dir, g);
+    return "merged backup " + g.child + " into full backup " + g.full + ": it is now the full";
 }
 
 }  // namespace
+
+void finish_interrupted_prune(const fs::path& dir)
+{
+    const std::optional<merge> g = read_journal(dir);
+    if (!g) {
+        return;
+    }
+    const rct::unique_fd readers = lock_readers(dir, true);
+    note("finishing an interrupted prune of " + dir.string() + " (merging backup " + g->child + " into full backup " +
+         g->full + ")");
+    finish_merge(dir, *g);
+    drop_orphans(dir);
+}
 
 void cmd_prune(const settings& s, const std::string& disk, std::size_t keep)
 {
@@ -122,15 +250,20 @@ void cmd_prune(const settings& s, const std::string& disk, std::size_t keep)
     }
     const fs::path dir = disk_dir(s.repo, disk);
     const rct::unique_fd lock = lock_disk_dir(dir);
+    finish_interrupted_prune(dir);
     std::vector<manifest> points = load_points(dir);
     json actions = json::array();
-    while (points.size() > keep) {
-        const std::string line = merge_oldest(dir, points);
-        actions.push_back(line);
-        if (!s.json) {
-            std::cout << line << '\n';
+    if (points.size() > keep) {
+        const rct::unique_fd readers = lock_readers(dir, true);
+        drop_orphans(dir);
+        while (points.size() > keep) {
+            const std::string line = merge_oldest(dir, points);
+            actions.push_back(line);
+            if (!s.json) {
+                std::cout << line << '\n';
+            }
+            points = load_points(dir);
         }
-        points = load_points(dir);
     }
     if (s.json) {
         std::cout << json{{"event", "result"}, {"disk", disk}, {"points", points.size()}, {"actions", actions}}.dump()

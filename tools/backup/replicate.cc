@@ -11,6 +11,11 @@
 // a writer that should not have been there). The replica then equals its
 // snapshot there, and the source's new snapshot everywhere else: the union,
 // read from the new snapshot, makes it equal to that snapshot everywhere.
+//
+// One run per disk at a time: each holds a flock on
+// /run/lock/rct-replicate-DISK_ID.lock for its source and for an existing
+// replica (disk ids are unique across rctd instances), since a second run
+// would take the first one's snapshot for a leftover and delete it.
 #include "commands.hh"
 #include "nbd.hh"
 #include "progress.hh"
@@ -19,17 +24,24 @@
 #include "repo.hh"
 
 #include <rct/size.hh>
+#include <rct/unique_fd.hh>
+
+#include <fcntl.h>
+#include <sys/file.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <iostream>
 #include <optional>
 
 namespace rct::backup {
 
 using tools::client;
+using tools::exit_conflict;
 using tools::exit_failure;
 using tools::exit_full_backup;
 using tools::exit_not_found;
@@ -37,6 +49,30 @@ using tools::failure;
 using tools::segment;
 
 namespace {
+
+// Held for the run; a conflict failure when another run holds it.
+rct::unique_fd lock_replication(const std::string& disk_id, const std::string& what)
+{
+    if (disk_id.find('/') != std::string::npos || disk_id.empty() || disk_id[0] == '.') {
+        throw failure{exit_failure, "rctd reported an unusable disk id: " + disk_id, {}, {}};
+    }
+    const std::string path = "/run/lock/rct-replicate-" + disk_id + ".lock";
+    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd) {
+        fd = rct::unique_fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));  // another user's
+    }
+    if (!fd) {
+        throw failure{exit_failure, "cannot open " + path + ": " + std::strerror(errno), {}, {}};
+    }
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw failure{exit_conflict, "another rct-backup replicate is working on " + what + " (" + path + ")", {},
+                          {}};
+        }
+        throw failure{exit_failure, "cannot lock " + path + ": " + std::strerror(errno), {}, {}};
+    }
+    return fd;
+}
 
 constexpr const char* prefix = "rct-repl-";
 // Writes in flight on the replica: each may wait there for a copy-on-write
@@ -255,8 +291,12 @@ void cmd_replicate(const settings& s, const std::string& disk, const std::string
     const target t = parse_target(to, disk);
     client src(s.control_socket);
     client dst(t.socket);
-    const std::uint64_t size = src.call_json("GET", "/disks/" + segment(disk)).at("size").get<std::uint64_t>();
+    const json info = src.call_json("GET", "/disks/" + segment(disk));
+    const std::uint64_t size = info.at("size").get<std::uint64_t>();
+    const rct::unique_fd source_lock = lock_replication(info.at("id").get<std::string>(), "disk " + disk);
     replica_plan p = plan_replica(src, disk, dst, t.disk, size);
+    const rct::unique_fd replica_lock =
+        lock_replication(p.replica.at("id").get<std::string>(), "replica " + t.disk + " on " + t.socket);
     if (!p.fresh) {
         drop_leftovers(src, disk, p.base);
     }

@@ -19,6 +19,7 @@ namespace rct::backup {
 
 using tools::exit_conflict;
 using tools::exit_failure;
+using tools::exit_not_found;
 using tools::failure;
 namespace fs = std::filesystem;
 
@@ -29,6 +30,8 @@ namespace {
     throw failure{exit_failure, what + ": " + std::strerror(errno), {}, {}};
 }
 
+}  // namespace
+
 void fsync_path(const fs::path& p, int flags)
 {
     rct::unique_fd fd(::open(p.c_str(), flags | O_CLOEXEC));
@@ -36,8 +39,6 @@ void fsync_path(const fs::path& p, int flags)
         os_failure("cannot fsync " + p.string());
     }
 }
-
-}  // namespace
 
 std::string hex64(std::uint64_t v) { return fmt::format("{:016x}", v); }
 
@@ -117,23 +118,75 @@ manifest manifest_from_json(const json& j, const std::string& where)
 
 fs::path disk_dir(const fs::path& repo, const std::string& disk) { return repo / disk; }
 
+namespace {
+
+rct::unique_fd lock_file(const fs::path& path, int how, const std::string& busy)
+{
+    fs::create_directories(path.parent_path());
+    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd) {
+        os_failure("cannot open " + path.string());
+    }
+    if (::flock(fd.get(), how | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw failure{exit_conflict, busy, {}, {}};
+        }
+        os_failure("cannot lock " + path.string());
+    }
+    return fd;
+}
+
+}  // namespace
+
 rct::unique_fd lock_disk_dir(const fs::path& dir)
 {
-    fs::create_directories(dir);
-    rct::unique_fd fd(::open((dir / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd) {
-        os_failure("cannot open " + (dir / ".lock").string());
+    return lock_file(dir / ".lock", LOCK_EX, "another rct-backup is working on " + dir.string());
+}
+
+rct::unique_fd lock_readers(const fs::path& dir, bool exclusive)
+{
+    if (exclusive) {
+        return lock_file(dir / ".readers", LOCK_EX,
+                         "the backups in " + dir.string() + " are being read (restore, serve or verify); prune when they are done");
     }
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) {
-            throw failure{exit_conflict, "another rct-backup is working on " + dir.string(), {}, {}};
+    if (!fs::is_directory(dir)) {
+        throw failure{exit_not_found, "no backups in " + dir.string(), {}, {}};
+    }
+    // A reader may have no right to create the lock file (a repository on
+    // read-only media, another user's): then no prune can run there either.
+    const fs::path path = dir / ".readers";
+    rct::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        fd = rct::unique_fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    }
+    if (!fd) {
+        if (errno == EROFS || errno == EACCES) {
+            return fd;
         }
-        os_failure("cannot lock " + dir.string());
+        os_failure("cannot open " + path.string());
+    }
+    if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw failure{exit_conflict,
+                          "a prune is changing the backups in " + dir.string() + "; try again when it is done", {}, {}};
+        }
+        os_failure("cannot lock " + path.string());
     }
     return fd;
 }
 
 std::vector<manifest> load_points(const fs::path& dir)
+{
+    if (fs::exists(dir / prune_journal)) {
+        throw failure{exit_conflict,
+                      "a prune of " + dir.string() +
+                          " is under way or was interrupted; a prune or a backup of this disk finishes it",
+                      {}, {}};
+    }
+    return read_manifests(dir);
+}
+
+std::vector<manifest> read_manifests(const fs::path& dir)
 {
     std::vector<manifest> out;
     if (!fs::is_directory(dir)) {

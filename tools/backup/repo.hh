@@ -6,8 +6,13 @@
 // directory. Anything else in the directory that starts with ".tmp-" is a
 // leftover of a run that did not finish (as is an ID.json.tmp), removed by
 // discard_leftovers().
-// Not thread-safe; one rct-backup process per disk directory at a time (held
-// by lock_disk_dir()).
+// A prune changes existing images; it first writes its journal (.prune,
+// docs/format/backup.md), and until the journal is gone the points are not
+// loaded: load_points() refuses, and the next prune or backup finishes the
+// merge. Readers of images (restore, serve, verify) hold .readers shared;
+// a prune holds it exclusive, so no image changes under a reader.
+// Not thread-safe; one writing rct-backup process per disk directory at a
+// time (held by lock_disk_dir()).
 #pragma once
 
 #include "control_client.hh"
@@ -64,8 +69,19 @@ std::filesystem::path disk_dir(const std::filesystem::path& repo, const std::str
 // second rct-backup on the same disk gets a conflict failure.
 rct::unique_fd lock_disk_dir(const std::filesystem::path& dir);
 
-// The disk's points, oldest first (ids sort by time).
+// Takes a flock on DIR/.readers: shared for a reader of the images,
+// exclusive for a prune; a conflict failure when the other side holds it.
+rct::unique_fd lock_readers(const std::filesystem::path& dir, bool exclusive);
+
+// The disk's points, oldest first (ids sort by time); a conflict failure
+// while a prune's journal is there (under way, or killed: the next prune or
+// backup finishes it).
 std::vector<manifest> load_points(const std::filesystem::path& dir);
+// The same without looking for a journal: for the prune that finishes it.
+std::vector<manifest> read_manifests(const std::filesystem::path& dir);
+
+// The prune journal's file name in a disk directory.
+inline constexpr const char* prune_journal = ".prune";
 
 // Removes what unfinished runs left; returns the ids of their snapshots
 // (recorded in .tmp-ID.pending before the cut), for the caller to delete.
@@ -79,6 +95,9 @@ std::string new_id(const std::vector<manifest>& points);
 
 std::string image_name(const std::string& mode, const std::string& id);
 std::filesystem::path temp_path(const std::filesystem::path& dir, const std::string& id, const std::string& ext);
+
+// Fsyncs a file (or, with O_DIRECTORY, a directory).
+void fsync_path(const std::filesystem::path& p, int flags);
 
 // Fsyncs the image and computes its file checksum into m, writes the
 // manifest, renames both into place and fsyncs the directory.

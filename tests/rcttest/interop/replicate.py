@@ -12,6 +12,7 @@ later ones copied changes since the previous snapshot.
 
   run RCT_BACKUP RCTCTL SRC_STATE DST_STATE DISK ROUNDS STRAY_ROUND
 """
+import fcntl
 import json
 import random
 import subprocess
@@ -150,5 +151,27 @@ def run(argv):
     return 0
 
 
+def locked(argv):
+    """While another run holds a disk's replication lock (the source's, then
+    the replica's), replicate is refused (exit 4) and cuts nothing."""
+    tool, rctctl, src, dst, disk = argv[1:6]
+    before = (_snapshots(rctctl, src, disk), _snapshots(rctctl, dst, disk))
+    for state in (src, dst):
+        disk_id = _ctl(rctctl, state, "info", disk)["id"]
+        with open("/run/lock/rct-replicate-%s.lock" % disk_id, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            out = subprocess.run([tool, "--state-dir", src, "replicate", disk, "--to", f"{dst}/control.sock"],
+                                 capture_output=True, text=True)
+        if out.returncode != 4 or "another rct-backup replicate" not in out.stderr:
+            print(f"replicate with {state}'s lock held exited {out.returncode}: {out.stderr}", file=sys.stderr)
+            return 1
+    after = (_snapshots(rctctl, src, disk), _snapshots(rctctl, dst, disk))
+    if after != before:
+        print(f"a refused replicate changed the snapshots: {before} -> {after}", file=sys.stderr)
+        return 1
+    print("   a second replicate of the source, or onto the replica, is refused (exit 4) and cuts nothing")
+    return 0
+
+
 if __name__ == "__main__":
-    cli.run({"run": run})
+    cli.run({"run": run, "locked": locked})
