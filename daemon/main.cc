@@ -5,7 +5,9 @@
 // control API's server threads, and this main thread, which only sets up,
 // recovers ublk devices, waits for a signal and tears down. See
 // docs/architecture.md.
+#include "command_line.hh"
 #include "config.hh"
+#include "config_file.hh"
 #include "control/api_server.hh"
 #include "listener.hh"
 #include "ublk/frontend.hh"
@@ -17,6 +19,7 @@
 #include <rct/disk_registry.hh>
 #include <rct/error.hh>
 #include <rct/log.hh>
+#include "revision.hh"
 #include <rct/size.hh>
 #include <rct/small_file.hh>
 
@@ -36,6 +39,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <map>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -105,32 +109,6 @@ unsigned connection_cap(const daemon_config& cfg)
         return static_cast<unsigned>(room);
     }
     return cfg.max_connections;
-}
-
-// Sets the memory budget from its options; the reason when they do not fit
-// together. Every request must fit a connection's share, and a share must fit
-// a worker's part of the budget, or a request could wait for ever.
-const char* resolve_memory(daemon_config& cfg, const std::string& budget, const std::string& share)
-{
-    const std::uint64_t largest = rct::buffer_pool::rounded(cfg.max_payload);
-    const auto conn = rct::parse_size(share);
-    if (!conn || *conn < largest) {
-        return "--connection-memory must be a size of at least 32M (the largest request)";
-    }
-    if (budget == "auto") {
-        // Room for four clients' shares per worker: one client that stops
-        // reading never holds all of its worker's memory.
-        cfg.memory_budget = std::max<std::uint64_t>(std::uint64_t{256} << 20, std::uint64_t{cfg.workers} * 4 * *conn);
-    } else if (const auto total = rct::parse_size(budget)) {
-        cfg.memory_budget = *total;
-    } else {
-        return "--memory-budget must be a size (e.g. 256M, 2G) or auto";
-    }
-    if (cfg.memory_budget / cfg.workers < *conn) {
-        return "--memory-budget must give each worker at least --connection-memory (budget / workers)";
-    }
-    cfg.connection_memory = *conn;
-    return nullptr;
 }
 
 int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, rct::daemon::upgrade::takeover* from);
@@ -430,50 +408,51 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     return 0;
 }
 
-void add_limit_options(CLI::App& app, daemon_config& cfg)
+void set_log_level(const rct::daemon::command_line& cl)
 {
-    const auto seconds = CLI::Range(0u, 86400u);
-    app.add_option("--max-connections", cfg.max_connections,
-                   "NBD connections served at once; more are closed at accept (also capped so that the "
-                   "descriptor limit minus --fd-reserve is never crossed)")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 1000000u));
-    app.add_option("--max-connections-per-peer", cfg.max_connections_per_peer,
-                   "NBD connections one peer may hold: a Unix client's uid or a TCP client's address")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 1000000u));
-    app.add_option("--fd-reserve", cfg.fd_reserve,
-                   "file descriptors kept free of NBD clients for disks, tracking, snapshots and the control API")
-        ->capture_default_str()
-        ->check(CLI::Range(64u, 1000000u));
-    app.add_option("--handshake-timeout", cfg.handshake_timeout,
-                   "seconds a client has from connecting to choosing an export (0 = no limit)")
-        ->capture_default_str()
-        ->check(seconds);
-    app.add_option("--idle-timeout", cfg.idle_timeout,
-                   "close a connection that asks nothing for this many seconds with nothing in flight (0 = never)")
-        ->capture_default_str()
-        ->check(seconds);
-    app.add_option("--send-timeout", cfg.send_timeout,
-                   "disconnect a client that reads none of its queued replies for this many seconds (0 = never)")
-        ->capture_default_str()
-        ->check(seconds);
-    app.add_option("--shutdown-timeout", cfg.shutdown_timeout,
-                   "seconds SIGTERM waits for in-flight replies to be read before cutting the clients off (0 = at once)")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 3600u));
-    app.add_option("--control-max-connections", cfg.control_max_connections,
-                   "control API connections at once")
-        ->capture_default_str()
-        ->check(CLI::Range(2u, 100000u));
-    app.add_option("--control-max-connections-per-peer", cfg.control_max_connections_per_peer,
-                   "control API connections one uid may hold")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 100000u));
-    app.add_option("--control-idle-timeout", cfg.control_idle_timeout,
-                   "seconds before an idle control API connection is closed")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 86400u));
+    using rct::log::level;
+    const std::string& name = cl.log_level;
+    const level l = name == "error"     ? level::err
+                    : name == "warning" ? level::warning
+                    : name == "notice"  ? level::notice
+                    : name == "debug"   ? level::debug
+                                        : level::info;
+    rct::log::set_level(cl.cfg.verbose ? level::debug : l);
+}
+
+void print_effective_config(const CLI::App& app, const daemon_config& cfg)
+{
+    using rct::daemon::toml_string;
+    const std::map<std::string, std::string> resolved{
+        {"listen.socket", toml_string(cfg.nbd_socket.string())},
+        {"listen.control_socket", toml_string(cfg.control_socket.string())},
+        {"workers", std::to_string(cfg.workers)},
+    };
+    const bool file =
+        app.get_option("--config")->count() > 0 || std::filesystem::exists(rct::daemon::default_config_file);
+    std::printf("# rctd %s: the effective settings (%s)\n%s", RCT_VERSION,
+                file ? "command line over the configuration file" : "command line; no configuration file",
+                rct::daemon::effective_config(app, resolved).c_str());
+}
+
+// How this daemon was started, for an upgrade to start the next one alike.
+rct::daemon::upgrade::launch_info launch_from(int argc, char** argv, const rct::daemon::command_line& cl)
+{
+    rct::daemon::upgrade::launch_info launch;
+    launch.takeover_fd = cl.takeover_fd;
+    launch.args.assign(argv, argv + argc);
+    for (auto it = launch.args.begin(); it != launch.args.end();) {
+        if (*it == "--takeover-fd") {
+            it = launch.args.erase(it, std::min(it + 2, launch.args.end()));
+        } else if (it->rfind("--takeover-fd=", 0) == 0) {
+            it = launch.args.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    launch.exe_path = rct::daemon::upgrade::own_path();
+    launch.self_exe = rct::unique_fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+    return launch;
 }
 
 }  // namespace
@@ -497,145 +476,36 @@ int main(int argc, char** argv)
         ::setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    daemon_config cfg;
-    std::string state_dir = cfg.state_dir.string();
-    std::string nbd_socket;
-    std::string control_socket;
-    std::string log_level = "info";
-
+    rct::daemon::command_line cl;
     CLI::App app{"rctd: serves change-tracked virtual disks over NBD and ublk"};
-    app.add_option("--state-dir", state_dir, "directory holding the disks")->capture_default_str();
-    app.add_option("--socket", nbd_socket, "NBD Unix socket (default STATE/nbd.sock)");
-    app.add_option("--listen", cfg.listen, "also listen for NBD on tcp:HOST[:PORT] (port 10809 by default)")
-        ->check([](const std::string& s) {
-            return s.rfind("tcp:", 0) == 0 && s.size() > 4 ? std::string() : "expected tcp:HOST[:PORT]";
-        });
-    app.add_option("--control-socket", control_socket, "control API socket (default STATE/control.sock)");
-    app.add_option("--default-export", cfg.default_export, "disk served for the empty export name");
-    app.add_option("--ublk", cfg.ublk, "attach this disk as /dev/ublkbN at start (repeatable)");
-    app.add_option("--ublk-recovery-window", cfg.ublk_recovery_window,
-                   "seconds a ublk device holds its I/O for the next rctd after this one exits; then it is "
-                   "removed (0 = wait for ever)")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 86400u));
-    int watchdog_parent = 0;
-    app.add_option("--ublk-watchdog", watchdog_parent)->group("");  // internal: see ublk/watchdog.hh
-    rct::daemon::upgrade::launch_info launch;
-    app.add_option("--takeover-fd", launch.takeover_fd)->group("");  // internal: see upgrade/driver.hh
-    app.add_option("--workers", cfg.workers, "I/O worker threads (default: one per CPU)")
-        ->check(CLI::Range(0u, 256u));
-    app.add_option("--io-threads", cfg.io_threads,
-                   "kernel threads per worker for buffered writes, syncs and fallocate (default 2; more "
-                   "contend for the file's lock)")
-        ->check(CLI::Range(1u, 64u));
-    app.add_option("--log-level", log_level, "error, warning, notice, info or debug")
-        ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
-        ->capture_default_str();
-    std::string intent_region = "64M";
-    app.add_flag("!--no-tracking", cfg.tracking, "serve disks without change tracking (for comparison benchmarks)");
-    app.add_option("--intent-region", intent_region,
-                   "write-intent region size: after a crash, at most the regions written during the last "
-                   "persist interval are over-reported")
-        ->capture_default_str();
-    std::string store_limit = "0";
-    app.add_option("--snapshot-store-limit", store_limit,
-                   "bytes of copied chunks each disk's snapshot store may hold (0 = as the filesystem allows); "
-                   "beyond it the disk keeps working and the snapshots needing a copy become invalid")
-        ->capture_default_str();
-    std::string memory_budget = "auto";
-    app.add_option("--memory-budget", memory_budget,
-                   "bytes all NBD clients together may hold in request payloads and queued replies, split "
-                   "between the workers; a client over it waits (auto = 256M, or four --connection-memory shares per "
-                   "worker if more)")
-        ->capture_default_str();
-    std::string connection_memory = "32M";
-    app.add_option("--connection-memory", connection_memory,
-                   "one NBD client's share of the memory budget: a client that does not read its replies "
-                   "holds at most this much, then is no longer read (at least 32M, the largest request)")
-        ->capture_default_str();
-    app.add_option("--persist-interval", cfg.persist_interval_ms, "milliseconds between change-map persists")
-        ->capture_default_str()
-        ->check(CLI::Range(10u, 3600000u));
-    std::string socket_group;
-    app.add_option("--socket-group", socket_group,
-                   "group that may use the NBD and control sockets (mode 0660) and manage every disk; "
-                   "default: root only (0600)");
-    std::string api_readers;
-    app.add_option("--api-readers", api_readers,
-                   "group that may call the control API's read-only endpoints (list, info, changes, ...); "
-                   "the control socket becomes 0666 and every request is checked by its peer's uid");
-    std::vector<std::string> export_groups;
-    app.add_option("--export-group", export_groups,
-                   "DISK=GROUP: only root and GROUP may open DISK and its snapshots over NBD, and not over "
-                   "TCP (repeatable)");
-    add_limit_options(app, cfg);
-    app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
-    CLI11_PARSE(app, argc, argv);
-
-    using rct::log::level;
-    level l = log_level == "error"     ? level::err
-              : log_level == "warning" ? level::warning
-              : log_level == "notice"  ? level::notice
-              : log_level == "debug"   ? level::debug
-                                       : level::info;
-    rct::log::set_level(cfg.verbose ? level::debug : l);
-
-    const auto region = rct::parse_size(intent_region);
-    if (!region || *region < (1u << 20) || (*region & (*region - 1)) != 0) {
-        std::fprintf(stderr, "rctd: --intent-region must be a power of two of at least 1M\n");
-        return 2;
-    }
-    cfg.intent_region = *region;
-    const auto limit = rct::parse_size(store_limit);
-    if (!limit) {
-        std::fprintf(stderr, "rctd: --snapshot-store-limit must be a size (e.g. 0, 512M, 20G)\n");
-        return 2;
-    }
-    cfg.snapshot_store_limit = *limit;
-    if (cfg.workers == 0) {
-        cfg.workers = std::max(1u, std::thread::hardware_concurrency());
-    }
-    if (const char* why = resolve_memory(cfg, memory_budget, connection_memory)) {
-        std::fprintf(stderr, "rctd: %s\n", why);
-        return 2;
-    }
-    cfg.state_dir = state_dir;
-    cfg.nbd_socket = nbd_socket.empty() ? cfg.state_dir / "nbd.sock" : std::filesystem::path(nbd_socket);
-    cfg.control_socket =
-        control_socket.empty() ? cfg.state_dir / "control.sock" : std::filesystem::path(control_socket);
-
+    rct::daemon::add_options(app, cl);
     try {
-        using rct::daemon::resolve_group;
-        if (!socket_group.empty()) {
-            cfg.access.socket_group = resolve_group(socket_group);
+        if (!rct::daemon::parse_with_config(app, argc, argv)) {
+            std::printf("rctd %s (%s)\n", RCT_VERSION, RCT_REVISION);
+            return 0;
         }
-        if (!api_readers.empty()) {
-            cfg.access.api_readers = resolve_group(api_readers);
-        }
-        for (const auto& spec : export_groups) {
-            const auto eq = spec.find('=');
-            if (eq == std::string::npos || !rct::disk_registry::valid_name(spec.substr(0, eq))) {
-                std::fprintf(stderr, "rctd: --export-group must be DISK=GROUP, not '%s'\n", spec.c_str());
-                return 2;
-            }
-            cfg.access.export_groups[spec.substr(0, eq)] = resolve_group(spec.substr(eq + 1));
-        }
-        if (watchdog_parent > 0) {
-            return rct::daemon::ublk::run_watchdog(watchdog_parent, cfg.state_dir,
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const rct::daemon::config_error& e) {
+        std::fprintf(stderr, "rctd: %s\n", e.what());
+        return 2;
+    }
+    if (const auto why = rct::daemon::resolve(cl)) {
+        std::fprintf(stderr, "rctd: %s\n", why->c_str());
+        return 2;
+    }
+    if (cl.check_config) {
+        print_effective_config(app, cl.cfg);
+        return 0;
+    }
+    set_log_level(cl);
+    daemon_config& cfg = cl.cfg;
+    try {
+        if (cl.watchdog_parent > 0) {
+            return rct::daemon::ublk::run_watchdog(cl.watchdog_parent, cfg.state_dir,
                                                    std::chrono::seconds(cfg.ublk_recovery_window));
         }
-        launch.args.assign(argv, argv + argc);
-        for (auto it = launch.args.begin(); it != launch.args.end();) {
-            if (*it == "--takeover-fd") {
-                it = launch.args.erase(it, std::min(it + 2, launch.args.end()));
-            } else if (it->rfind("--takeover-fd=", 0) == 0) {
-                it = launch.args.erase(it);
-            } else {
-                ++it;
-            }
-        }
-        launch.exe_path = rct::daemon::upgrade::own_path();
-        launch.self_exe = rct::unique_fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+        rct::daemon::upgrade::launch_info launch = launch_from(argc, argv, cl);
         return run(cfg, launch);
     } catch (const std::exception& e) {
         rct::log::error("cannot start: {}", e.what());

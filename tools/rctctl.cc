@@ -7,6 +7,7 @@
 // error, 3 no such disk or checkpoint, 4 conflict (exists, busy, tracking
 // disabled), 5 daemon unreachable, 6 the change token cannot be honoured:
 // take a full backup, 7 the caller may not do this.
+#include "revision.hh"
 #include <rct/control_api.hh>
 #include <rct/size.hh>
 
@@ -365,6 +366,8 @@ int main(int argc, char** argv)
     CLI::App app{"rctctl: manage the disks of a running rctd"};
     app.require_subcommand(1);
     app.fallthrough();
+    app.set_version_flag("--version", std::string("rctctl ") + RCT_VERSION + " (" + RCT_REVISION + ")",
+                         "print the version and git revision, then exit");
     app.add_option("--socket", opt.socket,
                    "control socket (default: STATE-DIR/control.sock if --state-dir is given, else "
                    "$RCTD_CONTROL_SOCKET, else /var/lib/rctd/control.sock)");
