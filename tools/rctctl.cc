@@ -12,6 +12,7 @@
 #include <rct/size.hh>
 
 #include "control_client.hh"
+#include "rctctl_stats.hh"
 #include "table.hh"
 
 #include <CLI/CLI.hpp>
@@ -381,6 +382,12 @@ int main(int argc, char** argv)
                                            "change-tracking chunk size, a power of two from 4K to 1M (default 64K)");
 
     auto* list = app.add_subcommand("list", "list the disks");
+    auto* stats = app.add_subcommand("stats", "requests, bytes, errors and clients per disk (GET /metrics)");
+    std::optional<std::string> stats_disk;
+    unsigned watch = 0;
+    stats->add_option("NAME", stats_disk, "only this disk");
+    stats->add_option("--watch", watch, "refresh every N seconds, as rates, until interrupted")
+        ->check(CLI::Range(1u, 3600u));
 
     auto* info = app.add_subcommand("info", "show one disk");
     info->add_option("NAME", name, "disk name")->required();
@@ -495,6 +502,8 @@ int main(int argc, char** argv)
             report_disk(opt, r, "created");
         } else if (*list) {
             cmd_list(c, opt);
+        } else if (*stats) {
+            cmd_stats(c, stats_disk, watch, opt.json_output);
         } else if (*info) {
             cmd_info(c, opt, name);
         } else if (*del) {

@@ -5,6 +5,7 @@
 // exception stops at handler::respond and becomes a JSON error reply; none
 // may unwind into libmicrohttpd's C frames.
 #include "control/api_server.hh"
+#include "control/metrics.hh"
 #include "control/request.hh"
 
 #include <rct/disk.hh>
@@ -194,8 +195,9 @@ public:
 private:
     struct reply {
         unsigned status;
-        std::string body;  // JSON, or empty for 204
+        std::string body;  // JSON (or content_type), or empty for 204
         const char* allow = nullptr;
+        const char* content_type = "application/json";
     };
 
     static MHD_Result step(api_server& server, MHD_Connection* conn, const char* url, const char* method,
@@ -284,7 +286,7 @@ private:
             return MHD_NO;
         }
         if (!r.body.empty()) {
-            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r.content_type);
         }
         if (r.allow != nullptr) {
             MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r.allow);
@@ -325,6 +327,8 @@ private:
         const std::string& name = r.disk;
         switch (r.what) {
         case endpoint::version: return version();
+        case endpoint::metrics:
+            return {MHD_HTTP_OK, control::render_metrics(server_.registry_), nullptr, control::metrics_content_type};
         case endpoint::list_disks: return list_disks();
         case endpoint::create_disk: return create_disk();
         case endpoint::get_disk: return get_disk(name);

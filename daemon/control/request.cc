@@ -230,6 +230,9 @@ route resolve(std::string_view method, std::string_view url)
     const auto parts = split_path(url);
     const std::size_t n = parts.size();
     const bool get = method == "GET" || method == "HEAD";
+    if (n == 1 && parts[0] == "metrics") {
+        return only(get, method, "GET, HEAD", {endpoint::metrics, {}, {}});
+    }
     if (n == 2 && parts[0] == "v1" && parts[1] == "version") {
         return only(get, method, "GET, HEAD", {endpoint::version, {}, {}});
     }
@@ -276,6 +279,7 @@ bool read_only(endpoint e) noexcept
 {
     switch (e) {
     case endpoint::version:
+    case endpoint::metrics:
     case endpoint::list_disks:
     case endpoint::get_disk:
     case endpoint::list_checkpoints:

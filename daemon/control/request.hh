@@ -35,6 +35,7 @@ api_error invalid_argument(std::string message);
 
 enum class endpoint {
     version,
+    metrics,
     list_disks,
     create_disk,
     get_disk,

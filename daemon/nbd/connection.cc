@@ -3,6 +3,7 @@
 
 #include "../worker.hh"
 
+#include <rct/io_stats.hh>
 #include <rct/log.hh>
 
 #include <linux/sockios.h>
@@ -10,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstring>
 
 namespace rct::daemon {
@@ -423,6 +425,7 @@ void connection::answer(const nbd::request_header& h, request& rq, bool needs_bu
     if (err == 0 && (stopping_ || export_.d->removed())) {
         err = nbd::err_shutdown;
     }
+    count_start(rq);
     if (err != 0) {
         log::debug("{}: request type {} off {} len {} flags {:#x} refused: error {}", peer_, h.type, h.offset,
                    h.length, h.flags, err);
@@ -430,6 +433,45 @@ void connection::answer(const nbd::request_header& h, request& rq, bool needs_bu
     } else {
         dispatch(h, rq);
     }
+}
+
+namespace {
+
+std::optional<stat_op> stat_of_command(std::uint16_t type) noexcept
+{
+    switch (type) {
+    case nbd::cmd_read: return stat_op::read;
+    case nbd::cmd_write: return stat_op::write;
+    case nbd::cmd_flush: return stat_op::flush;
+    case nbd::cmd_trim: return stat_op::trim;
+    case nbd::cmd_write_zeroes: return stat_op::write_zeroes;
+    case nbd::cmd_cache: return stat_op::cache;
+    case nbd::cmd_block_status: return stat_op::block_status;
+    default: return std::nullopt;
+    }
+}
+
+}  // namespace
+
+void connection::count_start(request& rq) noexcept
+{
+    rq.failed = false;
+    rq.started_ns = 0;
+    if (stat_of_command(rq.type)) {
+        rq.started_ns = stat_clock_ns();
+        export_.d->stats().begin();
+    }
+}
+
+void connection::count_end(request& rq) noexcept
+{
+    if (rq.started_ns == 0) {
+        return;
+    }
+    const stat_op op = *stat_of_command(rq.type);
+    const bool moves = op != stat_op::flush && op != stat_op::block_status && op != stat_op::cache;
+    export_.d->stats().record(op, moves && !rq.failed ? rq.length : 0, rq.failed, stat_clock_ns() - rq.started_ns);
+    rq.started_ns = 0;
 }
 
 detached connection::reader()
@@ -750,6 +792,7 @@ void connection::on_done(request& rq, int res) noexcept
 
 void connection::reply_error(request& rq, std::uint32_t nbd_error) noexcept
 {
+    rq.failed = true;
     std::byte* p = rq.hdr.data();
     rq.data_len = 0;
     if (neg_.structured && (rq.type == nbd::cmd_read || rq.type == nbd::cmd_block_status)) {
@@ -772,6 +815,7 @@ void connection::reply_error(request& rq, std::uint32_t nbd_error) noexcept
 
 void connection::enqueue(request& rq) noexcept
 {
+    count_end(rq);
     if (broken_) {
         release(rq);
         if (slot_free_.waiting()) {

@@ -100,6 +100,8 @@ private:
         std::size_t charge = 0;    // bytes of the memory budget it holds
         std::uint32_t hdr_len = 0;
         std::uint64_t data_len = 0;  // bytes of buf sent after hdr
+        std::uint64_t started_ns = 0;  // counted in the disk's io_stats (0: not counted)
+        bool failed = false;
         std::array<std::byte, 32> hdr{};
     };
 
@@ -132,6 +134,9 @@ private:
     void block_status(request& rq, std::uint64_t offset, std::uint32_t length) noexcept;
     void on_done(request& rq, int res) noexcept;
     void reply_error(request& rq, std::uint32_t nbd_error) noexcept;
+    // The disk's io_stats: a request answered from here on, and its reply.
+    void count_start(request& rq) noexcept;
+    void count_end(request& rq) noexcept;
     void enqueue(request& rq) noexcept;
     void send_more() noexcept;
     void drop_send_queue() noexcept;

@@ -1,6 +1,7 @@
 #include "queue.hh"
 
 #include <rct/error.hh>
+#include <rct/io_stats.hh>
 #include <rct/log.hh>
 
 #include <unistd.h>
@@ -20,6 +21,7 @@ struct queue::slot final : io_request {
     void done(int res) noexcept override { q->on_done(*this, res); }
 
     queue* q = nullptr;
+    std::uint64_t started_ns = 0;  // counted in the disk's io_stats
     std::uint16_t tag = 0;
     std::byte* buffer = nullptr;
     command cmd;
@@ -139,7 +141,10 @@ void queue::execute(slot& s) noexcept
     // The driver keeps requests within the size and max_sectors we set;
     // a disk shrunk or deleted under the device must not be written past.
     const bool data = s.op == io_op::read || s.op == io_op::write;
+    s.started_ns = stat_clock_ns();
+    disk_->stats().begin();
     if ((data && s.length > shape_.max_io) || s.offset + s.length > disk_->size() || disk_->removed()) {
+        disk_->stats().record(stat_of(s.op), 0, true, stat_clock_ns() - s.started_ns);
         arm(s, io_commit_and_fetch_req, -EIO);
         return;
     }
@@ -157,6 +162,8 @@ void queue::on_done(slot& s, int res) noexcept
     // Reads and writes report the bytes done; the driver completes the
     // rest of a request that reports fewer.
     const bool data = s.op == io_op::read || s.op == io_op::write;
+    const bool moves = s.op != io_op::flush;
+    disk_->stats().record(stat_of(s.op), res < 0 || !moves ? 0 : s.length, res < 0, stat_clock_ns() - s.started_ns);
     arm(s, io_commit_and_fetch_req, res < 0 ? res : data ? static_cast<int>(s.length) : 0);
 }
 

@@ -79,6 +79,13 @@ client::~client() { curl_easy_cleanup(curl_); }
 
 response client::call(const char* method, const std::string& path, const std::optional<json>& body)
 {
+    return request(method, "/v1" + path, body);
+}
+
+std::string client::metrics() { return request("GET", "/metrics", std::nullopt).body; }
+
+response client::request(const char* method, const std::string& url_path, const std::optional<json>& body)
+{
     response r;
     std::string payload;
     curl_slist* headers = nullptr;
@@ -87,7 +94,7 @@ response client::call(const char* method, const std::string& path, const std::op
         payload = body->dump();
         headers = curl_slist_append(headers, "Content-Type: application/json");
     }
-    const std::string url = "http://localhost/v1" + path;
+    const std::string url = "http://localhost" + url_path;
     char error[CURL_ERROR_SIZE] = "";
 
     curl_easy_reset(curl_);

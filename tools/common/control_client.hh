@@ -59,9 +59,14 @@ public:
     // call() and parse_reply() in one.
     json call_json(const char* method, const std::string& path, const std::optional<json>& body = {});
 
+    // GET /metrics: the Prometheus text (docs/metrics.md), outside /v1.
+    std::string metrics();
+
     const std::string& socket() const { return socket_; }
 
 private:
+    response request(const char* method, const std::string& url_path, const std::optional<json>& body);
+
     const std::string socket_;
     CURL* const curl_;
 };

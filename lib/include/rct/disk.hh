@@ -13,6 +13,7 @@
 // path and lookups never take.
 #pragma once
 
+#include <rct/io_stats.hh>
 #include <rct/backend.hh>
 #include <rct/snapshots.hh>
 #include <rct/tracker.hh>
@@ -73,6 +74,9 @@ public:
     tracker* tracking() noexcept { return tracker_.get(); }
     const tracker* tracking() const noexcept { return tracker_.get(); }
     snapshot_store* snapshots() noexcept { return snapshots_.get(); }
+    // What clients asked of this disk, through every frontend (GET /metrics).
+    io_stats& stats() noexcept { return stats_; }
+    const io_stats& stats() const noexcept { return stats_; }
     const snapshot_store* snapshots() const noexcept { return snapshots_.get(); }
 
     // While a restore rewrites the disk, new clients are turned away.
@@ -131,6 +135,7 @@ private:
     std::atomic<bool> restoring_{false};
     std::mutex mgmt_mu_;
 
+    io_stats stats_;
     mutable rct::mutex clients_mutex_;
     std::set<int> clients_ GUARDED_BY(clients_mutex_);
 };
