@@ -749,7 +749,7 @@ private:
 
     reply delete_snapshot(const std::string& name, const std::string& snap) const
     {
-        const bool force = query_value("force").value_or("") == "1";
+        const bool force = query_flag("force");
         const auto d = lookup(name);
         const auto managing = d->manage();
         snapshots_of(*d).delete_snapshot(snap, force);

@@ -162,8 +162,12 @@ cp A.raw img.raw  # the local image follows the disk again
 say "snapshot-delete d s1"
 hold d@s1
 expect_rc 4 rctctl snapshot-delete d s1
+# ?force=true, as every other endpoint spells the flag: the client goes.
+code=$(curl -s -o force.json -w '%{http_code}' -X DELETE --unix-socket "$STATE/control.sock" \
+    "http://localhost/v1/disks/d/snapshots/s1?force=true")
+[[ $code == 2?? ]] || { cat force.json; fail "DELETE ...?force=true of a snapshot with a client answered $code"; }
+ok "DELETE /v1/disks/d/snapshots/s1?force=true while d@s1 has a client: $code"
 release
-rctctl snapshot-delete d s1 | sed 's/^/   | /'
 rctctl --json snapshots d >snaps.json
 py -m rcttest.interop.snapshots deleted snaps.json s1 s2 || fail "s1 still listed as a snapshot (or s2 gone)"
 rctctl checkpoints d >cps.txt
