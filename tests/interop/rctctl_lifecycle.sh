@@ -3,8 +3,9 @@
 # --json, the documented exit codes (2 usage/bad size, 3 not found,
 # 4 conflict/busy, 5 daemon unreachable), resize (shrink needs --force),
 # import (copy and --move), delete (refused while a client is connected,
-# forced delete cuts the client off), the HTTP API with curl, and state
-# surviving a clean restart and a kill -9.
+# forced delete cuts the client off), the HTTP API with curl, bash
+# completion of commands and disk names, and state surviving a clean
+# restart and a kill -9.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 requires nbdinfo nbdcopy nbdsh curl cmp
 
@@ -27,6 +28,26 @@ expect_rc 0 rctctl create a --size 64M
 expect_rc 0 rctctl create b --size 1G
 [[ $(nbd_size a) == $((64 * M)) ]] || fail "export a is $(nbd_size a) bytes, want $((64 * M))"
 ok "export a is 64 MiB"
+
+say "bash completion (tools/completion/rctctl.bash)"
+complete() { :; }  # the script registers itself; not an interactive shell here
+# shellcheck source=../../tools/completion/rctctl.bash
+source "$REPO_ROOT/tools/completion/rctctl.bash"
+unset -f complete
+comp() {
+    COMP_WORDS=("$@")
+    COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+    COMPREPLY=()
+    PATH=$(dirname "$RCTCTL"):$PATH _rctctl
+    echo "${COMPREPLY[*]}"
+}
+got=$(comp rctctl --state-dir "$STATE" snap)
+[[ $got == "snapshot snapshots snapshot-delete" ]] || fail "completing 'snap' gave '$got'"
+got=$(comp rctctl --state-dir "$STATE" info "")
+[[ $got == "a b" ]] || fail "completing a disk name gave '$got', want 'a b'"
+got=$(comp rctctl --state-dir "$STATE" --js)
+[[ $got == "--json" ]] || fail "completing '--js' gave '$got'"
+ok "commands, options and the daemon's disk names complete"
 
 say "list and info (text)"
 rctctl list | tee "$T/list.txt" | sed 's/^/   | /'
