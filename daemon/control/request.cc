@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace rct::daemon::control {
@@ -34,63 +35,58 @@ std::vector<std::string_view> split_path(std::string_view url)
     return parts;
 }
 
-// The endpoint when `allowed`, otherwise a 405 listing what is.
-route only(bool allowed, std::string_view method, const char* allow, route r)
+// The control API's paths: each with the endpoint its methods reach (GET
+// also answers HEAD). "*" stands for a name: the disk (third segment) and
+// the checkpoint or snapshot (fifth). docs/control-api.md lists them.
+struct path_route {
+    std::vector<std::string_view> segments;
+    std::optional<endpoint> get, post, del;
+};
+
+const std::vector<path_route>& routes()
 {
-    if (allowed) {
-        return r;
-    }
-    throw api_error{MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-                    fmt::format("method {} is not allowed here (allowed: {})", method, allow), allow};
+    using e = endpoint;
+    static const std::vector<path_route> table{
+        {{"metrics"}, e::metrics, {}, {}},
+        {{"v1", "version"}, e::version, {}, {}},
+        {{"v1", "upgrade"}, {}, e::upgrade, {}},
+        {{"v1", "groups", "snapshots"}, {}, e::group_snapshot, {}},
+        {{"v1", "groups", "checkpoints"}, {}, e::group_checkpoint, {}},
+        {{"v1", "disks"}, e::list_disks, e::create_disk, {}},
+        {{"v1", "disks", "*"}, e::get_disk, {}, e::delete_disk},
+        {{"v1", "disks", "*", "resize"}, {}, e::resize_disk, {}},
+        {{"v1", "disks", "*", "checkpoints"}, e::list_checkpoints, e::create_checkpoint, {}},
+        {{"v1", "disks", "*", "checkpoints", "*"}, {}, {}, e::delete_checkpoint},
+        {{"v1", "disks", "*", "changes"}, e::changes, {}, {}},
+        {{"v1", "disks", "*", "diff"}, e::diff, {}, {}},
+        {{"v1", "disks", "*", "snapshots"}, e::list_snapshots, e::create_snapshot, {}},
+        {{"v1", "disks", "*", "snapshots", "*"}, {}, {}, e::delete_snapshot},
+        {{"v1", "disks", "*", "snapshots", "*", "clone"}, {}, e::clone_snapshot, {}},
+        {{"v1", "disks", "*", "ublk"}, {}, e::attach_ublk, e::detach_ublk},
+        {{"v1", "disks", "*", "restore"}, {}, e::restore, {}},
+    };
+    return table;
 }
 
-// Below /v1/disks/NAME (parts[2]); nullopt when nothing is there.
-std::optional<route> resolve_disk(std::string_view method, const std::vector<std::string_view>& parts)
+bool matches(const path_route& r, const std::vector<std::string_view>& parts)
 {
-    const std::size_t n = parts.size();
-    const bool get = method == "GET" || method == "HEAD";
-    const bool post = method == "POST";
-    const bool del = method == "DELETE";
-    const auto at = [&](endpoint e) {
-        return route{e, std::string(parts[2]), n >= 5 ? std::string(parts[4]) : std::string()};
-    };
-    if (n == 3) {
-        return get ? at(endpoint::get_disk) : only(del, method, "GET, HEAD, DELETE", at(endpoint::delete_disk));
+    if (r.segments.size() != parts.size()) {
+        return false;
     }
-    const std::string_view sub = parts[3];
-    if (n == 4 && sub == "resize") {
-        return only(post, method, "POST", at(endpoint::resize_disk));
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        if (r.segments[i] != "*" && r.segments[i] != parts[i]) {
+            return false;
+        }
     }
-    if (n == 4 && sub == "checkpoints") {
-        return get ? at(endpoint::list_checkpoints)
-                   : only(post, method, "GET, HEAD, POST", at(endpoint::create_checkpoint));
-    }
-    if (n == 5 && sub == "checkpoints") {
-        return only(del, method, "DELETE", at(endpoint::delete_checkpoint));
-    }
-    if (n == 4 && sub == "changes") {
-        return only(get, method, "GET, HEAD", at(endpoint::changes));
-    }
-    if (n == 4 && sub == "diff") {
-        return only(get, method, "GET, HEAD", at(endpoint::diff));
-    }
-    if (n == 4 && sub == "snapshots") {
-        return get ? at(endpoint::list_snapshots)
-                   : only(post, method, "GET, HEAD, POST", at(endpoint::create_snapshot));
-    }
-    if (n == 5 && sub == "snapshots") {
-        return only(del, method, "DELETE", at(endpoint::delete_snapshot));
-    }
-    if (n == 6 && sub == "snapshots" && parts[5] == "clone") {
-        return only(post, method, "POST", at(endpoint::clone_snapshot));
-    }
-    if (n == 4 && sub == "ublk") {
-        return post ? at(endpoint::attach_ublk) : only(del, method, "POST, DELETE", at(endpoint::detach_ublk));
-    }
-    if (n == 4 && sub == "restore") {
-        return only(post, method, "POST", at(endpoint::restore));
-    }
-    return std::nullopt;
+    return true;
+}
+
+// The Allow header of a path: static text, as libmicrohttpd keeps a pointer.
+const char* allowed(const path_route& r)
+{
+    static const char* const text[] = {"", "GET, HEAD", "POST", "GET, HEAD, POST", "DELETE", "GET, HEAD, DELETE",
+                                       "POST, DELETE", "GET, HEAD, POST, DELETE"};
+    return text[(r.get ? 1 : 0) | (r.post ? 2 : 0) | (r.del ? 4 : 0)];
 }
 
 std::string string_field(const json& j, const char* key)
@@ -228,31 +224,22 @@ api_error invalid_argument(std::string message)
 route resolve(std::string_view method, std::string_view url)
 {
     const auto parts = split_path(url);
-    const std::size_t n = parts.size();
-    const bool get = method == "GET" || method == "HEAD";
-    if (n == 1 && parts[0] == "metrics") {
-        return only(get, method, "GET, HEAD", {endpoint::metrics, {}, {}});
+    const auto& table = routes();
+    const auto r = std::find_if(table.begin(), table.end(), [&](const path_route& p) { return matches(p, parts); });
+    if (r == table.end()) {
+        throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
     }
-    if (n == 2 && parts[0] == "v1" && parts[1] == "version") {
-        return only(get, method, "GET, HEAD", {endpoint::version, {}, {}});
+    const std::optional<endpoint> what = method == "GET" || method == "HEAD" ? r->get
+                                         : method == "POST"                  ? r->post
+                                         : method == "DELETE"                ? r->del
+                                                                             : std::nullopt;
+    if (!what) {
+        const char* allow = allowed(*r);
+        throw api_error{MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                        fmt::format("method {} is not allowed here (allowed: {})", method, allow), allow};
     }
-    if (n == 2 && parts[0] == "v1" && parts[1] == "upgrade") {
-        return only(method == "POST", method, "POST", {endpoint::upgrade, {}, {}});
-    }
-    if (n == 3 && parts[0] == "v1" && parts[1] == "groups" && (parts[2] == "snapshots" || parts[2] == "checkpoints")) {
-        return only(method == "POST", method, "POST",
-                    {parts[2] == "snapshots" ? endpoint::group_snapshot : endpoint::group_checkpoint, {}, {}});
-    }
-    if (n == 2 && parts[0] == "v1" && parts[1] == "disks") {
-        return get ? route{endpoint::list_disks, {}, {}}
-                   : only(method == "POST", method, "GET, HEAD, POST", {endpoint::create_disk, {}, {}});
-    }
-    if (n >= 3 && parts[0] == "v1" && parts[1] == "disks") {
-        if (auto r = resolve_disk(method, parts)) {
-            return *r;
-        }
-    }
-    throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
+    return {*what, parts.size() >= 3 && parts[1] == "disks" ? std::string(parts[2]) : std::string(),
+            parts.size() >= 5 ? std::string(parts[4]) : std::string()};
 }
 
 // A field this server does not know is refused rather than silently
