@@ -348,22 +348,286 @@ void report_disk(const options& opt, const response& r, const char* verb)
               << str(d, "export_uri") << '\n';
 }
 
+// What the command line gave, for whichever command it names.
+struct arguments {
+    std::string name, size_text, from, granularity_text, checkpoint, since, until, snap, group, source, new_name;
+    std::vector<std::string> more_disks;
+    std::optional<std::string> stats_disk;
+    std::string binary, ready_timeout = "10s";
+    std::uint64_t limit = default_changes_limit;
+    unsigned watch = 0;
+    bool force = false, move = false, ublk = false;
+};
+
+// One command: its options (declare) and what it does once parsed (run;
+// `sub` says which options were given).
+struct command {
+    const char* name;
+    const char* help;
+    void (*declare)(CLI::App& sub, arguments& a);
+    void (*run)(client& c, const options& opt, arguments& a, const CLI::App& sub);
+};
+
+void disk_name(CLI::App& sub, arguments& a) { sub.add_option("NAME", a.name, "disk name")->required(); }
+
+void limit_option(CLI::App& sub, arguments& a)
+{
+    sub.add_option("--limit", a.limit, "extents per request")
+        ->check(CLI::Range(std::uint64_t{1}, max_changes_limit))
+        ->capture_default_str();
+}
+
+// checkpoint and snapshot: one disk, or several cut at one instant as a group.
+void cut_options(CLI::App& sub, arguments& a, std::string& name, const char* what)
+{
+    disk_name(sub, a);
+    sub.add_option("DISK", a.more_disks, "more disks, cut at the same instant (with --group)");
+    auto* named = sub.add_option("--name", name, fmt::format("{} name (default: chosen by rctd)", what));
+    sub.add_option("--group", a.group,
+                   fmt::format("a consistency group: every disk named gets a {} of this name, all at one instant",
+                               what))
+        ->excludes(named);
+}
+
+void run_cut(client& c, const options& opt, arguments& a, const CLI::App& sub, const char* kind)
+{
+    if (!a.more_disks.empty() && a.group.empty()) {
+        throw failure{exit_usage, "several disks are cut at one instant only as a group: add --group NAME", {}, {}};
+    }
+    if (!a.group.empty()) {
+        a.more_disks.insert(a.more_disks.begin(), a.name);
+        cmd_group(c, opt, kind, a.group, a.more_disks);
+        return;
+    }
+    const bool named = sub.count("--name") != 0;
+    if (std::string_view(kind) == "checkpoint") {
+        cmd_checkpoint(c, opt, a.name, named ? std::optional(a.checkpoint) : std::nullopt);
+    } else {
+        cmd_snapshot(c, opt, a.name, named ? std::optional(a.snap) : std::nullopt);
+    }
+}
+
+void done_line(const options& opt, const std::string& text)
+{
+    if (!opt.json_output) {
+        std::cout << text << '\n';
+    }
+}
+
+const std::vector<command>& commands()
+{
+    static const std::vector<command> table{
+        {"create", "create an empty (sparse) disk",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("--size", a.size_text, "size, e.g. 10G, 512M, 1073741824")->required();
+             sub.add_option("--granularity", a.granularity_text,
+                            "change-tracking chunk size, a power of two from 4K to 1M (default 64K)");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App& sub) {
+             json body{{"name", a.name}, {"size", size_arg(a.size_text)}};
+             if (sub.count("--granularity") != 0) {
+                 body["granularity"] = size_arg(a.granularity_text, "granularity", "4K, 64K, 1M");
+             }
+             report_disk(opt, c.call("POST", "/disks", body), "created");
+         }},
+        {"list", "list the disks", [](CLI::App&, arguments&) {},
+         [](client& c, const options& opt, arguments&, const CLI::App&) { cmd_list(c, opt); }},
+        {"stats", "requests, bytes, errors and clients per disk (GET /metrics)",
+         [](CLI::App& sub, arguments& a) {
+             sub.add_option("NAME", a.stats_disk, "only this disk");
+             sub.add_option("--watch", a.watch, "refresh every N seconds, as rates, until interrupted")
+                 ->check(CLI::Range(1u, 3600u));
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             cmd_stats(c, a.stats_disk, a.watch, opt.json_output);
+         }},
+        {"info", "show one disk", disk_name,
+         [](client& c, const options& opt, arguments& a, const CLI::App&) { cmd_info(c, opt, a.name); }},
+        {"delete", "delete a disk and its data",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_flag("--force", a.force, "disconnect connected clients");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             c.call("DELETE", "/disks/" + segment(a.name) + (a.force ? "?force=true" : ""));
+             done_line(opt, "deleted disk " + a.name);
+         }},
+        {"resize", "grow (or with --force shrink) a disk",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("--size", a.size_text, "new size, e.g. 20G")->required();
+             sub.add_flag("--force", a.force, "allow shrinking, which loses the data past the new end");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             const json body{{"size", size_arg(a.size_text)}, {"force", a.force}};
+             report_disk(opt, c.call("POST", "/disks/" + segment(a.name) + "/resize", body), "resized");
+         }},
+        {"import", "make a disk of an existing raw image",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("--from", a.from, "raw image file (copied sparsely)")->required();
+             sub.add_flag("--move", a.move, "move the file in instead of copying (same filesystem only)");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             // The path names the file in messages and, for a move, is what
+             // rctd renames (only while it is still the passed file).
+             const std::string path = std::filesystem::absolute(a.from).lexically_normal().string();
+             const std::string ticket = pass_file(opt.socket, path);
+             const response r = c.call("POST", "/disks",
+                                       json{{"name", a.name}, {"import_fd", ticket}, {"import_from", path},
+                                            {"move", a.move}});
+             report_disk(opt, r, "imported");
+         }},
+        {"checkpoint", "mark a point to back up from; prints its change token",
+         [](CLI::App& sub, arguments& a) { cut_options(sub, a, a.checkpoint, "checkpoint"); },
+         [](client& c, const options& opt, arguments& a, const CLI::App& sub) {
+             run_cut(c, opt, a, sub, "checkpoint");
+         }},
+        {"checkpoints", "list a disk's checkpoints", disk_name,
+         [](client& c, const options& opt, arguments& a, const CLI::App&) { cmd_checkpoints(c, opt, a.name); }},
+        {"checkpoint-delete", "delete a checkpoint",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("CHECKPOINT", a.checkpoint, "checkpoint name")->required();
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             c.call("DELETE", "/disks/" + segment(a.name) + "/checkpoints/" + segment(a.checkpoint));
+             done_line(opt, "deleted checkpoint " + a.checkpoint + " of disk " + a.name);
+         }},
+        {"changes", "list the byte ranges changed since a checkpoint",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("--since", a.since, "checkpoint name or change token")->required();
+             sub.add_option("--until", a.until, "checkpoint name or token (default: now)");
+             limit_option(sub, a);
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App& sub) {
+             std::string query = "/disks/" + segment(a.name) + "/changes?since=" + segment(a.since);
+             if (sub.count("--until") != 0) {
+                 query += "&until=" + segment(a.until);
+             }
+             cmd_changes(c, opt, query, a.limit);
+         }},
+        {"snapshot", "cut a point-in-time snapshot (also a checkpoint); prints its token",
+         [](CLI::App& sub, arguments& a) { cut_options(sub, a, a.snap, "snapshot"); },
+         [](client& c, const options& opt, arguments& a, const CLI::App& sub) { run_cut(c, opt, a, sub, "snapshot"); }},
+        {"snapshots", "list a disk's snapshots, with the space each alone holds", disk_name,
+         [](client& c, const options& opt, arguments& a, const CLI::App&) { cmd_snapshots(c, opt, a.name); }},
+        {"snapshot-delete", "free a snapshot's data; it stays as a checkpoint",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("SNAPSHOT", a.snap, "snapshot name")->required();
+             sub.add_flag("--force", a.force, "delete even while NAME@SNAPSHOT is exported (its clients get errors)");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             c.call("DELETE",
+                    "/disks/" + segment(a.name) + "/snapshots/" + segment(a.snap) + (a.force ? "?force=true" : ""));
+             done_line(opt, "deleted snapshot " + a.snap + " of disk " + a.name + " (kept as a checkpoint)");
+         }},
+        {"diff", "list the byte ranges that differ between two snapshots or checkpoints",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("FROM", a.since, "snapshot, checkpoint or change token")->required();
+             sub.add_option("TO", a.until, "snapshot, checkpoint, change token, or 'live'")->required();
+             limit_option(sub, a);
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             cmd_changes(c, opt, "/disks/" + segment(a.name) + "/diff?from=" + segment(a.since) + "&to=" + segment(a.until),
+                         a.limit);
+         }},
+        {"restore", "rewrite a disk with a snapshot's content",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_option("--from", a.snap, "snapshot name")->required();
+             sub.add_flag("--force", a.force, "disconnect the disk's clients first (they would see the data change)");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             const response r =
+                 c.call("POST", "/disks/" + segment(a.name) + "/restore", json{{"from", a.snap}, {"force", a.force}});
+             report_disk(opt, r, "restored");
+         }},
+        {"attach", "expose a disk as a local block device; prints its path",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_flag("--ublk", a.ublk, "as /dev/ublkbN, through the kernel's ublk driver")->required();
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             const response r = c.call("POST", "/disks/" + segment(a.name) + "/ublk");
+             if (!print_json(opt, r)) {
+                 // The path alone on stdout, so that DEV=$(rctctl attach d --ublk) works.
+                 const json j = parse_reply(r);
+                 std::cout << str(j, "device") << '\n';
+                 std::cerr << "attached disk " << a.name << " as " << str(j, "device") << " (" << number(j, "queues")
+                           << " queue(s) of " << number(j, "depth") << " tags)\n";
+             }
+         }},
+        {"detach", "remove a disk's local block device",
+         [](CLI::App& sub, arguments& a) {
+             disk_name(sub, a);
+             sub.add_flag("--force", a.force,
+                          "detach even while the device is mounted or held (its users then get I/O errors)");
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             c.call("DELETE", "/disks/" + segment(a.name) + "/ublk" + (a.force ? "?force=true" : ""));
+             done_line(opt, "detached disk " + a.name);
+         }},
+        {"clone", "make a new, independent disk from a snapshot",
+         [](CLI::App& sub, arguments& a) {
+             sub.add_option("SOURCE", a.source, "DISK@SNAPSHOT")->required();
+             sub.add_option("NEWNAME", a.new_name, "name of the new disk")->required();
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             const auto at = a.source.find('@');
+             if (at == std::string::npos || at == 0 || at + 1 == a.source.size()) {
+                 throw failure{exit_usage, "clone: SOURCE must be DISK@SNAPSHOT, not '" + a.source + "'", {}, {}};
+             }
+             const response r = c.call("POST",
+                                       "/disks/" + segment(a.source.substr(0, at)) + "/snapshots/" +
+                                           segment(a.source.substr(at + 1)) + "/clone",
+                                       json{{"name", a.new_name}});
+             report_disk(opt, r, "cloned");
+         }},
+        {"upgrade", "replace the running rctd by a new binary without dropping a client (docs/upgrade.md)",
+         [](CLI::App& sub, arguments& a) {
+             sub.add_option("--binary", a.binary, "the new rctd (default: the file rctd was started from)");
+             sub.add_option("--ready-timeout", a.ready_timeout,
+                            "how long the new rctd has to take over before the old one takes everything back")
+                 ->capture_default_str();
+         },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             cmd_upgrade(c, opt, a.binary, a.ready_timeout);
+         }},
+    };
+    return table;
+}
+
+// Runs the parsed command; its exit status.
+int run_command(const command& cmd, const options& opt, arguments& a, const CLI::App& sub)
+{
+    try {
+        client c(opt.socket);
+        cmd.run(c, opt, a, sub);
+        return exit_ok;
+    } catch (const failure& f) {
+        if (opt.json_output && !f.body.empty()) {
+            const json j = json::parse(f.body, nullptr, false);
+            std::cout << (j.is_discarded() ? f.body : j.dump(2)) << '\n';
+        }
+        std::cerr << "rctctl: " << f.message << '\n';
+        return f.status;
+    } catch (const std::exception& e) {
+        std::cerr << "rctctl: " << e.what() << '\n';
+        return exit_failure;
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
 {
     options opt;
-    std::string name;
-    std::string size_text;
-    std::string from;
-    std::string granularity_text;
-    std::string checkpoint;
-    std::string since;
-    std::string until;
-    std::uint64_t limit = default_changes_limit;
-    bool force = false;
-    bool move = false;
-
+    arguments args;
     CLI::App app{"rctctl: manage the disks of a running rctd"};
     app.require_subcommand(1);
     app.fallthrough();
@@ -374,232 +638,25 @@ int main(int argc, char** argv)
                    "$RCTD_CONTROL_SOCKET, else /var/lib/rctd/control.sock)");
     auto* state_dir = app.add_option("--state-dir", opt.state_dir, "rctd's state directory")->capture_default_str();
     app.add_flag("--json", opt.json_output, "print the server's JSON replies");
-
-    auto* create = app.add_subcommand("create", "create an empty (sparse) disk");
-    create->add_option("NAME", name, "disk name")->required();
-    create->add_option("--size", size_text, "size, e.g. 10G, 512M, 1073741824")->required();
-    auto* granularity = create->add_option("--granularity", granularity_text,
-                                           "change-tracking chunk size, a power of two from 4K to 1M (default 64K)");
-
-    auto* list = app.add_subcommand("list", "list the disks");
-    auto* stats = app.add_subcommand("stats", "requests, bytes, errors and clients per disk (GET /metrics)");
-    std::optional<std::string> stats_disk;
-    unsigned watch = 0;
-    stats->add_option("NAME", stats_disk, "only this disk");
-    stats->add_option("--watch", watch, "refresh every N seconds, as rates, until interrupted")
-        ->check(CLI::Range(1u, 3600u));
-
-    auto* info = app.add_subcommand("info", "show one disk");
-    info->add_option("NAME", name, "disk name")->required();
-
-    auto* del = app.add_subcommand("delete", "delete a disk and its data");
-    del->add_option("NAME", name, "disk name")->required();
-    del->add_flag("--force", force, "disconnect connected clients");
-
-    auto* resize = app.add_subcommand("resize", "grow (or with --force shrink) a disk");
-    resize->add_option("NAME", name, "disk name")->required();
-    resize->add_option("--size", size_text, "new size, e.g. 20G")->required();
-    resize->add_flag("--force", force, "allow shrinking, which loses the data past the new end");
-
-    auto* import = app.add_subcommand("import", "make a disk of an existing raw image");
-    import->add_option("NAME", name, "disk name")->required();
-    import->add_option("--from", from, "raw image file (copied sparsely)")->required();
-    import->add_flag("--move", move, "move the file in instead of copying (same filesystem only)");
-
-    std::vector<std::string> more_disks;
-    std::string group;
-    auto* cp_create = app.add_subcommand("checkpoint", "mark a point to back up from; prints its change token");
-    cp_create->add_option("NAME", name, "disk name")->required();
-    cp_create->add_option("DISK", more_disks, "more disks, cut at the same instant (with --group)");
-    auto* cp_name = cp_create->add_option("--name", checkpoint, "checkpoint name (default: chosen by rctd)");
-    auto* cp_group = cp_create->add_option("--group", group, "a consistency group: every disk named gets a "
-                                                             "checkpoint of this name, all at one instant");
-    cp_group->excludes(cp_name);
-
-    auto* cp_list = app.add_subcommand("checkpoints", "list a disk's checkpoints");
-    cp_list->add_option("NAME", name, "disk name")->required();
-
-    auto* cp_delete = app.add_subcommand("checkpoint-delete", "delete a checkpoint");
-    cp_delete->add_option("NAME", name, "disk name")->required();
-    cp_delete->add_option("CHECKPOINT", checkpoint, "checkpoint name")->required();
-
-    auto* changes = app.add_subcommand("changes", "list the byte ranges changed since a checkpoint");
-    changes->add_option("NAME", name, "disk name")->required();
-    changes->add_option("--since", since, "checkpoint name or change token")->required();
-    auto* until_opt = changes->add_option("--until", until, "checkpoint name or token (default: now)");
-    changes->add_option("--limit", limit, "extents per request")
-        ->check(CLI::Range(std::uint64_t{1}, max_changes_limit))
-        ->capture_default_str();
-
-    std::string snap;
-    auto* sn_create = app.add_subcommand("snapshot", "cut a point-in-time snapshot (also a checkpoint); prints its token");
-    sn_create->add_option("NAME", name, "disk name")->required();
-    sn_create->add_option("DISK", more_disks, "more disks, cut at the same instant (with --group)");
-    auto* sn_name = sn_create->add_option("--name", snap, "snapshot name (default: chosen by rctd)");
-    auto* sn_group = sn_create->add_option("--group", group, "a consistency group: every disk named gets a "
-                                                             "snapshot of this name, all at one instant");
-    sn_group->excludes(sn_name);
-    auto* sn_list = app.add_subcommand("snapshots", "list a disk's snapshots, with the space each alone holds");
-    sn_list->add_option("NAME", name, "disk name")->required();
-    auto* sn_delete = app.add_subcommand("snapshot-delete", "free a snapshot's data; it stays as a checkpoint");
-    sn_delete->add_option("NAME", name, "disk name")->required();
-    sn_delete->add_option("SNAPSHOT", snap, "snapshot name")->required();
-    sn_delete->add_flag("--force", force, "delete even while NAME@SNAPSHOT is exported (its clients get errors)");
-    auto* diff = app.add_subcommand("diff", "list the byte ranges that differ between two snapshots or checkpoints");
-    diff->add_option("NAME", name, "disk name")->required();
-    diff->add_option("FROM", since, "snapshot, checkpoint or change token")->required();
-    diff->add_option("TO", until, "snapshot, checkpoint, change token, or 'live'")->required();
-    diff->add_option("--limit", limit, "extents per request")
-        ->check(CLI::Range(std::uint64_t{1}, max_changes_limit))
-        ->capture_default_str();
-    auto* restore = app.add_subcommand("restore", "rewrite a disk with a snapshot's content");
-    restore->add_option("NAME", name, "disk name")->required();
-    restore->add_option("--from", snap, "snapshot name")->required();
-    restore->add_flag("--force", force, "disconnect the disk's clients first (they would see the data change)");
-    std::string source, new_name;
-    bool ublk = false;
-    auto* attach = app.add_subcommand("attach", "expose a disk as a local block device; prints its path");
-    attach->add_option("NAME", name, "disk name")->required();
-    attach->add_flag("--ublk", ublk, "as /dev/ublkbN, through the kernel's ublk driver")->required();
-    auto* detach = app.add_subcommand("detach", "remove a disk's local block device");
-    detach->add_option("NAME", name, "disk name")->required();
-    detach->add_flag("--force", force,
-                     "detach even while the device is mounted or held (its users then get I/O errors)");
-    auto* clone = app.add_subcommand("clone", "make a new, independent disk from a snapshot");
-    clone->add_option("SOURCE", source, "DISK@SNAPSHOT")->required();
-    clone->add_option("NEWNAME", new_name, "name of the new disk")->required();
-
-    std::string binary, ready_timeout = "10s";
-    auto* upgrade = app.add_subcommand("upgrade", "replace the running rctd by a new binary without dropping a client "
-                                                  "(docs/upgrade.md)");
-    upgrade->add_option("--binary", binary, "the new rctd (default: the file rctd was started from)");
-    upgrade->add_option("--ready-timeout", ready_timeout,
-                        "how long the new rctd has to take over before the old one takes everything back")
-        ->capture_default_str();
-
+    std::vector<std::pair<const command*, CLI::App*>> subs;
+    for (const command& cmd : commands()) {
+        CLI::App* sub = app.add_subcommand(cmd.name, cmd.help);
+        cmd.declare(*sub, args);
+        subs.emplace_back(&cmd, sub);
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         if (e.get_exit_code() == 0) {
-            return app.exit(e);  // --help
+            return app.exit(e);  // --help, --version
         }
         std::cerr << "rctctl: " << e.what() << "\nRun with --help for more information.\n";
         return exit_usage;
     }
-
     opt.socket = resolve_socket(opt.socket, opt.state_dir, state_dir->count() != 0);
-
+    const auto chosen = std::find_if(subs.begin(), subs.end(), [](const auto& s) { return s.second->parsed(); });
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int status = exit_ok;
-    try {
-        client c(opt.socket);
-        if (*create) {
-            json body{{"name", name}, {"size", size_arg(size_text)}};
-            if (granularity->count() != 0) {
-                body["granularity"] = size_arg(granularity_text, "granularity", "4K, 64K, 1M");
-            }
-            const response r = c.call("POST", "/disks", body);
-            report_disk(opt, r, "created");
-        } else if (*list) {
-            cmd_list(c, opt);
-        } else if (*stats) {
-            cmd_stats(c, stats_disk, watch, opt.json_output);
-        } else if (*info) {
-            cmd_info(c, opt, name);
-        } else if (*del) {
-            c.call("DELETE", "/disks/" + segment(name) + (force ? "?force=true" : ""));
-            if (!opt.json_output) {
-                std::cout << "deleted disk " << name << '\n';
-            }
-        } else if (*resize) {
-            const json body{{"size", size_arg(size_text)}, {"force", force}};
-            const response r = c.call("POST", "/disks/" + segment(name) + "/resize", body);
-            report_disk(opt, r, "resized");
-        } else if (*import) {
-            // The path names the file in messages and, for a move, is what
-            // rctd renames (only while it is still the passed file).
-            const std::string path = std::filesystem::absolute(from).lexically_normal().string();
-            const std::string ticket = pass_file(opt.socket, path);
-            const response r = c.call(
-                "POST", "/disks", json{{"name", name}, {"import_fd", ticket}, {"import_from", path}, {"move", move}});
-            report_disk(opt, r, "imported");
-        } else if ((*cp_create || *sn_create) && !more_disks.empty() && group.empty()) {
-            throw failure{exit_usage, "several disks are cut at one instant only as a group: add --group NAME", {}, {}};
-        } else if (*cp_create && !group.empty()) {
-            more_disks.insert(more_disks.begin(), name);
-            cmd_group(c, opt, "checkpoint", group, more_disks);
-        } else if (*sn_create && !group.empty()) {
-            more_disks.insert(more_disks.begin(), name);
-            cmd_group(c, opt, "snapshot", group, more_disks);
-        } else if (*cp_create) {
-            cmd_checkpoint(c, opt, name, cp_name->count() != 0 ? std::optional(checkpoint) : std::nullopt);
-        } else if (*cp_list) {
-            cmd_checkpoints(c, opt, name);
-        } else if (*cp_delete) {
-            c.call("DELETE", "/disks/" + segment(name) + "/checkpoints/" + segment(checkpoint));
-            if (!opt.json_output) {
-                std::cout << "deleted checkpoint " << checkpoint << " of disk " << name << '\n';
-            }
-        } else if (*changes) {
-            std::string query = "/disks/" + segment(name) + "/changes?since=" + segment(since);
-            if (until_opt->count() != 0) {
-                query += "&until=" + segment(until);
-            }
-            cmd_changes(c, opt, query, limit);
-        } else if (*sn_create) {
-            cmd_snapshot(c, opt, name, sn_name->count() != 0 ? std::optional(snap) : std::nullopt);
-        } else if (*sn_list) {
-            cmd_snapshots(c, opt, name);
-        } else if (*sn_delete) {
-            c.call("DELETE", "/disks/" + segment(name) + "/snapshots/" + segment(snap) + (force ? "?force=1" : ""));
-            if (!opt.json_output) {
-                std::cout << "deleted snapshot " << snap << " of disk " << name << " (kept as a checkpoint)\n";
-            }
-        } else if (*diff) {
-            cmd_changes(c, opt, "/disks/" + segment(name) + "/diff?from=" + segment(since) + "&to=" + segment(until),
-                        limit);
-        } else if (*restore) {
-            const response r = c.call("POST", "/disks/" + segment(name) + "/restore",
-                                      json{{"from", snap}, {"force", force}});
-            report_disk(opt, r, "restored");
-        } else if (*attach) {
-            const response r = c.call("POST", "/disks/" + segment(name) + "/ublk");
-            if (!print_json(opt, r)) {
-                // The path alone on stdout, so that DEV=$(rctctl attach d --ublk) works.
-                const json j = parse_reply(r);
-                std::cout << str(j, "device") << '\n';
-                std::cerr << "attached disk " << name << " as " << str(j, "device") << " (" << number(j, "queues")
-                          << " queue(s) of " << number(j, "depth") << " tags)\n";
-            }
-        } else if (*detach) {
-            c.call("DELETE", "/disks/" + segment(name) + "/ublk" + (force ? "?force=1" : ""));
-            if (!opt.json_output) {
-                std::cout << "detached disk " << name << '\n';
-            }
-        } else if (*upgrade) {
-            cmd_upgrade(c, opt, binary, ready_timeout);
-        } else if (*clone) {
-            const auto at = source.find('@');
-            if (at == std::string::npos || at == 0 || at + 1 == source.size()) {
-                throw failure{exit_usage, "clone: SOURCE must be DISK@SNAPSHOT, not '" + source + "'", {}, {}};
-            }
-            const response r = c.call("POST",
-                                      "/disks/" + segment(source.substr(0, at)) + "/snapshots/" +
-                                          segment(source.substr(at + 1)) + "/clone",
-                                      json{{"name", new_name}});
-            report_disk(opt, r, "cloned");
-        }
-    } catch (const failure& f) {
-        if (opt.json_output && !f.body.empty()) {
-            const json j = json::parse(f.body, nullptr, false);
-            std::cout << (j.is_discarded() ? f.body : j.dump(2)) << '\n';
-        }
-        std::cerr << "rctctl: " << f.message << '\n';
-        status = f.status;
-    } catch (const std::exception& e) {
-        std::cerr << "rctctl: " << e.what() << '\n';
-        status = exit_failure;
-    }
+    const int status = run_command(*chosen->first, opt, args, *chosen->second);
     curl_global_cleanup();
     return status;
 }
