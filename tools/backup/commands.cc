@@ -691,6 +691,9 @@ private:
             direct_ok_ = false;
             return false;
         }
+        if (n >= 0) {
+            errno = EIO;  // a short write to a file or device: no errno of its own
+        }
         fail("cannot write");
     }
 

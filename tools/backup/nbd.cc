@@ -209,11 +209,22 @@ std::vector<extent> connection::extents(std::uint64_t offset, std::uint64_t leng
     return out;
 }
 
-std::vector<extent> connection::extents(const std::vector<byte_range>& ranges)
+std::vector<extent> connection::extents(const std::vector<byte_range>& unsorted)
 {
     // Ranges closer than this are walked as one window: the walk's replies
     // over the gap cost less than a round trip per range.
     constexpr std::uint64_t window_gap = 64 << 20;
+    // The clipping below needs them in order and apart; whoever sent them.
+    std::vector<byte_range> ranges;
+    std::vector<byte_range> in = unsorted;
+    std::sort(in.begin(), in.end());
+    for (const auto& [o, l] : in) {
+        if (!ranges.empty() && o <= ranges.back().first + ranges.back().second) {
+            ranges.back().second = std::max(ranges.back().first + ranges.back().second, o + l) - ranges.back().first;
+        } else if (l > 0) {
+            ranges.emplace_back(o, l);
+        }
+    }
     std::vector<extent> out;
     for (std::size_t i = 0; i < ranges.size();) {
         std::size_t j = i + 1;

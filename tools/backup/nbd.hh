@@ -85,9 +85,9 @@ public:
 
     // base:allocation over [offset, offset+length), merged, in order.
     std::vector<extent> extents(std::uint64_t offset, std::uint64_t length);
-    // The same over each of `ranges` (sorted, not overlapping), clipped to
-    // them. Ranges less than a window apart share one walk, so many small
-    // ranges cost a few round trips, not one each.
+    // The same over each of `ranges` (merged where they overlap), clipped
+    // to them, in order. Ranges less than a window apart share one walk, so
+    // many small ranges cost a few round trips, not one each.
     std::vector<extent> extents(const std::vector<byte_range>& ranges);
 
     // A read started, to be waited for with wait(); buf must live until then.

@@ -85,13 +85,18 @@ void write_journal(const fs::path& dir, const merge& g)
     rct::persist::replace_file(dir, prune_journal, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
-// A file name the journal may hold: an image of this directory, no path.
-std::string image_field(const json& j, const char* key)
+// A field of the journal that must be a point id (`image` false) or an
+// image name of this directory (MODE-ID.qcow2): never a path.
+std::string checked_field(const json& j, const char* key, bool image)
 {
-    static const std::regex name(R"((full|inc|diff)-[0-9]{8}-[0-9]{6}-[0-9]{3}\.qcow2)");
+    static const std::regex id(R"([0-9]{8}-[0-9]{6}-[0-9]{3})");
+    static const std::regex file(R"((full|inc|diff)-[0-9]{8}-[0-9]{6}-[0-9]{3}\.qcow2)");
     const std::string v = j.at(key).get<std::string>();
-    if (!std::regex_match(v, name)) {
-        throw failure{exit_failure, std::string("the prune journal's ") + key + " is not an image name: " + v, {}, {}};
+    if (!std::regex_match(v, image ? file : id)) {
+        throw failure{exit_failure,
+                      std::string("the prune journal's ") + key + " is not " + (image ? "an image name" : "a point id") +
+                          ": " + v,
+                      {}, {}};
     }
     return v;
 }
@@ -109,8 +114,9 @@ std::optional<merge> read_journal(const fs::path& dir)
         if (j.at("format").get<int>() != 1) {
             throw failure{exit_failure, path.string() + ": unknown prune journal format", {}, {}};
         }
-        return merge{j.at("full").get<std::string>(), j.at("child").get<std::string>(), image_field(j, "full_file"),
-                     image_field(j, "merged_file"), image_field(j, "child_file")};
+        return merge{checked_field(j, "full", false), checked_field(j, "child", false),
+                     checked_field(j, "full_file", true), checked_field(j, "merged_file", true),
+                     checked_field(j, "child_file", true)};
     } catch (const json::exception& e) {
         throw failure{exit_failure, path.string() + ": not a valid prune journal (" + e.what() + "); the merge it "
                                                     "recorded cannot be finished: check the directory with verify",
@@ -186,28 +192,11 @@ void finish_merge(const fs::path& dir, const merge& g)
     std::vector<manifest> points = read_manifests(dir);
     merge_images(dir, points, g);
     relink(dir, points, g);
-    std::error_code ec;
-    fs::remove(dir / (g.full + ".json"), ec);
-    fs::remove(dir / g.child_file, ec);
+    // Already gone after a kill is fine; any other failure keeps the journal.
+    fs::remove(dir / (g.full + ".json"));
+    fs::remove(dir / g.child_file);
     fsync_path(dir, O_RDONLY | O_DIRECTORY);
     rct::persist::remove_file(dir, prune_journal);
-}
-
-// Images no manifest names (a backup killed between its image's rename and
-// its manifest, a full removed whose image stayed): gone, under the lock.
-void drop_orphans(const fs::path& dir)
-{
-    static const std::regex name(R"((full|inc|diff)-[0-9]{8}-[0-9]{6}-[0-9]{3}\.qcow2)");
-    std::vector<std::string> named;
-    for (const manifest& m : read_manifests(dir)) {
-        named.push_back(m.file);
-    }
-    for (const auto& e : fs::directory_iterator(dir)) {
-        const std::string f = e.path().filename().string();
-        if (std::regex_match(f, name) && std::find(named.begin(), named.end(), f) == named.end()) {
-            fs::remove(e.path());
-        }
-    }
 }
 
 // Merges the full points[0] with its oldest child; returns a line saying so.
@@ -240,7 +229,6 @@ void finish_interrupted_prune(const fs::path& dir)
     note("finishing an interrupted prune of " + dir.string() + " (merging backup " + g->child + " into full backup " +
          g->full + ")");
     finish_merge(dir, *g);
-    drop_orphans(dir);
 }
 
 void cmd_prune(const settings& s, const std::string& disk, std::size_t keep)
@@ -255,7 +243,6 @@ void cmd_prune(const settings& s, const std::string& disk, std::size_t keep)
     json actions = json::array();
     if (points.size() > keep) {
         const rct::unique_fd readers = lock_readers(dir, true);
-        drop_orphans(dir);
         while (points.size() > keep) {
             const std::string line = merge_oldest(dir, points);
             actions.push_back(line);

@@ -33,58 +33,63 @@ bool read_ahead::push(block b)
     return true;
 }
 
-void read_ahead::run()
+bool read_ahead::deliver_oldest()
+{
+    in_.wait(reads_.front().cookie);
+    reading_ -= reads_.front().b.data.size();
+    block b = std::move(reads_.front().b);
+    reads_.pop_front();
+    return push(std::move(b));
+}
+
+void read_ahead::drain() noexcept
+{
+    for (started& r : reads_) {
+        try {
+            in_.wait(r.cookie);
+        } catch (...) {
+            // The connection failed with the read perhaps still libnbd's:
+            // its buffer is left to it (leaked) rather than freed under it.
+            new buffer(std::move(r.b.data));
+        }
+    }
+    reads_.clear();
+}
+
+bool read_ahead::read_all()
 {
     constexpr std::size_t max_reads = 16;
     constexpr std::uint64_t max_read_bytes = 16 << 20;
-    struct started {
-        std::int64_t cookie;
-        block b;
-    };
-    std::deque<started> reads;
-    std::uint64_t reading = 0;
-    // Hands the oldest read on once it is done; false when told to stop.
-    const auto deliver = [&] {
-        in_.wait(reads.front().cookie);
-        reading -= reads.front().b.data.size();
-        block b = std::move(reads.front().b);
-        reads.pop_front();
-        return push(std::move(b));
-    };
-    // libnbd writes into a started read's buffer until it completes: none
-    // may be freed before that, whatever ends the stream.
-    const auto drain = [&] {
-        for (const started& r : reads) {
-            try {
-                in_.wait(r.cookie);
-            } catch (const failure&) {
+    for (const auto& [offset, length] : ranges_) {
+        for (std::uint64_t at = offset; at < offset + length;) {
+            const std::uint64_t n = std::min<std::uint64_t>(offset + length - at, block_size_);
+            while (!reads_.empty() && (reads_.size() >= max_reads || reading_ + n > max_read_bytes)) {
+                if (!deliver_oldest()) {
+                    return false;
+                }
             }
+            block b{at, buffer(n)};
+            const std::int64_t cookie = in_.start_read(b.data.data(), n, at);
+            reads_.push_back({cookie, std::move(b)});
+            reading_ += n;
+            at += n;
         }
-        reads.clear();
-    };
+    }
+    while (!reads_.empty()) {
+        if (!deliver_oldest()) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void read_ahead::run()
+{
     std::exception_ptr error;
     try {
-        for (const auto& [offset, length] : ranges_) {
-            for (std::uint64_t at = offset; at < offset + length;) {
-                const std::uint64_t n = std::min<std::uint64_t>(offset + length - at, block_size_);
-                while (!reads.empty() && (reads.size() >= max_reads || reading + n > max_read_bytes)) {
-                    if (!deliver()) {
-                        drain();
-                        return;
-                    }
-                }
-                block b{at, buffer(n)};
-                const std::int64_t cookie = in_.start_read(b.data.data(), n, at);
-                reads.push_back({cookie, std::move(b)});
-                reading += n;
-                at += n;
-            }
-        }
-        while (!reads.empty()) {
-            if (!deliver()) {
-                drain();
-                return;
-            }
+        if (!read_all()) {
+            drain();
+            return;  // told to stop
         }
     } catch (...) {
         error = std::current_exception();

@@ -40,7 +40,19 @@ public:
     std::optional<block> next();
 
 private:
+    // A read handed to libnbd, which owns its buffer until it completes.
+    struct started {
+        std::int64_t cookie;
+        block b;
+    };
+
     void run();
+    // Starts every read, at most 16 (or 16 MiB) ahead; false when told to stop.
+    bool read_all();
+    // The oldest read, once complete, to the consumer; false when told to stop.
+    bool deliver_oldest();
+    // Waits out the reads still in flight, whatever ended the stream.
+    void drain() noexcept;
     // Waits for room; false when told to stop.
     bool push(block b);
 
@@ -54,6 +66,8 @@ private:
     bool done_ GUARDED_BY(m_) = false;
     bool stop_ GUARDED_BY(m_) = false;
     std::exception_ptr error_ GUARDED_BY(m_);
+    std::deque<started> reads_;  // the reader thread's alone
+    std::uint64_t reading_ = 0;  // bytes in reads_
     std::thread thread_;  // last: starts once the rest is built
 };
 

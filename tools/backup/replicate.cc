@@ -13,9 +13,10 @@
 // read from the new snapshot, makes it equal to that snapshot everywhere.
 //
 // One run per disk at a time: each holds a flock on
-// /run/lock/rct-replicate-DISK_ID.lock for its source and for an existing
-// replica (disk ids are unique across rctd instances), since a second run
-// would take the first one's snapshot for a leftover and delete it.
+// replicate-DISK_ID.lock (lock_dir()) for its source and for the replica
+// (disk ids are unique across rctd instances), since a second run would
+// take the first one's snapshot for a leftover and delete it. Runs by two
+// different users are not kept apart.
 #include "commands.hh"
 #include "nbd.hh"
 #include "progress.hh"
@@ -28,11 +29,14 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -50,17 +54,27 @@ using tools::segment;
 
 namespace {
 
+// Where this user's replication locks live: a directory no other user
+// may write (/run/rct-backup for root, the runtime directory otherwise), so
+// that nobody else can hold a lock to stop a replication.
+std::string lock_dir()
+{
+    if (::geteuid() == 0) {
+        ::mkdir("/run/rct-backup", 0700);
+        return "/run/rct-backup";
+    }
+    const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+    return runtime != nullptr && runtime[0] == '/' ? runtime : "/run/user/" + std::to_string(::geteuid());
+}
+
 // Held for the run; a conflict failure when another run holds it.
 rct::unique_fd lock_replication(const std::string& disk_id, const std::string& what)
 {
     if (disk_id.find('/') != std::string::npos || disk_id.empty() || disk_id[0] == '.') {
         throw failure{exit_failure, "rctd reported an unusable disk id: " + disk_id, {}, {}};
     }
-    const std::string path = "/run/lock/rct-replicate-" + disk_id + ".lock";
-    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd) {
-        fd = rct::unique_fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));  // another user's
-    }
+    const std::string path = lock_dir() + "/replicate-" + disk_id + ".lock";
+    rct::unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) {
         throw failure{exit_failure, "cannot open " + path + ": " + std::strerror(errno), {}, {}};
     }

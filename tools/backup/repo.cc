@@ -140,7 +140,14 @@ rct::unique_fd lock_file(const fs::path& path, int how, const std::string& busy)
 
 rct::unique_fd lock_disk_dir(const fs::path& dir)
 {
-    return lock_file(dir / ".lock", LOCK_EX, "another rct-backup is working on " + dir.string());
+    rct::unique_fd fd = lock_file(dir / ".lock", LOCK_EX, "another rct-backup is working on " + dir.string());
+    // Made here, by whoever writes the directory, so that a reader who may
+    // not create files there still finds it to lock.
+    rct::unique_fd readers(::open((dir / ".readers").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
+    if (!readers) {
+        os_failure("cannot create " + (dir / ".readers").string());
+    }
+    return fd;
 }
 
 rct::unique_fd lock_readers(const fs::path& dir, bool exclusive)
@@ -152,17 +159,17 @@ rct::unique_fd lock_readers(const fs::path& dir, bool exclusive)
     if (!fs::is_directory(dir)) {
         throw failure{exit_not_found, "no backups in " + dir.string(), {}, {}};
     }
-    // A reader may have no right to create the lock file (a repository on
-    // read-only media, another user's): then no prune can run there either.
+    // Every writer makes the lock file (lock_disk_dir); a repository on
+    // read-only media may lack it, and there no prune can run either.
     const fs::path path = dir / ".readers";
     rct::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-        fd = rct::unique_fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    }
-    if (!fd) {
-        if (errno == EROFS || errno == EACCES) {
+    if (!fd && errno == ENOENT) {
+        fd = rct::unique_fd(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
+        if (!fd && errno == EROFS) {
             return fd;
         }
+    }
+    if (!fd) {
         os_failure("cannot open " + path.string());
     }
     if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
@@ -180,7 +187,8 @@ std::vector<manifest> load_points(const fs::path& dir)
     if (fs::exists(dir / prune_journal)) {
         throw failure{exit_conflict,
                       "a prune of " + dir.string() +
-                          " is under way or was interrupted; a prune or a backup of this disk finishes it",
+                          " is under way or was interrupted: the next prune or backup of this disk finishes it "
+                          "(if it cannot, its journal .prune says what it was merging: docs/format/backup.md)",
                       {}, {}};
     }
     return read_manifests(dir);

@@ -56,8 +56,31 @@ public:
         }
     }
 
+    // A chunk resolved to the live file may get its copy published, and then
+    // be trimmed, while the live map is read: the map would call the
+    // snapshot's data a hole. So the answer stands only if no copy was
+    // published meanwhile (as a read re-resolves); after a few tries in a
+    // storm of first writes, what came from the live file is called data,
+    // which a reader then reads exactly.
     int allocation(std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
                    std::vector<extent>& out) noexcept override
+    {
+        const std::size_t before = out.size();
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            const std::uint64_t published = store_->publish_count();
+            if (int rc = allocation_once(offset, length, max_extents, out, false); rc < 0) {
+                return rc;
+            }
+            if (store_->publish_count() == published) {
+                return 0;
+            }
+            out.resize(before);
+        }
+        return allocation_once(offset, length, max_extents, out, true);
+    }
+
+    int allocation_once(std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
+                        std::vector<extent>& out, bool live_as_data) noexcept
     {
         const std::uint32_t g = store_->granularity();
         const std::uint64_t end = offset + length;
@@ -77,7 +100,9 @@ public:
             }
             const std::uint64_t run_end = std::min(end, (offset / g + j) * g);
             std::vector<extent> part;
-            if (kind == source::live) {
+            if (kind == source::live && live_as_data) {
+                part.push_back({run_end - pos, 0u});
+            } else if (kind == source::live) {
                 if (int rc = live_->allocation(pos, run_end - pos, max_extents - added, part); rc < 0) {
                     return rc;
                 }

@@ -14,6 +14,7 @@ later ones copied changes since the previous snapshot.
 """
 import fcntl
 import json
+import os
 import random
 import subprocess
 import sys
@@ -158,7 +159,9 @@ def locked(argv):
     before = (_snapshots(rctctl, src, disk), _snapshots(rctctl, dst, disk))
     for state in (src, dst):
         disk_id = _ctl(rctctl, state, "info", disk)["id"]
-        with open("/run/lock/rct-replicate-%s.lock" % disk_id, "a") as f:
+        lock_dir = "/run/rct-backup" if os.geteuid() == 0 else os.environ.get(
+            "XDG_RUNTIME_DIR", "/run/user/%d" % os.geteuid())
+        with open("%s/replicate-%s.lock" % (lock_dir, disk_id), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             out = subprocess.run([tool, "--state-dir", src, "replicate", disk, "--to", f"{dst}/control.sock"],
                                  capture_output=True, text=True)
