@@ -178,12 +178,6 @@ void add_options(CLI::App& app, command_line& cl)
     app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
 }
 
-bool command_line_only(const CLI::Option& opt)
-{
-    return opt.get_group().empty() || opt.check_lname("version") || opt.check_lname("config") ||
-           opt.check_lname("check-config") || opt.check_lname("help");
-}
-
 std::optional<std::string> resolve(command_line& cl)
 {
     daemon_config& cfg = cl.cfg;

@@ -40,9 +40,6 @@ struct command_line {
 // Declares rctd's options on `app`, bound to `cl`.
 void add_options(CLI::App& app, command_line& cl);
 
-// The options rctd.conf cannot set: about this run, not the daemon.
-bool command_line_only(const CLI::Option& opt);
-
 // Fills cl.cfg from the parsed values; the reason when they do not make a
 // daemon (the option's name in it), else nullopt.
 std::optional<std::string> resolve(command_line& cl);

@@ -114,11 +114,17 @@ std::optional<std::filesystem::path> chosen_file(const CLI::App& app)
     if (opt->count() > 0) {
         return std::filesystem::path(opt->results().back());
     }
+    // Only a file that is not there means none: one that cannot be read
+    // must not start rctd without the restrictions it may hold.
     std::error_code ec;
-    if (std::filesystem::exists(default_config_file, ec)) {
-        return std::filesystem::path(default_config_file);
+    const auto st = std::filesystem::status(default_config_file, ec);
+    if (st.type() == std::filesystem::file_type::not_found) {
+        return std::nullopt;
     }
-    return std::nullopt;
+    if (ec) {
+        throw config_error(std::string("cannot read configuration file ") + default_config_file + ": " + ec.message());
+    }
+    return std::filesystem::path(default_config_file);
 }
 
 // CLI11 takes a vector of arguments last first.
@@ -174,6 +180,11 @@ bool parse_with_config(CLI::App& app, int argc, const char* const* argv)
     if (app.get_option("--version")->count() > 0) {
         return false;
     }
+    // The ublk watchdog, started long after rctd with what it needs on its
+    // command line, must not fail on a file edited since.
+    if (app.get_option("--ublk-watchdog")->count() > 0) {
+        return true;
+    }
     const std::optional<std::filesystem::path> file = chosen_file(app);
     if (!file) {
         return true;
@@ -209,18 +220,18 @@ bool parse_with_config(CLI::App& app, int argc, const char* const* argv)
     return true;
 }
 
-namespace {
-
-}  // namespace
-
 std::string toml_string(const std::string& s)
 {
     std::string out = "\"";
     for (const char c : s) {
         if (c == '"' || c == '\\') {
             out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+            out += fmt::format("\\u{:04X}", static_cast<unsigned char>(c));
+        } else {
+            out += c;
         }
-        out += c;
     }
     return out + "\"";
 }

@@ -11,7 +11,7 @@ command -v clang++ >/dev/null || { echo "SKIP: clang++ is not installed"; exit 7
 cd "$root"
 mapfile -t files < <(find lib/src daemon -name '*.cc' | sort)
 flags=(-std=c++20 -fsyntax-only -Wthread-safety -Werror=thread-safety -D_GNU_SOURCE '-DRCT_VERSION="check"'
-       -Ilib/include -Ilib/src -Idaemon -I"$build")
+       -Ilib/include -Ilib/src -Idaemon -I"$build" -I"$build/lib")
 failed=0
 for f in "${files[@]}"; do
     clang++ "${flags[@]}" "$f" || { echo "FAIL: $f"; failed=1; }

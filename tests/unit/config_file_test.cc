@@ -64,6 +64,14 @@ std::string refusal(const std::string& text)
     return {};
 }
 
+// The options rctd.conf has no key for, as docs/configuration.md says:
+// about this run, not the daemon (and the internal ones).
+bool command_line_only(const CLI::Option& opt)
+{
+    return opt.get_group().empty() || opt.check_lname("version") || opt.check_lname("config") ||
+           opt.check_lname("check-config") || opt.check_lname("help");
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(every_option_has_a_key_and_every_key_an_option)
@@ -73,7 +81,7 @@ BOOST_AUTO_TEST_CASE(every_option_has_a_key_and_every_key_an_option)
     rct::daemon::add_options(app, cl);
     const auto& keys = rct::daemon::config_keys();
     for (const CLI::Option* opt : app.get_options()) {
-        if (rct::daemon::command_line_only(*opt)) {
+        if (command_line_only(*opt)) {
             continue;
         }
         const std::string name = opt->get_name(false, true);
@@ -130,6 +138,19 @@ BOOST_AUTO_TEST_CASE(bad_files_are_refused_naming_line_and_key)
                ":2: disks.snapshot_store_limit: --snapshot-store-limit: expected a size (e.g. 0, 512M, 20G)");
     const std::string syntax = refusal("workers = 2\nworkers =\n");
     BOOST_TEST(syntax.rfind(":2: ", 0) == 0, syntax);
+}
+
+BOOST_AUTO_TEST_CASE(the_ublk_watchdog_reads_no_file)
+{
+    conf_file f("workers = \"broken since rctd started\"\n");
+    BOOST_CHECK_THROW(parsed({"--config", f.path}), config_error);
+    parsed p({"--config", f.path, "--ublk-watchdog", "1", "--state-dir", "/tmp/x"});
+    BOOST_TEST(p.cl.watchdog_parent == 1);
+}
+
+BOOST_AUTO_TEST_CASE(values_are_written_back_as_valid_toml)
+{
+    BOOST_TEST(rct::daemon::toml_string("a\"b\\c\nd\x01") == "\"a\\\"b\\\\c\\u000Ad\\u0001\"");
 }
 
 BOOST_AUTO_TEST_CASE(a_missing_named_file_is_an_error)

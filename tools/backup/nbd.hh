@@ -112,7 +112,8 @@ private:
 
     // Reaps completed writes; with `block`, waits for at least one first.
     void reap(bool block);
-    // Waits for room for one more write.
+    // Keeps at most `depth` writes in flight: a server taking them all at
+    // once would hold their buffers here without end.
     void make_room(std::size_t depth);
 
     struct pending_write {

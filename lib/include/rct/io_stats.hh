@@ -4,7 +4,8 @@
 //
 // Owned by the disk. Workers record on the data path into a shard of their
 // own (picked once per thread; relaxed atomics on cache lines no other
-// worker writes), so counting costs no shared write. sum() adds the shards
+// worker writes, for up to 16 workers; more share), so counting costs no
+// shared write. sum() adds the shards
 // up for a reader on any thread: each counter is monotone, so a sum is
 // never below an earlier one, though not one instant's picture.
 #pragma once
@@ -87,7 +88,8 @@ private:
         std::atomic<std::uint64_t> begun{0};
         std::atomic<std::uint64_t> ended{0};
     };
-    static constexpr std::size_t shards = 8;
+    // Up to 16 workers count without sharing a cache line.
+    static constexpr std::size_t shards = 16;
 
     shard& mine() noexcept;
 
