@@ -58,20 +58,21 @@ public:
 
     // A chunk resolved to the live file may get its copy published, and then
     // be trimmed, while the live map is read: the map would call the
-    // snapshot's data a hole. So the answer stands only if no copy was
-    // published meanwhile (as a read re-resolves); after a few tries in a
-    // storm of first writes, what came from the live file is called data,
-    // which a reader then reads exactly.
+    // snapshot's data a hole. So, as a read does, the answer stands only if
+    // no copy was published meanwhile or none of the range's chunks got one;
+    // after a few tries in a storm of first writes there, what came from the
+    // live file is called data, which a reader then reads exactly.
     int allocation(std::uint64_t offset, std::uint64_t length, std::size_t max_extents,
                    std::vector<extent>& out) noexcept override
     {
         const std::size_t before = out.size();
         for (int attempt = 0; attempt < 8; ++attempt) {
             const std::uint64_t published = store_->publish_count();
+            const std::uint64_t live = live_chunks(offset, length);
             if (int rc = allocation_once(offset, length, max_extents, out, false); rc < 0) {
                 return rc;
             }
-            if (store_->publish_count() == published) {
+            if (store_->publish_count() == published || live_chunks(offset, length) == live) {
                 return 0;
             }
             out.resize(before);
@@ -215,19 +216,19 @@ private:
             return;
         }
         const std::uint64_t live = (r.progress >> live_shift) & outstanding_mask;
-        if (live != 0 && self->store_->publish_count() != r.aux && self->live_chunks(r) != live) {
+        if (live != 0 && self->store_->publish_count() != r.aux && self->live_chunks(r.offset, r.length) != live) {
             self->start_read(r);  // a chunk read from the live file got a copy meanwhile
             return;
         }
         r.finish(0);
     }
 
-    std::uint64_t live_chunks(const io_request& r) const noexcept
+    std::uint64_t live_chunks(std::uint64_t offset, std::uint64_t length) const noexcept
     {
         const std::uint32_t g = store_->granularity();
         auto& src = scratch();
         src.clear();
-        if (!store_->resolve(epoch_, r.offset / g, (r.offset + r.length - 1) / g, src)) {
+        if (!store_->resolve(epoch_, offset / g, (offset + length - 1) / g, src)) {
             return ~std::uint64_t{0};
         }
         std::uint64_t n = 0;
