@@ -14,7 +14,7 @@ import json, sys
 print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
 P=$ROOT$prefix
 for f in sbin/rctd bin/rctctl bin/rct-backup lib/systemd/system/rctd.service lib/systemd/system/rctd.socket \
-    share/man/man8/rctd.8 share/man/man8/rctctl.8 share/man/man5/rctd.conf.5 \
+    share/man/man8/rctd.8 share/man/man8/rctctl.8 share/man/man5/rctd.conf.5 share/man/man1/rct-backup.1 \
     share/bash-completion/completions/rctctl share/doc/rct/rctd.conf.example; do
     [[ -e $P/$f ]] || fail "meson install did not install $prefix/$f"
 done
