@@ -414,9 +414,10 @@ void done_line(const options& opt, const std::string& text)
     }
 }
 
-const std::vector<command>& commands()
+// The disks themselves.
+std::vector<command> disk_commands()
 {
-    static const std::vector<command> table{
+    return {
         {"create", "create an empty (sparse) disk",
          [](CLI::App& sub, arguments& a) {
              disk_name(sub, a);
@@ -479,6 +480,13 @@ const std::vector<command>& commands()
                                             {"move", a.move}});
              report_disk(opt, r, "imported");
          }},
+    };
+}
+
+// Checkpoints and what changed since them.
+std::vector<command> tracking_commands()
+{
+    return {
         {"checkpoint", "mark a point to back up from; prints its change token",
          [](CLI::App& sub, arguments& a) { cut_options(sub, a, a.checkpoint, "checkpoint"); },
          [](client& c, const options& opt, arguments& a, const CLI::App& sub) {
@@ -509,6 +517,13 @@ const std::vector<command>& commands()
              }
              cmd_changes(c, opt, query, a.limit);
          }},
+    };
+}
+
+// Snapshots, the diffs between them, and a disk restored to one.
+std::vector<command> snapshot_commands()
+{
+    return {
         {"snapshot", "cut a point-in-time snapshot (also a checkpoint); prints its token",
          [](CLI::App& sub, arguments& a) { cut_options(sub, a, a.snap, "snapshot"); },
          [](client& c, const options& opt, arguments& a, const CLI::App& sub) { run_cut(c, opt, a, sub, "snapshot"); }},
@@ -547,6 +562,13 @@ const std::vector<command>& commands()
                  c.call("POST", "/disks/" + segment(a.name) + "/restore", json{{"from", a.snap}, {"force", a.force}});
              report_disk(opt, r, "restored");
          }},
+    };
+}
+
+// Local block devices, clones, and rctd itself.
+std::vector<command> device_commands()
+{
+    return {
         {"attach", "expose a disk as a local block device; prints its path",
          [](CLI::App& sub, arguments& a) {
              disk_name(sub, a);
@@ -599,6 +621,19 @@ const std::vector<command>& commands()
              cmd_upgrade(c, opt, a.binary, a.ready_timeout);
          }},
     };
+}
+
+const std::vector<command>& commands()
+{
+    static const std::vector<command> table = [] {
+        std::vector<command> all;
+        for (auto part : {disk_commands, tracking_commands, snapshot_commands, device_commands}) {
+            for (const command& c : part()) {
+                all.push_back(c);
+            }
+        }
+        return all;
+    }();
     return table;
 }
 
