@@ -111,6 +111,60 @@ void add_memory_and_access_options(CLI::App& app, command_line& cl)
             "DISK=GROUP"));
 }
 
+void add_tls_options(CLI::App& app, command_line& cl)
+{
+    const auto mode = CLI::IsMember({"off", "on", "require"});
+    app.add_option("--tls", cl.tls_tcp,
+                   "NBD over TLS on the TCP listeners: off, on (offered) or require (nothing but STARTTLS in the "
+                   "clear); default require when certificates or a PSK file are given, else off")
+        ->check(CLI::IsMember({"auto", "off", "on", "require"}));
+    app.add_option("--unix-tls", cl.tls_unix, "NBD over TLS on the Unix socket: off, on or require")->check(mode);
+    app.add_option("--tls-certificates", cl.tls_certificates,
+                   "directory holding server-cert.pem, server-key.pem and (for --tls-verify-peer) ca-cert.pem, "
+                   "optionally ca-crl.pem");
+    app.add_flag("--tls-verify-peer", cl.cfg.tls.verify_peer,
+                 "demand a client certificate signed by ca-cert.pem");
+    app.add_option("--tls-psk", cl.tls_psk, "pre-shared keys: a file of USERNAME:HEXKEY lines (psktool's format)");
+    app.add_option("--tls-export-identity", cl.tls_export_identities,
+                   "DISK=IDENTITY: serve DISK and its snapshots only over TLS, to this PSK username or client "
+                   "certificate subject DN (repeatable)")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                const auto eq = v.find('=');
+                return eq != std::string::npos && eq + 1 < v.size() &&
+                               rct::disk_registry::valid_name(v.substr(0, eq))
+                           ? std::string()
+                           : "expected DISK=IDENTITY";
+            },
+            "DISK=IDENTITY"));
+}
+
+std::optional<std::string> resolve_tls(command_line& cl)
+{
+    tls_settings& t = cl.cfg.tls;
+    t.certificates = cl.tls_certificates;
+    t.psk_file = cl.tls_psk;
+    if (!t.certificates.empty() && !t.psk_file.empty()) {
+        return "--tls-certificates and --tls-psk cannot be used together";
+    }
+    if (t.verify_peer && t.certificates.empty()) {
+        return "--tls-verify-peer needs --tls-certificates";
+    }
+    t.tcp = cl.tls_tcp == "auto" ? (t.configured() ? tls_mode::require : tls_mode::off) : *parse_tls_mode(cl.tls_tcp);
+    t.unix_socket = *parse_tls_mode(cl.tls_unix);
+    if ((t.tcp != tls_mode::off || t.unix_socket != tls_mode::off) && !t.configured()) {
+        return "--tls and --unix-tls need --tls-certificates or --tls-psk";
+    }
+    for (const auto& spec : cl.tls_export_identities) {
+        const auto eq = spec.find('=');
+        t.export_identities[spec.substr(0, eq)].insert(spec.substr(eq + 1));
+    }
+    if (!t.export_identities.empty() && !t.configured()) {
+        return "--tls-export-identity needs --tls-certificates or --tls-psk";
+    }
+    return std::nullopt;
+}
+
 // Sets the memory budget from its options; the reason when they do not fit
 // together. Every request must fit a connection's share, and a share must fit
 // a worker's part of the budget, or a request could wait for ever.
@@ -175,6 +229,7 @@ void add_options(CLI::App& app, command_line& cl)
     add_disk_options(app, cl);
     add_memory_and_access_options(app, cl);
     add_limit_options(app, cfg);
+    add_tls_options(app, cl);
     app.add_flag("-v,--verbose", cfg.verbose, "log per-connection detail (same as --log-level debug)");
 }
 
@@ -188,6 +243,9 @@ std::optional<std::string> resolve(command_line& cl)
         cfg.workers = std::max(1u, std::thread::hardware_concurrency());
     }
     if (auto why = resolve_memory(cfg, cl.memory_budget, cl.connection_memory)) {
+        return why;
+    }
+    if (auto why = resolve_tls(cl)) {
         return why;
     }
     cfg.state_dir = cl.state_dir;

@@ -30,6 +30,11 @@ struct command_line {
     std::string socket_group;
     std::string api_readers;
     std::vector<std::string> export_groups;
+    std::string tls_tcp = "auto";  // require with credentials, else off
+    std::string tls_unix = "off";
+    std::string tls_certificates;
+    std::string tls_psk;
+    std::vector<std::string> tls_export_identities;
     std::string config_file;  // --config; empty: /etc/rctd/rctd.conf if it exists
     bool check_config = false;
     bool version = false;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "access.hh"
+#include "nbd/tls.hh"
 
 #include <cstdint>
 #include <filesystem>
@@ -34,6 +35,7 @@ struct daemon_config {
     unsigned persist_interval_ms = 5000;
     std::uint64_t snapshot_store_limit = 0;  // per disk; 0 = no limit
     access_policy access;                    // socket modes, who may manage, read and open what
+    tls_settings tls;                        // NBD over TLS (nbd/tls.hh)
 
     // Limits and deadlines (docs/security.md). Seconds; 0 = no deadline.
     unsigned max_connections = 1024;         // NBD connections in all

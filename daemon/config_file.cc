@@ -168,6 +168,12 @@ const std::vector<config_key>& config_keys()
         {"disks.intent_region", "--intent-region", text},
         {"disks.persist_interval", "--persist-interval", number},
         {"disks.snapshot_store_limit", "--snapshot-store-limit", text},
+        {"tls.tcp", "--tls", text},
+        {"tls.unix", "--unix-tls", text},
+        {"tls.certificates", "--tls-certificates", text},
+        {"tls.verify_peer", "--tls-verify-peer", flag},
+        {"tls.psk_file", "--tls-psk", text},
+        {"tls.export_identities", "--tls-export-identity", list},
         {"ublk.attach", "--ublk", list},
         {"ublk.recovery_window", "--ublk-recovery-window", number},
     };

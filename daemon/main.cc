@@ -345,9 +345,12 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     // Before the workers: connections (and adopt tasks) they still own when
     // they go hand their slots back to it.
     rct::daemon::admission slots(connection_cap(cfg), cfg.max_connections_per_peer);
+    // Before the workers, too: their TLS connections' tunnels end first.
+    const std::unique_ptr<rct::daemon::tls_server> tls =
+        cfg.tls.configured() ? std::make_unique<rct::daemon::tls_server>(cfg.tls) : nullptr;
     std::vector<std::unique_ptr<rct::daemon::worker>> workers;
     for (unsigned i = 0; i < cfg.workers; ++i) {
-        workers.push_back(std::make_unique<rct::daemon::worker>(i, cfg, registry));
+        workers.push_back(std::make_unique<rct::daemon::worker>(i, cfg, registry, tls.get()));
     }
 
     rct::daemon::listener listener(workers, slots);

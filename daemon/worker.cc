@@ -16,8 +16,8 @@
 
 namespace rct::daemon {
 
-worker::worker(unsigned index, const daemon_config& config, disk_registry& registry)
-    : index_(index), config_(config), registry_(registry), ring_(1024),
+worker::worker(unsigned index, const daemon_config& config, disk_registry& registry, tls_server* tls)
+    : index_(index), config_(config), registry_(registry), tls_(tls), ring_(1024),
       budget_(config.memory_budget / config.workers),
       // Idle buffers are memory the budget no longer sees: half of it at
       // most, and none once the pool has been idle a second or two.

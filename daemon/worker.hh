@@ -54,8 +54,9 @@ struct frozen_connection {
 
 class worker final : public executor {
 public:
-    // Creates the ring; throws rct::error when io_uring is unusable.
-    worker(unsigned index, const daemon_config& config, disk_registry& registry);
+    // Creates the ring; throws rct::error when io_uring is unusable. tls
+    // (null: none configured) outlives the worker.
+    worker(unsigned index, const daemon_config& config, disk_registry& registry, tls_server* tls);
     ~worker();
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
@@ -89,6 +90,7 @@ public:
     memory_budget& budget() noexcept { return budget_; }
     disk_registry& registry() noexcept { return registry_; }
     const daemon_config& config() const noexcept { return config_; }
+    tls_server* tls() const noexcept { return tls_; }
     void adopt(unique_fd sock, std::string peer, admission::ticket slot);
     void retire(connection* c) noexcept;
     // ublk queues this worker serves (ublk/queue.hh); a stopping worker
@@ -135,6 +137,7 @@ private:
     const unsigned index_;
     const daemon_config& config_;
     disk_registry& registry_;
+    tls_server* const tls_;
     io_ring ring_;
     memory_budget budget_;
     buffer_pool buffers_;

@@ -30,7 +30,10 @@ constexpr std::size_t max_descriptors = 32 * 1024;
 
 connection::connection(worker& w, unique_fd sock, std::string peer, admission::ticket slot)
     : worker_(w), sock_(std::move(sock)), peer_(std::move(peer)), slot_(std::move(slot)),
-      accepted_(std::chrono::steady_clock::now())
+      accepted_(std::chrono::steady_clock::now()), cred_(peer_of_socket(sock_.get())),
+      tls_mode_(worker_.tls() == nullptr ? tls_mode::off
+                : cred_                    ? worker_.config().tls.unix_socket
+                                           : worker_.config().tls.tcp)
 {
     in_.data.resize(recv_buffer_size);
 }
@@ -85,6 +88,13 @@ void connection::start()
 void connection::freeze() noexcept
 {
     if (freezing_ || closing()) {
+        return;
+    }
+    if (tls_) {
+        // A TLS session's keys live in this process's tunnel and cannot
+        // move to the next rctd: the client reconnects.
+        log::info("{}: a TLS connection cannot be handed to the new rctd; closing it", peer_);
+        cut_off();
         return;
     }
     freezing_ = true;

@@ -28,6 +28,7 @@
 // the tick compares them with the last tick's.
 #pragma once
 
+#include "../access.hh"
 #include "../admission.hh"
 #include "../coro.hh"
 #include "../memory_budget.hh"
@@ -35,6 +36,7 @@
 #include "export.hh"
 #include "options.hh"
 #include "session_state.hh"
+#include "tls.hh"
 #include "wire.hh"
 
 #include <rct/backend.hh>
@@ -116,12 +118,15 @@ private:
     task<step> option_list(std::uint32_t len);
     task<step> option_info_go(std::uint32_t opt, std::vector<std::byte>& data);
     task<step> option_meta_context(std::uint32_t opt, std::vector<std::byte>& data);
+    task<step> option_starttls(std::uint32_t len);
     task<step> error_reply(std::uint32_t opt, std::uint32_t type, std::string_view msg);
     exact_io send_reply(std::uint32_t opt, std::uint32_t type, const void* payload, std::size_t len);
     fill_io fill(std::size_t need);
     std::vector<std::byte> out_;  // handshake replies being sent
     // Empty when there is no such export; why is set to the reason.
     nbd_export lookup_export(std::string_view name, std::string& why) const;
+    // May this client open disk (its snapshots follow it)? why when not.
+    bool may_open(std::string_view disk, std::string& why) const;
     // The checkpoints whose bitmaps e offers as metadata contexts.
     std::vector<checkpoint_info> offered_checkpoints(const nbd_export& e) const;
 
@@ -199,6 +204,13 @@ private:
     bool attached_ = false;
 
     nbd::negotiated neg_;
+
+    // Who the client is: its Unix credentials (nullopt over TCP), taken at
+    // accept, and after STARTTLS its TLS session (tls.hh); sock_ is then the
+    // plaintext end of the tunnel.
+    const std::optional<unix_peer> cred_;
+    const tls_mode tls_mode_;
+    std::shared_ptr<const tls_session> tls_;
 
     // Unparsed input, and the receive waiting for more (to cancel it).
     recv_buffer in_;

@@ -38,13 +38,26 @@ std::byte* append_reply(std::vector<std::byte>& out, std::uint32_t opt, std::uin
 
 }  // namespace
 
+bool connection::may_open(std::string_view disk, std::string& why) const
+{
+    if (!worker_.config().access.may_open(cred_, disk)) {
+        // Told as "no such export" would be, but saying why.
+        why = "export " + std::string(disk) + " is not available to this client (--export-group)";
+        return false;
+    }
+    const std::string identity = tls_ ? tls_->identity() : std::string();
+    if (!worker_.config().tls.may_open(disk, tls_ ? &identity : nullptr)) {
+        why = "export " + std::string(disk) + " is not available to this client (--tls-export-identity)";
+        return false;
+    }
+    return true;
+}
+
 nbd_export connection::lookup_export(std::string_view name, std::string& why) const
 {
     auto& reg = worker_.registry();
     nbd_export e;
-    if (!worker_.config().access.may_open(peer_of_socket(sock_.get()), name)) {
-        // Told as "no such export" would be, but saying why.
-        why = "export " + std::string(name) + " is not available to this client (--export-group)";
+    if (!may_open(name.substr(0, name.find('@')), why)) {
         return {};
     }
     if (const auto at = name.find('@'); at != std::string_view::npos) {
@@ -72,8 +85,7 @@ nbd_export connection::lookup_export(std::string_view name, std::string& why) co
     }
     if (!e.d) {
         why = name.empty() ? "no default export: name one of the disks" : "no such export: " + std::string(name);
-    } else if (!worker_.config().access.may_open(peer_of_socket(sock_.get()), e.d->name())) {
-        why = "export " + e.d->name() + " is not available to this client (--export-group)";
+    } else if (!may_open(e.d->name(), why)) {
         return {};
     } else if (e.d->restoring()) {
         why = "disk " + e.d->name() + " is being restored from a snapshot; try again when it is done";
@@ -214,6 +226,25 @@ task<connection::step> connection::next_option()
     }
     const auto opt = header->opt;
     const auto len = header->len;
+    if (tls_mode_ == tls_mode::require && !tls_ && opt != nbd::opt_starttls && opt != nbd::opt_abort) {
+        // FORCEDTLS: nothing is said or chosen in the clear.
+        if (opt == nbd::opt_export_name) {
+            log::info("{}: EXPORT_NAME without TLS on a listener that requires it; closing", peer_);
+            co_return step::close;
+        }
+        if (len > max_option_len) {
+            in_.consume(nbd::option_header_size);
+            drain_opt_ = opt;
+            drain_left_ = len;
+            co_return step::next;
+        }
+        r = co_await fill(nbd::option_header_size + len);
+        if (r < static_cast<long>(nbd::option_header_size + len)) {
+            co_return parked_by_freeze(r) ? step::park : step::close;
+        }
+        in_.consume(nbd::option_header_size + len);
+        co_return co_await error_reply(opt, nbd::rep_err_tls_reqd, "TLS is required: send STARTTLS first");
+    }
     if (len > max_option_len) {
         in_.consume(nbd::option_header_size);
         drain_opt_ = opt;
@@ -250,6 +281,8 @@ task<connection::step> connection::next_option()
     case nbd::opt_list_meta_context:
     case nbd::opt_set_meta_context:
         co_return co_await option_meta_context(opt, data);
+    case nbd::opt_starttls:
+        co_return co_await option_starttls(len);
     default:
         co_return co_await error_reply(opt, nbd::rep_err_unsup, "option not supported");
     }
@@ -288,9 +321,9 @@ task<connection::step> connection::option_list(std::uint32_t len)
         co_return co_await error_reply(opt, nbd::rep_err_invalid, "LIST takes no data");
     }
     std::vector<std::string> names;
-    const auto peer = peer_of_socket(sock_.get());
+    std::string why;
     for (const auto& d : worker_.registry().list()) {
-        if (!worker_.config().access.may_open(peer, d->name())) {
+        if (!may_open(d->name(), why)) {
             continue;
         }
         names.push_back(d->name());
@@ -397,6 +430,41 @@ task<connection::step> connection::option_meta_context(std::uint32_t opt, std::v
     }
     const long n = co_await exact_io(worker_.ring(), sock_.get(), exact_io::dir::send, out_.data(), out_.size());
     co_return n == static_cast<long>(out_.size()) ? step::next : step::close;
+}
+
+// After the ACK the client starts the TLS handshake on the socket, which
+// the tunnel takes; negotiation goes on over the tunnel's plaintext end,
+// with what was negotiated in the clear forgotten (the spec's rule).
+task<connection::step> connection::option_starttls(std::uint32_t len)
+{
+    const std::uint32_t opt = nbd::opt_starttls;
+    if (tls_mode_ == tls_mode::off) {
+        co_return co_await error_reply(opt, nbd::rep_err_policy, "TLS is not offered on this listener");
+    }
+    if (tls_) {
+        co_return co_await error_reply(opt, nbd::rep_err_invalid, "TLS is already on");
+    }
+    if (len != 0) {
+        co_return co_await error_reply(opt, nbd::rep_err_invalid, "STARTTLS takes no data");
+    }
+    if (co_await send_reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+        co_return step::close;
+    }
+    const daemon_config& cfg = worker_.config();
+    tls_server::started t;
+    const int r = worker_.tls()->start(sock_, std::span(in_.head(), in_.size()), peer_,
+                                       {cfg.handshake_timeout, cfg.send_timeout}, t);
+    if (r < 0) {
+        log::warn("{}: cannot start TLS: {}", peer_, std::strerror(-r));
+        co_return step::close;
+    }
+    in_.consume(in_.size());
+    sock_ = std::move(t.plain);
+    tls_ = std::move(t.session);
+    neg_.structured = false;
+    neg_.meta.clear();
+    neg_.meta_export.clear();
+    co_return step::next;
 }
 
 }  // namespace rct::daemon

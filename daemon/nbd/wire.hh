@@ -45,6 +45,7 @@ inline constexpr std::uint32_t rep_err_unsup = 0x80000001;
 inline constexpr std::uint32_t rep_err_policy = 0x80000002;
 inline constexpr std::uint32_t rep_err_invalid = 0x80000003;
 inline constexpr std::uint32_t rep_err_platform = 0x80000004;
+inline constexpr std::uint32_t rep_err_tls_reqd = 0x80000005;
 inline constexpr std::uint32_t rep_err_unknown = 0x80000006;
 inline constexpr std::uint32_t rep_err_shutdown = 0x80000007;
 inline constexpr std::uint32_t rep_err_too_big = 0x80000009;
