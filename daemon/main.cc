@@ -498,6 +498,15 @@ int main(int argc, char** argv)
         return 2;
     }
     if (cl.check_config) {
+        try {
+            // The credentials too: a bad certificate or key file is an error now, not at start.
+            if (cl.cfg.tls.configured()) {
+                rct::daemon::tls_server check(cl.cfg.tls);
+            }
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "rctd: %s\n", e.what());
+            return 2;
+        }
         print_effective_config(app, cl.cfg);
         return 0;
     }
