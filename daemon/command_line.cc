@@ -162,6 +162,9 @@ std::optional<std::string> resolve_tls(command_line& cl)
     if (!t.export_identities.empty() && !t.configured()) {
         return "--tls-export-identity needs --tls-certificates or --tls-psk";
     }
+    if (!t.export_identities.empty() && !t.certificates.empty() && !t.verify_peer) {
+        return "--tls-export-identity with certificates needs --tls-verify-peer (a client's DN is its certificate's)";
+    }
     return std::nullopt;
 }
 

@@ -102,7 +102,8 @@ unsigned connection_cap(const daemon_config& cfg)
                                      "and --control-max-connections {}; raise LimitNOFILE",
                                      rl.rlim_cur, cfg.fd_reserve, cfg.control_max_connections));
     }
-    const rlim_t room = rl.rlim_cur - cfg.fd_reserve - cfg.control_max_connections;
+    // A TLS connection holds three descriptors: its socket and a socketpair.
+    const rlim_t room = (rl.rlim_cur - cfg.fd_reserve - cfg.control_max_connections) / (cfg.tls.configured() ? 3 : 1);
     if (room < cfg.max_connections) {
         rct::log::warn("the descriptor limit {} allows {} NBD connections, not --max-connections {}", rl.rlim_cur,
                        room, cfg.max_connections);

@@ -201,7 +201,9 @@ task<connection::step> connection::drain_option()
         in_.consume(n);
         drain_left_ -= n;
     }
-    if (drain_opt_ == nbd::opt_export_name || co_await send_reply(drain_opt_, nbd::rep_err_too_big, nullptr, 0) < 0) {
+    const bool tls_first = tls_mode_ == tls_mode::require && !tls_;
+    if (drain_opt_ == nbd::opt_export_name ||
+        co_await send_reply(drain_opt_, tls_first ? nbd::rep_err_tls_reqd : nbd::rep_err_too_big, nullptr, 0) < 0) {
         co_return step::close;
     }
     co_return step::next;
@@ -448,6 +450,11 @@ task<connection::step> connection::option_starttls(std::uint32_t len)
         co_return co_await error_reply(opt, nbd::rep_err_invalid, "STARTTLS takes no data");
     }
     if (co_await send_reply(opt, nbd::rep_ack, nullptr, 0) < 0) {
+        co_return step::close;
+    }
+    if (freezing_) {
+        // A live upgrade began while the ACK was sent: the session about to
+        // start could not move to the new rctd, so it does not start.
         co_return step::close;
     }
     const daemon_config& cfg = worker_.config();

@@ -256,8 +256,9 @@ public:
             gnutls_certificate_server_set_request(s_, GNUTLS_CERT_REQUIRE);
             gnutls_session_set_verify_cert(s_, nullptr, 0);
         }
-        // Deadlines are the socket's (SO_RCVTIMEO), not GnuTLS's.
-        gnutls_handshake_set_timeout(s_, 0);
+        // The whole handshake's deadline (through pull_timeout); the socket
+        // timeouts bound each single wait as well.
+        gnutls_handshake_set_timeout(s_, deadlines_.handshake_s * 1000u);
         gnutls_transport_set_ptr(s_, this);
         gnutls_transport_set_pull_function(s_, &tunnel::pull);
         gnutls_transport_set_pull_timeout_function(s_, &tunnel::pull_timeout);
@@ -487,7 +488,7 @@ int tls_server::start(unique_fd& client, std::span<const std::byte> early, std::
     unique_fd mine(pair[0]);
     unique_fd theirs(pair[1]);
     // Room for a whole large reply on the way to the tunnel.
-    const int buf = 4 << 20;
+    const int buf = 1 << 20;
     for (int fd : pair) {
         if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) != 0) {
             ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
