@@ -58,6 +58,19 @@ CLI::Validator size_value(bool allow_auto = false)
         "SIZE");
 }
 
+// A validator for "DISK=VALUE" options: a valid disk name, then a value.
+CLI::Validator disk_pair(const std::string& form)
+{
+    return CLI::Validator(
+        [form](std::string& v) {
+            const auto eq = v.find('=');
+            return eq != std::string::npos && eq + 1 < v.size() && rct::disk_registry::valid_name(v.substr(0, eq))
+                       ? std::string()
+                       : "expected " + form;
+        },
+        form);
+}
+
 void add_disk_options(CLI::App& app, command_line& cl)
 {
     daemon_config& cfg = cl.cfg;
@@ -100,15 +113,7 @@ void add_memory_and_access_options(CLI::App& app, command_line& cl)
     app.add_option("--export-group", cl.export_groups,
                    "DISK=GROUP: only root and GROUP may open DISK and its snapshots over NBD, and not over "
                    "TCP (repeatable)")
-        ->check(CLI::Validator(
-            [](std::string& v) {
-                const auto eq = v.find('=');
-                return eq != std::string::npos && eq + 1 < v.size() &&
-                               rct::disk_registry::valid_name(v.substr(0, eq))
-                           ? std::string()
-                           : "expected DISK=GROUP";
-            },
-            "DISK=GROUP"));
+        ->check(disk_pair("DISK=GROUP"));
 }
 
 void add_tls_options(CLI::App& app, command_line& cl)
@@ -128,15 +133,7 @@ void add_tls_options(CLI::App& app, command_line& cl)
     app.add_option("--tls-export-identity", cl.tls_export_identities,
                    "DISK=IDENTITY: serve DISK and its snapshots only over TLS, to this PSK username or client "
                    "certificate subject DN (repeatable)")
-        ->check(CLI::Validator(
-            [](std::string& v) {
-                const auto eq = v.find('=');
-                return eq != std::string::npos && eq + 1 < v.size() &&
-                               rct::disk_registry::valid_name(v.substr(0, eq))
-                           ? std::string()
-                           : "expected DISK=IDENTITY";
-            },
-            "DISK=IDENTITY"));
+        ->check(disk_pair("DISK=IDENTITY"));
 }
 
 std::optional<std::string> resolve_tls(command_line& cl)

@@ -228,25 +228,6 @@ task<connection::step> connection::next_option()
     }
     const auto opt = header->opt;
     const auto len = header->len;
-    if (tls_mode_ == tls_mode::require && !tls_ && opt != nbd::opt_starttls && opt != nbd::opt_abort) {
-        // FORCEDTLS: nothing is said or chosen in the clear.
-        if (opt == nbd::opt_export_name) {
-            log::info("{}: EXPORT_NAME without TLS on a listener that requires it; closing", peer_);
-            co_return step::close;
-        }
-        if (len > max_option_len) {
-            in_.consume(nbd::option_header_size);
-            drain_opt_ = opt;
-            drain_left_ = len;
-            co_return step::next;
-        }
-        r = co_await fill(nbd::option_header_size + len);
-        if (r < static_cast<long>(nbd::option_header_size + len)) {
-            co_return parked_by_freeze(r) ? step::park : step::close;
-        }
-        in_.consume(nbd::option_header_size + len);
-        co_return co_await error_reply(opt, nbd::rep_err_tls_reqd, "TLS is required: send STARTTLS first");
-    }
     if (len > max_option_len) {
         in_.consume(nbd::option_header_size);
         drain_opt_ = opt;
@@ -262,6 +243,14 @@ task<connection::step> connection::next_option()
     std::vector<std::byte> data(in_.head() + nbd::option_header_size, in_.head() + nbd::option_header_size + len);
     in_.consume(nbd::option_header_size + len);
     log::debug("{}: option {} ({} bytes)", peer_, opt, len);
+    if (tls_mode_ == tls_mode::require && !tls_ && opt != nbd::opt_starttls && opt != nbd::opt_abort) {
+        // FORCEDTLS: nothing is said or chosen in the clear.
+        if (opt == nbd::opt_export_name) {
+            log::info("{}: EXPORT_NAME without TLS on a listener that requires it; closing", peer_);
+            co_return step::close;
+        }
+        co_return co_await error_reply(opt, nbd::rep_err_tls_reqd, "TLS is required: send STARTTLS first");
+    }
 
     switch (opt) {
     case nbd::opt_export_name:
