@@ -10,6 +10,7 @@
 #include "config_file.hh"
 #include "control/api_server.hh"
 #include "listener.hh"
+#include "service.hh"
 #include "ublk/frontend.hh"
 #include "ublk/watchdog.hh"
 #include "upgrade/driver.hh"
@@ -38,6 +39,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
@@ -140,6 +142,25 @@ private:
     const int unwinding_ = std::uncaught_exceptions();
 };
 
+// What a socket systemd passed is for: its FileDescriptorName= (control,
+// fd-inbox, anything else NBD) or, as one .socket unit gives all its
+// sockets one name, the path it is bound to.
+std::string activated_socket_role(int fd, const char* name, const daemon_config& cfg)
+{
+    if (name != nullptr && (std::strcmp(name, "control") == 0 || std::strcmp(name, "fd-inbox") == 0)) {
+        return name;
+    }
+    const std::string control = cfg.control_socket.string();
+    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, control.c_str(), 0) > 0) {
+        return "control";
+    }
+    const std::string inbox = control + ".fd";
+    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, inbox.c_str(), 0) > 0) {
+        return "fd-inbox";
+    }
+    return "nbd";
+}
+
 // The listening sockets: handed over by the previous rctd, passed by
 // systemd (the NBD socket of rctd.socket, and after a crash restart the
 // control sockets this rctd stored with FDSTORE=1, by name), or our own.
@@ -170,7 +191,7 @@ rct::daemon::export_addresses set_up_listeners(const daemon_config& cfg, rct::da
         bool nbd = false;
         for (int i = 0; i < activated; ++i) {
             rct::unique_fd fd(SD_LISTEN_FDS_START + i);
-            const std::string name = names != nullptr && names[i] != nullptr ? names[i] : "";
+            const std::string name = activated_socket_role(fd.get(), names != nullptr ? names[i] : nullptr, cfg);
             if (name == "control") {
                 control.control = std::move(fd);
             } else if (name == "fd-inbox") {
@@ -277,6 +298,18 @@ void resume_connections(std::vector<resumable>& conns, std::vector<std::unique_p
                                                                              : rct::daemon::admission::ticket());
         w->post([w, box, slot] { w->resume(std::move(box->conn), std::move(box->exp), std::move(*slot)); });
     }
+}
+
+// The STATUS= line systemctl status shows while rctd serves.
+std::string serving_status(rct::disk_registry& reg, const std::vector<std::unique_ptr<rct::daemon::worker>>& workers,
+                           const rct::daemon::ublk::frontend& ublk)
+{
+    unsigned clients = 0;
+    for (const auto& w : workers) {
+        clients += w->connection_count();
+    }
+    return fmt::format("serving {} disk(s) to {} NBD client(s), {} ublk device(s)", reg.list().size(), clients,
+                       ublk.device_count());
 }
 
 // Signals and upgrade calls, until SIGTERM or SIGINT.
@@ -394,11 +427,15 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     rct::log::notice("rctd ready: {} disk(s), {} worker(s), state dir {}, control socket {}",
                      registry.list().size(), workers.size(), cfg.state_dir.string(), cfg.control_socket.string());
     sd_notifyf(0, "READY=1\nMAINPID=%d", ::getpid());
+    std::optional<rct::daemon::service_monitor> monitor;
+    monitor.emplace(workers, [&] { return serving_status(registry, workers, ublk); },
+                    from ? std::optional<pid_t>(static_cast<pid_t>(from->st.old_pid)) : std::nullopt);
 
     upgrade::serving_parts parts{cfg, launch, lock.get(), listener, workers, api, registry};
     const int sig = wait_for_stop(box, parts);
     rct::log::notice("{}: finishing in-flight requests and exiting", strsignal(sig));
-    sd_notify(0, "STOPPING=1");
+    monitor.reset();
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing in-flight requests");
 
     listener.stop();
     for (auto& w : workers) {

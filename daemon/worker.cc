@@ -56,6 +56,7 @@ void worker::start()
             ring_.limit_workers(config_.io_threads);
             mailbox_.arm();
             ticker_.arm(1);
+            last_tick_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
         } catch (...) {
             enabled.set_exception(std::current_exception());
             return;
@@ -195,8 +196,9 @@ void worker::resume(frozen_connection fc, nbd_export e, admission::ticket slot)
 
 void worker::tick() noexcept
 {
-    buffers_.trim_if_idle();
     const auto now = std::chrono::steady_clock::now();
+    last_tick_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    buffers_.trim_if_idle();
     // A connection that closes here only joins retired_; live_ stays as it is.
     for (connection* c : live_) {
         c->check_deadlines(now);

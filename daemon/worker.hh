@@ -83,6 +83,13 @@ public:
     void resume(frozen_connection c, nbd_export e, admission::ticket slot);
 
     unsigned connection_count() const noexcept { return live_count_.load(std::memory_order_relaxed); }
+    // Any thread: when the loop's one-second timer last ran (service.hh
+    // tells a stuck worker by it).
+    std::chrono::steady_clock::time_point last_tick() const noexcept
+    {
+        return std::chrono::steady_clock::time_point(
+            std::chrono::steady_clock::duration(last_tick_.load(std::memory_order_relaxed)));
+    }
 
     // Worker thread only.
     io_ring& ring() noexcept { return ring_; }
@@ -157,6 +164,7 @@ private:
     std::vector<ublk::queue*> queues_;
     bool stopping_ = false;
     std::atomic<unsigned> live_count_{0};
+    std::atomic<std::chrono::steady_clock::rep> last_tick_{0};
     // Freezing: the promise freeze() returned, and how far the grace went.
     std::optional<std::promise<std::vector<frozen_connection>>> freeze_;
     std::chrono::milliseconds freeze_grace_{0};

@@ -843,11 +843,14 @@ api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem
       inbox_(socket_path_.string() + ".fd", access, std::move(inherited.fd_inbox)), limits_(limits),
       upgrade_(std::move(hook))
 {
-    unique_fd fd = inherited.control ? std::move(inherited.control)
-                                     : access.bind_unix(socket_path_, access.control_socket_mode(), "control socket");
+    // A socket passed in (by systemd, or by the rctd before an upgrade)
+    // keeps its name when this rctd stops: systemd may pass it again.
+    const bool bind_here = !inherited.control;
+    unique_fd fd = bind_here ? access.bind_unix(socket_path_, access.control_socket_mode(), "control socket")
+                             : std::move(inherited.control);
     listen_fd_ = fd.get();
     struct stat st {};
-    if (::stat(socket_path_.c_str(), &st) == 0) {
+    if (bind_here && ::stat(socket_path_.c_str(), &st) == 0) {
         socket_ino_ = st.st_ino;
     }
 
@@ -926,7 +929,7 @@ api_server::~api_server()
     MHD_stop_daemon(daemon_);
     // A newer rctd may already have replaced the socket; leave that one be.
     struct stat st {};
-    if (::stat(socket_path_.c_str(), &st) == 0 && st.st_ino == socket_ino_) {
+    if (socket_ino_ != 0 && ::stat(socket_path_.c_str(), &st) == 0 && st.st_ino == socket_ino_) {
         ::unlink(socket_path_.c_str());
     }
 }

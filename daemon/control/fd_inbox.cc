@@ -72,7 +72,7 @@ unique_fd receive_fd(int conn)
 }  // namespace
 
 fd_inbox::fd_inbox(std::filesystem::path path, const access_policy& access, unique_fd inherited)
-    : path_(std::move(path)), access_(access),
+    : path_(std::move(path)), access_(access), bound_here_(!inherited),
       listen_(inherited ? std::move(inherited) : access.bind_unix(path_, access.control_socket_mode(), "import fd socket")),
       stop_(::eventfd(0, EFD_CLOEXEC))
 {
@@ -88,7 +88,9 @@ fd_inbox::~fd_inbox()
     [[maybe_unused]] const auto w = ::write(stop_.get(), &one, sizeof one);
     if (thread_.joinable()) {
         thread_.join();
-        ::unlink(path_.c_str());
+        if (bound_here_) {
+            ::unlink(path_.c_str());
+        }
     }
 }
 

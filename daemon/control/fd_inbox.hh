@@ -61,6 +61,9 @@ private:
     void drop_expired() REQUIRES(mutex_);
 
     const std::filesystem::path path_;
+    // Only a socket bound here is unlinked at the end; a passed one keeps
+    // its name (systemd may pass it again).
+    const bool bound_here_;
     const access_policy& access_;
     unique_fd listen_;
     unique_fd stop_;  // eventfd

@@ -331,6 +331,12 @@ void frontend::detach(const std::string& name, bool force)
     log::info("ublk: detached disk {} ({} removed)", name, path);
 }
 
+std::size_t frontend::device_count() const
+{
+    rct::lock_guard lock(mutex_);
+    return devices_.size();
+}
+
 std::optional<attachment> frontend::find(const std::string& name) const
 {
     rct::lock_guard lock(mutex_);

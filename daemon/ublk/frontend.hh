@@ -65,6 +65,7 @@ public:
     // mounted filesystem) unless forced; forced, its users get EIO.
     void detach(const std::string& name, bool force);
     std::optional<attachment> find(const std::string& name) const;
+    std::size_t device_count() const;
 
     // At start, once the workers run: takes back the devices a previous
     // rctd left (recovery), removes those of disks that are gone, then
