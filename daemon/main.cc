@@ -436,6 +436,7 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
     rct::log::notice("{}: finishing in-flight requests and exiting", strsignal(sig));
     monitor.reset();
     sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing in-flight requests");
+    api.stop_jobs();
 
     listener.stop();
     for (auto& w : workers) {

@@ -12,6 +12,7 @@
 #include <rct/size.hh>
 
 #include "control_client.hh"
+#include "rctctl_jobs.hh"
 #include "rctctl_stats.hh"
 #include "table.hh"
 
@@ -338,14 +339,18 @@ void cmd_snapshots(client& c, const options& opt, const std::string& name)
     print_table(rows);
 }
 
+void disk_line(const json& d, const char* verb)
+{
+    std::cout << verb << " disk " << str(d, "name") << " (" << rct::format_size(bytes(d)) << "): "
+              << str(d, "export_uri") << '\n';
+}
+
 void report_disk(const options& opt, const response& r, const char* verb)
 {
     if (print_json(opt, r)) {
         return;
     }
-    const json d = parse_reply(r);
-    std::cout << verb << " disk " << str(d, "name") << " (" << rct::format_size(bytes(d)) << "): "
-              << str(d, "export_uri") << '\n';
+    disk_line(parse_reply(r), verb);
 }
 
 // What the command line gave, for whichever command it names.
@@ -356,7 +361,7 @@ struct arguments {
     std::string binary, ready_timeout = "10s";
     std::uint64_t limit = default_changes_limit;
     unsigned watch = 0;
-    bool force = false, move = false, ublk = false;
+    bool force = false, move = false, ublk = false, detach = false;
 };
 
 // One command: its options (declare) and what it does once parsed (run;
@@ -369,6 +374,34 @@ struct command {
 };
 
 void disk_name(CLI::App& sub, arguments& a) { sub.add_option("NAME", a.name, "disk name")->required(); }
+
+void detach_option(CLI::App& sub, arguments& a)
+{
+    sub.add_flag("--detach", a.detach, "start the job, print its id and return (follow it with `rctctl job ID`)");
+}
+
+// An import or clone, run by rctd as a job (rctctl_jobs.hh) and followed
+// to its end unless --detach; the new disk is reported as `verb`.
+void run_job(client& c, const options& opt, const arguments& a, const std::string& path, const json& body,
+             const char* verb)
+{
+    const json job = c.call_json("POST", path, body);
+    if (a.detach) {
+        if (opt.json_output) {
+            std::cout << job.dump(2) << '\n';
+        } else {
+            std::cout << "started job " << str(job, "id") << ": " << str(job, "kind") << " of " << str(job, "disk")
+                      << '\n';
+        }
+        return;
+    }
+    const json d = follow_job(c, job, opt.json_output);
+    if (opt.json_output) {
+        std::cout << d.dump() << '\n';
+        return;
+    }
+    disk_line(d, verb);
+}
 
 void limit_option(CLI::App& sub, arguments& a)
 {
@@ -469,16 +502,16 @@ std::vector<command> disk_commands()
              disk_name(sub, a);
              sub.add_option("--from", a.from, "raw image file (copied sparsely)")->required();
              sub.add_flag("--move", a.move, "move the file in instead of copying (same filesystem only)");
+             detach_option(sub, a);
          },
          [](client& c, const options& opt, arguments& a, const CLI::App&) {
              // The path names the file in messages and, for a move, is what
              // rctd renames (only while it is still the passed file).
              const std::string path = std::filesystem::absolute(a.from).lexically_normal().string();
              const std::string ticket = pass_file(opt.socket, path);
-             const response r = c.call("POST", "/disks",
-                                       json{{"name", a.name}, {"import_fd", ticket}, {"import_from", path},
-                                            {"move", a.move}});
-             report_disk(opt, r, "imported");
+             run_job(c, opt, a, "/disks?job=true",
+                     json{{"name", a.name}, {"import_fd", ticket}, {"import_from", path}, {"move", a.move}},
+                     "imported");
          }},
     };
 }
@@ -598,17 +631,28 @@ std::vector<command> device_commands()
          [](CLI::App& sub, arguments& a) {
              sub.add_option("SOURCE", a.source, "DISK@SNAPSHOT")->required();
              sub.add_option("NEWNAME", a.new_name, "name of the new disk")->required();
+             detach_option(sub, a);
          },
          [](client& c, const options& opt, arguments& a, const CLI::App&) {
              const auto at = a.source.find('@');
              if (at == std::string::npos || at == 0 || at + 1 == a.source.size()) {
                  throw failure{exit_usage, "clone: SOURCE must be DISK@SNAPSHOT, not '" + a.source + "'", {}, {}};
              }
-             const response r = c.call("POST",
-                                       "/disks/" + segment(a.source.substr(0, at)) + "/snapshots/" +
-                                           segment(a.source.substr(at + 1)) + "/clone",
-                                       json{{"name", a.new_name}});
-             report_disk(opt, r, "cloned");
+             run_job(c, opt, a,
+                     "/disks/" + segment(a.source.substr(0, at)) + "/snapshots/" + segment(a.source.substr(at + 1)) +
+                         "/clone?job=true",
+                     json{{"name", a.new_name}}, "cloned");
+         }},
+        {"jobs", "list the imports and clones running as jobs, and those ended lately",
+         [](CLI::App&, arguments&) {},
+         [](client& c, const options& opt, arguments&, const CLI::App&) { cmd_jobs(c, opt.json_output); }},
+        {"job", "show a job: how far it has come, or how it ended",
+         [](CLI::App& sub, arguments& a) { sub.add_option("ID", a.name, "job id")->required(); },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) { cmd_job(c, a.name, opt.json_output); }},
+        {"job-cancel", "cancel a running job (rctd undoes it), or forget an ended one",
+         [](CLI::App& sub, arguments& a) { sub.add_option("ID", a.name, "job id")->required(); },
+         [](client& c, const options& opt, arguments& a, const CLI::App&) {
+             cmd_job_cancel(c, a.name, opt.json_output);
          }},
         {"upgrade", "replace the running rctd by a new binary without dropping a client (docs/upgrade.md)",
          [](CLI::App& sub, arguments& a) {

@@ -5,6 +5,7 @@
 // exception stops at handler::respond and becomes a JSON error reply; none
 // may unwind into libmicrohttpd's C frames.
 #include "control/api_server.hh"
+#include "control/jobs.hh"
 #include "control/metrics.hh"
 #include "control/request.hh"
 
@@ -61,8 +62,31 @@ api_error from_error(const rct::error& e)
     case errc::corrupt: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "corrupt", e.what()};
     case errc::full_backup_required: return {MHD_HTTP_CONFLICT, "full_backup_required", e.what()};
     case errc::unsupported: return {MHD_HTTP_NOT_IMPLEMENTED, "unsupported", e.what()};
+    case errc::cancelled: return {MHD_HTTP_CONFLICT, "cancelled", e.what()};
     }
     return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
+}
+
+// At most this many imports and clones run as jobs at once: each is a
+// thread copying a disk.
+constexpr unsigned max_running_jobs = 8;
+
+// How a failed job reports its exception: as the error reply it would have
+// been.
+json job_error(std::exception_ptr e)
+{
+    api_error a{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "unknown failure"};
+    try {
+        std::rethrow_exception(e);
+    } catch (const rct::error& r) {
+        a = from_error(r);
+    } catch (const api_error& r) {
+        a = r;
+    } catch (const std::exception& r) {
+        a.message = r.what();
+    } catch (...) {
+    }
+    return json{{"code", a.code}, {"message", a.message}};
 }
 
 std::string rfc3339(std::int64_t unix_seconds)
@@ -349,6 +373,9 @@ private:
         case endpoint::upgrade: return upgrade();
         case endpoint::group_snapshot: return group_cut(true);
         case endpoint::group_checkpoint: return group_cut(false);
+        case endpoint::list_jobs: return list_jobs();
+        case endpoint::get_job: return get_job(r.item);
+        case endpoint::delete_job: return delete_job(r.item);
         }
         __builtin_unreachable();  // resolve() returns one of the above
     }
@@ -441,9 +468,12 @@ private:
         return j;
     }
 
-    json disk_json(const disk& d) const
+    json disk_json(const disk& d) const { return disk_view(server_, d); }
+
+    // A disk as every reply shows it (also from a job's thread).
+    static json disk_view(const api_server& server, const disk& d)
     {
-        const export_addresses& a = server_.addrs_;
+        const export_addresses& a = server.addrs_;
         json uris = json::array();
         if (!a.unix_socket.empty()) {
             uris.push_back(fmt::format("nbd+unix:///{}?socket={}", d.name(), uri_escape(a.unix_socket)));
@@ -463,7 +493,7 @@ private:
         j["export_uri"] = uris.empty() ? json(nullptr) : uris.front();
         j["uris"] = std::move(uris);
         j["tracking"] = tracking_json(d);
-        const auto attached = server_.ublk_.find(d.name());
+        const auto attached = server.ublk_.find(d.name());
         j["ublk"] = attached ? ublk_json(*attached) : json(nullptr);
         return j;
     }
@@ -517,18 +547,60 @@ private:
     reply create_disk() const
     {
         const control::create_args a = control::parse_create(body_);
-        std::shared_ptr<disk> d;
+        const bool as_job = query_flag("job");
         if (a.size) {
-            d = server_.registry_.create(a.name, *a.size, a.granularity);
+            if (as_job) {
+                throw control::bad_request("only an import or a clone runs as a job; a new disk is made at once");
+            }
+            auto d = server_.registry_.create(a.name, *a.size, a.granularity);
             log::info("{}: created disk {} ({} bytes, id {})", peer_of(conn_), d->name(), d->size(), d->id());
-        } else {
-            import_source src = import_source_of(a);
-            const std::string shown = src.shown;
-            d = server_.registry_.import(a.name, std::move(src), a.move);
-            log::info("{}: imported disk {} from {} by {} ({} bytes, id {})", peer_of(conn_), d->name(), shown,
-                      a.move ? "move" : "copy", d->size(), d->id());
+            return ok(MHD_HTTP_CREATED, disk_json(*d));
         }
-        return ok(MHD_HTTP_CREATED, disk_json(*d));
+        // Taken now, with the caller's authority; a job's thread then owns it.
+        auto src = std::make_shared<import_source>(import_source_of(a));
+        auto run = [&server = server_, src, a, who = peer_of(conn_)](progress* prog) {
+            const std::string shown = src->shown;
+            auto d = server.registry_.import(a.name, std::move(*src), a.move, prog);
+            log::info("{}: imported disk {} from {} by {} ({} bytes, id {})", who, d->name(), shown,
+                      a.move ? "move" : "copy", d->size(), d->id());
+            return disk_view(server, *d);
+        };
+        if (as_job) {
+            return start_job("import", a.name, [run](progress& p) { return run(&p); });
+        }
+        return ok(MHD_HTTP_CREATED, run(nullptr));
+    }
+
+    reply start_job(const char* kind, const std::string& disk, control::job_table::work fn) const
+    {
+        return ok(MHD_HTTP_ACCEPTED, server_.jobs_.start(kind, disk, caller().uid, std::move(fn)));
+    }
+
+    reply list_jobs() const { return ok(MHD_HTTP_OK, json{{"jobs", server_.jobs_.list(caller().uid)}}); }
+
+    reply get_job(const std::string& id) const
+    {
+        auto v = server_.jobs_.find(id, caller().uid);
+        if (!v) {
+            throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no job {}", id)};
+        }
+        return ok(MHD_HTTP_OK, *v);
+    }
+
+    // A running job: cancelled (202, the job until it has unwound); an
+    // ended one: forgotten (200, its last view).
+    reply delete_job(const std::string& id) const
+    {
+        auto v = server_.jobs_.cancel(id, caller().uid);
+        if (!v) {
+            throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no job {}", id)};
+        }
+        const bool running = (*v)["state"] == "running";
+        if (running) {
+            log::info("{}: cancelling job {} ({} of {})", peer_of(conn_), id, (*v)["kind"].get<std::string>(),
+                      (*v)["disk"].get<std::string>());
+        }
+        return ok(running ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK, *v);
     }
 
     // The file to import, read with the caller's authority: the fd it
@@ -760,9 +832,15 @@ private:
     reply clone_snapshot(const std::string& name, const std::string& snap) const
     {
         const std::string new_name = control::parse_clone(body_);
-        auto d = server_.registry_.clone(name, snap, new_name);
-        log::info("{}: cloned {}@{} into new disk {}", peer_of(conn_), name, snap, new_name);
-        return ok(MHD_HTTP_CREATED, disk_json(*d));
+        auto run = [&server = server_, name, snap, new_name, who = peer_of(conn_)](progress* prog) {
+            auto d = server.registry_.clone(name, snap, new_name, prog);
+            log::info("{}: cloned {}@{} into new disk {}", who, name, snap, new_name);
+            return disk_view(server, *d);
+        };
+        if (query_flag("job")) {
+            return start_job("clone", new_name, [run](progress& p) { return run(&p); });
+        }
+        return ok(MHD_HTTP_CREATED, run(nullptr));
     }
 
     reply attach_ublk(const std::string& name) const
@@ -841,7 +919,7 @@ api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem
                        inherited_control inherited)
     : registry_(reg), ublk_(ublk), socket_path_(std::move(socket_path)), addrs_(std::move(addrs)), access_(access),
       inbox_(socket_path_.string() + ".fd", access, std::move(inherited.fd_inbox)), limits_(limits),
-      upgrade_(std::move(hook))
+      upgrade_(std::move(hook)), jobs_(max_running_jobs, [](std::exception_ptr e) { return job_error(e); })
 {
     // A socket passed in (by systemd, or by the rctd before an upgrade)
     // keeps its name when this rctd stops: systemd may pass it again.
@@ -875,6 +953,16 @@ api_server::api_server(disk_registry& reg, ublk::frontend& ublk, std::filesystem
     }
     fd.release();  // libmicrohttpd closes it in MHD_stop_daemon
     log::info("control API listening on {}", socket_path_.string());
+}
+
+void api_server::stop_jobs()
+{
+    jobs_.cancel_all();
+}
+
+unsigned api_server::jobs_running() const
+{
+    return jobs_.running();
 }
 
 bool api_server::enter()

@@ -30,6 +30,7 @@
 #include "../access.hh"
 #include "../ublk/frontend.hh"
 #include "fd_inbox.hh"
+#include "jobs.hh"
 
 #include <rct/disk_registry.hh>
 #include <rct/thread_annotations.hh>
@@ -111,6 +112,12 @@ public:
     // The control and fd-inbox listening sockets (still owned here).
     std::pair<int, int> listening_sockets() const noexcept;
 
+    // Jobs (control/jobs.hh): cancels every running one and waits for it
+    // (rctd stopping, before the registry closes); how many run (an upgrade
+    // is refused while any do).
+    void stop_jobs();
+    unsigned jobs_running() const;
+
 private:
     class handler;  // the request handling, all in api_server.cc
 
@@ -138,6 +145,8 @@ private:
     unsigned active_ GUARDED_BY(gate_mu_) = 0;
     bool paused_ GUARDED_BY(gate_mu_) = false;
     int listen_fd_ = -1;
+    // Last: its threads use the members above, and end first.
+    control::job_table jobs_;
 };
 
 }  // namespace rct::daemon

@@ -64,6 +64,8 @@ const std::vector<path_route>& routes()
         {{"v1", "disks", "*", "snapshots", "*", "clone"}, {}, e::clone_snapshot, {}},
         {{"v1", "disks", "*", "ublk"}, {}, e::attach_ublk, e::detach_ublk},
         {{"v1", "disks", "*", "restore"}, {}, e::restore, {}},
+        {{"v1", "jobs"}, e::list_jobs, {}, {}},
+        {{"v1", "jobs", "*"}, e::get_job, {}, e::delete_job},
     };
     return table;
 }
@@ -238,6 +240,9 @@ route resolve(std::string_view method, std::string_view url)
         throw api_error{MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                         fmt::format("method {} is not allowed here (allowed: {})", method, allow), allow};
     }
+    if (parts[1] == "jobs") {
+        return {*what, std::string(), parts.size() >= 3 ? std::string(parts[2]) : std::string()};
+    }
     return {*what, parts.size() >= 3 && parts[1] == "disks" ? std::string(parts[2]) : std::string(),
             parts.size() >= 5 ? std::string(parts[4]) : std::string()};
 }
@@ -272,7 +277,9 @@ bool read_only(endpoint e) noexcept
     case endpoint::list_checkpoints:
     case endpoint::changes:
     case endpoint::diff:
-    case endpoint::list_snapshots: return true;
+    case endpoint::list_snapshots:
+    case endpoint::list_jobs:
+    case endpoint::get_job: return true;
     default: return false;
     }
 }

@@ -56,6 +56,9 @@ enum class endpoint {
     upgrade,
     group_snapshot,
     group_checkpoint,
+    list_jobs,
+    get_job,
+    delete_job,
 };
 
 // Whether an endpoint only reads (list, query, changes): what --api-readers
@@ -65,7 +68,7 @@ bool read_only(endpoint e) noexcept;
 struct route {
     endpoint what;
     std::string disk;  // the disk named in the path, if any
-    std::string item;  // the checkpoint or snapshot named after it, if any
+    std::string item;  // the checkpoint or snapshot named after it, or the job id
 };
 
 // Throws not_found for an unknown path, method_not_allowed for a known one.

@@ -428,6 +428,12 @@ upgrade_refusal run_upgrade(serving_parts& p, upgrade_call call)
         kill_child(c->pid);
         return refusal("a management call was still running at --ready-timeout");
     }
+    // A job's copy cannot move to the new rctd; paused, no new one starts.
+    if (const unsigned jobs = p.api.jobs_running(); jobs > 0) {
+        p.api.resume();
+        kill_child(c->pid);
+        return refusal(fmt::format("{} job(s) running (GET /v1/jobs): wait for them or cancel them", jobs));
+    }
 
     frozen f = freeze(p);
     hand_over(p, f, *c, call, deadline);

@@ -202,16 +202,21 @@ stored_meta read_meta(const fs::path& dir)
 // extents instead of copying), read/write otherwise; the fallback skips
 // all-zero blocks, which the destination (freshly truncated) already reads
 // as zeroes.
+//
+// Each call copies at most copy_step, so that progress moves and a cancel
+// is seen within a step.
 class range_copier {
 public:
-    range_copier(int src, int dst, const fs::path& from) : src_(src), dst_(dst), from_(from) {}
+    range_copier(int src, int dst, const fs::path& from, progress* p) : src_(src), dst_(dst), from_(from), p_(p) {}
 
     void copy(off_t offset, off_t length)
     {
+        constexpr off_t copy_step = off_t{64} << 20;
         while (length > 0 && !fallback_) {
+            check(p_);
             loff_t in = offset;
             loff_t out = offset;
-            ssize_t n = ::copy_file_range(src_, &in, dst_, &out, static_cast<std::size_t>(length), 0);
+            ssize_t n = ::copy_file_range(src_, &in, dst_, &out, static_cast<std::size_t>(std::min(length, copy_step)), 0);
             if (n < 0) {
                 if (errno == EINTR) {
                     continue;
@@ -227,8 +232,10 @@ public:
             }
             offset += n;
             length -= n;
+            advance(p_, static_cast<std::uint64_t>(n));
         }
         while (length > 0) {
+            check(p_);
             if (buf_.empty()) {
                 buf_.resize(1u << 20);
             }
@@ -248,6 +255,7 @@ public:
             }
             offset += n;
             length -= n;
+            advance(p_, static_cast<std::uint64_t>(n));
         }
     }
 
@@ -260,15 +268,16 @@ private:
     const int src_;
     const int dst_;
     const fs::path& from_;
+    progress* const p_;
     bool fallback_ = false;
     std::vector<char> buf_;
 };
 
 // Copies the first size bytes of src into dst (already truncated to size),
 // visiting only the source's data extents so holes stay holes.
-void sparse_copy(int src, int dst, off_t size, const fs::path& from)
+void sparse_copy(int src, int dst, off_t size, const fs::path& from, progress* p)
 {
-    range_copier copier(src, dst, from);
+    range_copier copier(src, dst, from, p);
     off_t pos = 0;
     while (pos < size) {
         off_t data = ::lseek(src, pos, SEEK_DATA);
@@ -291,8 +300,12 @@ void sparse_copy(int src, int dst, off_t size, const fs::path& from)
             break;
         }
         hole = std::min(hole, size);
+        advance(p, static_cast<std::uint64_t>(data - pos));
         copier.copy(data, hole - data);
         pos = hole;
+    }
+    if (p != nullptr) {
+        p->finish();
     }
 }
 
@@ -682,7 +695,7 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, const std::
     return import(name, import_source::open_path(from, move), move);
 }
 
-std::shared_ptr<disk> disk_registry::import(const std::string& name, import_source src, bool move)
+std::shared_ptr<disk> disk_registry::import(const std::string& name, import_source src, bool move, progress* p)
 {
     check_name(name);
     const struct stat st = check_import_source(src, move, state_dir_ / "disks");
@@ -700,7 +713,11 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, import_sour
     if (!move) {
         unique_fd fd = open_at(data, O_RDWR | O_CREAT | O_EXCL, 0600);
         truncate_to(fd.get(), meta.size, data);
-        sparse_copy(src.file.get(), fd.get(), static_cast<off_t>(meta.size), src.shown);
+        if (p != nullptr) {
+            p->set_total(meta.size);
+        }
+        sparse_copy(src.file.get(), fd.get(), static_cast<off_t>(meta.size), src.shown, p);
+        check(p);
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
         auto d = install(staging, std::move(meta), std::move(fd), opts_);
@@ -724,6 +741,10 @@ std::shared_ptr<disk> disk_registry::import(const std::string& name, import_sour
     try {
         unique_fd fd = open_at(data, O_RDWR);
         meta.size = adopt_moved(fd.get(), st, src.shown);
+        if (p != nullptr) {
+            p->set_total(meta.size);
+            p->finish();
+        }
         sync_fd(fd.get(), data);
         commit_meta(staging, meta);
         auto d = install(staging, std::move(meta), std::move(fd), opts_);

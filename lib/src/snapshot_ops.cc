@@ -69,7 +69,7 @@ void check(int rc, const char* what)
 }  // namespace
 
 std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::string& snap,
-                                           const std::string& new_name)
+                                           const std::string& new_name, progress* prog)
 {
     if (!valid_name(new_name)) {
         throw error(errc::invalid_argument, fmt::format("invalid disk name '{}'", new_name));
@@ -98,16 +98,24 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
     }
     sync_io io;
     std::vector<std::byte> buf(piece);
+    if (prog != nullptr) {
+        prog->set_total(view->size());
+    }
+    std::uint64_t counted = 0;  // where progress is up to: holes count as done
     for_each_data_extent(*view, [&](std::uint64_t off, std::uint64_t len) {
         for (std::uint64_t p = off; p < off + len; p += piece) {
+            rct::check(prog);
             const std::uint64_t n = std::min(piece, off + len - p);
             check(io.run(*view, io_op::read, p, n, buf.data()), "reading the snapshot");
+            advance(prog, p + n - counted);
+            counted = p + n;
             if (all_zero(buf.data(), n)) {
                 continue;  // stays a hole
             }
             persist::write_all(fd.get(), buf.data(), n, p, tmp);
         }
     });
+    rct::check(prog);
     persist::sync_fd(fd.get(), tmp);
     // Our own file, by its fds: a state dir reached through a link (which
     // an import's path rules would refuse) clones all the same.
@@ -119,6 +127,9 @@ std::shared_ptr<disk> disk_registry::clone(const std::string& name, const std::s
     }
     src.name = tmp.filename().string();
     src.shown = tmp.string();
+    if (prog != nullptr) {
+        prog->finish();
+    }
     return import(new_name, std::move(src), true);
 }
 

@@ -36,6 +36,7 @@
 namespace rct::backup {
 
 using tools::client;
+using tools::progress;
 using tools::exit_failure;
 using tools::exit_full_backup;
 using tools::exit_not_found;

@@ -45,6 +45,7 @@
 namespace rct::backup {
 
 using tools::client;
+using tools::progress;
 using tools::exit_conflict;
 using tools::exit_failure;
 using tools::exit_full_backup;

@@ -46,9 +46,19 @@ failure server_failure(const response& r)
     if (j.is_discarded() || !j.contains("error") || !j["error"].is_object()) {
         return {exit_failure, "rctd answered HTTP " + std::to_string(r.status), r.body, {}};
     }
-    const json& e = j["error"];
-    const std::string code = e.value("code", "");
-    const std::string message = e.value("message", "HTTP " + std::to_string(r.status));
+    json e = j["error"];
+    if (!e.contains("message")) {
+        e["message"] = "HTTP " + std::to_string(r.status);
+    }
+    return failure_from(e, r.body);
+}
+
+}  // namespace
+
+failure failure_from(const json& e, const std::string& body)
+{
+    const std::string code = e.is_object() ? e.value("code", "") : "";
+    const std::string message = e.is_object() ? e.value("message", "failed") : "failed";
     int status = exit_failure;
     if (code == "not_found") {
         status = exit_not_found;
@@ -63,10 +73,8 @@ failure server_failure(const response& r)
     } else if (code == "upgrade_failed") {
         status = exit_upgrade_failed;
     }
-    return {status, message, r.body, code};
+    return {status, message, body, code};
 }
-
-}  // namespace
 
 client::client(std::string socket) : socket_(std::move(socket)), curl_(curl_easy_init())
 {

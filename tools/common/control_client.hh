@@ -29,6 +29,7 @@ enum exit_status : int {
     exit_forbidden = 7,  // rctd refused the caller (docs/security.md)
     // 8 is rct-backup's (a backup failed verification).
     exit_upgrade_failed = 9,  // the new rctd failed; the old one serves on (docs/upgrade.md)
+    exit_interrupted = 130,   // Ctrl-C: a job followed was cancelled (128 + SIGINT)
 };
 
 // Ends the command: message to stderr, and with --json the server's error
@@ -39,6 +40,10 @@ struct failure {
     std::string body;
     std::string code;  // rctd's error code ("full_backup_required", ...), if it sent one
 };
+
+// rctd's error object ({"code": ..., "message": ...}) as the failure it
+// ends a command with: the exit status its code maps to (the table above).
+failure failure_from(const json& error, const std::string& body);
 
 struct response {
     long status = 0;

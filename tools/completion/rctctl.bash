@@ -19,7 +19,7 @@ _rctctl()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
     local commands="create list stats info delete resize import checkpoint checkpoints checkpoint-delete
-        changes snapshot snapshots snapshot-delete diff restore attach detach clone upgrade"
+        changes snapshot snapshots snapshot-delete diff restore attach detach clone jobs job job-cancel upgrade"
     case $prev in
         --state-dir | --from | --binary) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -42,8 +42,8 @@ _rctctl()
         return
     fi
     case $cur in
-        -*) COMPREPLY=($(compgen -W "--help --force --json --name --size --group --watch" -- "$cur")) ;;
-        *) [[ $command == create || $command == import || $command == upgrade ]] ||
+        -*) COMPREPLY=($(compgen -W "--help --force --json --name --size --group --watch --detach --move" -- "$cur")) ;;
+        *) [[ $command == create || $command == import || $command == upgrade || $command == job* ]] ||
             COMPREPLY=($(compgen -W "$(_rctctl_disks)" -- "$cur")) ;;
     esac
 }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <rct/disk.hh>
+#include <rct/progress.hh>
 #include <rct/unique_fd.hh>
 
 #include <sys/types.h>
@@ -77,7 +78,9 @@ public:
     // renames it in, then it becomes the daemon's own (owner, mode 0600).
     // A move is refused for a file with other hard links, outside the state
     // dir's filesystem, or not the owner's (when src.owner is set).
-    std::shared_ptr<disk> import(const std::string& name, import_source src, bool move);
+    // progress (optional) counts the bytes copied, holes included, and a
+    // cancel through it fails the import (errc::cancelled) with nothing left.
+    std::shared_ptr<disk> import(const std::string& name, import_source src, bool move, progress* p = nullptr);
     // import(name, import_source::open_path(from, move), move).
     std::shared_ptr<disk> import(const std::string& name, const std::filesystem::path& from, bool move);
     // Refused (errc::busy) while clients are connected, unless force, which
@@ -86,8 +89,10 @@ public:
     // Growing is always allowed; shrinking needs force, and is refused while
     // the disk has snapshots.
     void resize(const std::string& name, std::uint64_t new_size, bool force);
-    // A new, independent disk with the content of snapshot SNAP of NAME.
-    std::shared_ptr<disk> clone(const std::string& name, const std::string& snap, const std::string& new_name);
+    // A new, independent disk with the content of snapshot SNAP of NAME;
+    // progress as for import.
+    std::shared_ptr<disk> clone(const std::string& name, const std::string& snap, const std::string& new_name,
+                                progress* p = nullptr);
     // Rewrites NAME with SNAP's content, through the data path (tracking
     // records it; newer snapshots keep theirs). New clients are refused
     // meanwhile; connected ones make it fail (errc::busy) unless force,

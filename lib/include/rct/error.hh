@@ -20,6 +20,7 @@ enum class errc {
     corrupt,           // metadata failed validation
     full_backup_required,  // a change token that cannot be honoured
     unsupported,       // this kernel or machine lacks what the operation needs
+    cancelled,         // stopped on request (rct::progress::cancel)
 };
 
 class error : public std::runtime_error {

@@ -6,10 +6,11 @@
 #include <cstdio>
 #include <iostream>
 
-namespace rct::backup {
+namespace rct::tools {
 
-progress::progress(std::string what, std::uint64_t total, bool json)
-    : what_(std::move(what)), total_(total), json_(json), tty_(!json && ::isatty(STDERR_FILENO) == 1)
+progress::progress(std::string what, std::uint64_t total, bool json, std::chrono::seconds plain_every)
+    : what_(std::move(what)), total_(total), json_(json), tty_(!json && ::isatty(STDERR_FILENO) == 1),
+      plain_every_(plain_every)
 {
     report(false);
 }
@@ -24,7 +25,20 @@ progress::~progress()
 void progress::advance(std::uint64_t bytes)
 {
     done_ += bytes;
-    if (std::chrono::steady_clock::now() - last_ >= std::chrono::milliseconds(250)) {
+    maybe_report();
+}
+
+void progress::update(std::uint64_t done, std::uint64_t total)
+{
+    done_ = done;
+    total_ = total;
+    maybe_report();
+}
+
+void progress::maybe_report()
+{
+    const auto since = std::chrono::steady_clock::now() - last_;
+    if (since >= (tty_ || json_ ? std::chrono::milliseconds(250) : std::chrono::milliseconds(plain_every_))) {
         report(false);
     }
 }
@@ -37,7 +51,9 @@ void progress::done()
 
 void progress::report(bool final)
 {
-    if (!json_ && !tty_) {
+    const bool plain = !json_ && !tty_;
+    // Nothing known yet (a job that has not sized its copy): nothing to show.
+    if ((plain && plain_every_.count() == 0) || (total_ == 0 && !final)) {
         return;
     }
     const auto now = std::chrono::steady_clock::now();
@@ -54,14 +70,14 @@ void progress::report(bool final)
         return;
     }
     const double pct = total_ > 0 ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
-    std::fputs(fmt::format("\r{}: {:.1f} of {:.1f} MiB ({:.0f}%), {:.1f} MiB/s, ETA {:.0f} s   ", what_,
-                           static_cast<double>(done_) / 1048576, static_cast<double>(total_) / 1048576, pct,
-                           rate / 1048576, eta)
+    std::fputs(fmt::format("{}{}: {:.1f} of {:.1f} MiB ({:.0f}%), {:.1f} MiB/s, ETA {:.0f} s{}", plain ? "" : "\r",
+                           what_, static_cast<double>(done_) / 1048576, static_cast<double>(total_) / 1048576, pct,
+                           rate / 1048576, eta, plain ? "\n" : "   ")
                    .c_str(),
                stderr);
-    if (final) {
+    if (final && !plain) {
         std::fputs("\n", stderr);
     }
 }
 
-}  // namespace rct::backup
+}  // namespace rct::tools
