@@ -10,8 +10,11 @@
 #include <csignal>
 #include <iostream>
 #include <thread>
+#include <rct/control_api.hh>
 
 namespace rct::tools {
+
+namespace error_code = rct::control_api::error_code;
 
 namespace {
 
@@ -99,7 +102,7 @@ json follow_job(client& c, const json& started, bool json_lines)
     }
     if (state == "cancelled") {
         throw failure{cancelled ? exit_interrupted : exit_failure,
-                      "job " + text(j, "id") + " was cancelled; nothing of it is left", j.dump(), "cancelled"};
+                      "job " + text(j, "id") + " was cancelled; nothing of it is left", j.dump(), error_code::cancelled};
     }
     failure f = failure_from(j.value("error", json::object()), j.dump());
     f.message = "job " + text(j, "id") + " failed: " + f.message;

@@ -40,6 +40,8 @@
 #include <vector>
 
 namespace rct::daemon {
+
+namespace error_code = rct::control_api::error_code;
 namespace {
 
 using json = nlohmann::ordered_json;
@@ -54,17 +56,17 @@ using control::endpoint;
 api_error from_error(const rct::error& e)
 {
     switch (e.code()) {
-    case errc::invalid_argument: return {MHD_HTTP_BAD_REQUEST, "invalid_argument", e.what()};
-    case errc::not_found: return {MHD_HTTP_NOT_FOUND, "not_found", e.what()};
-    case errc::exists: return {MHD_HTTP_CONFLICT, "exists", e.what()};
-    case errc::busy: return {MHD_HTTP_CONFLICT, "busy", e.what()};
-    case errc::io_error: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
-    case errc::corrupt: return {MHD_HTTP_INTERNAL_SERVER_ERROR, "corrupt", e.what()};
-    case errc::full_backup_required: return {MHD_HTTP_CONFLICT, "full_backup_required", e.what()};
-    case errc::unsupported: return {MHD_HTTP_NOT_IMPLEMENTED, "unsupported", e.what()};
-    case errc::cancelled: return {MHD_HTTP_CONFLICT, "cancelled", e.what()};
+    case errc::invalid_argument: return {MHD_HTTP_BAD_REQUEST, error_code::invalid_argument, e.what()};
+    case errc::not_found: return {MHD_HTTP_NOT_FOUND, error_code::not_found, e.what()};
+    case errc::exists: return {MHD_HTTP_CONFLICT, error_code::exists, e.what()};
+    case errc::busy: return {MHD_HTTP_CONFLICT, error_code::busy, e.what()};
+    case errc::io_error: return {MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::io_error, e.what()};
+    case errc::corrupt: return {MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::corrupt, e.what()};
+    case errc::full_backup_required: return {MHD_HTTP_CONFLICT, error_code::full_backup_required, e.what()};
+    case errc::unsupported: return {MHD_HTTP_NOT_IMPLEMENTED, error_code::unsupported, e.what()};
+    case errc::cancelled: return {MHD_HTTP_CONFLICT, error_code::cancelled, e.what()};
     }
-    return {MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
+    return {MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::io_error, e.what()};
 }
 
 // At most this many imports and clones run as jobs at once: each is a
@@ -75,7 +77,7 @@ constexpr unsigned max_running_jobs = 8;
 // been.
 json job_error(std::exception_ptr e)
 {
-    api_error a{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "unknown failure"};
+    api_error a{MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::io_error, "unknown failure"};
     try {
         std::rethrow_exception(e);
     } catch (const rct::error& r) {
@@ -277,9 +279,9 @@ private:
             } catch (const nlohmann::json::exception& e) {
                 throw bad_request(e.what());
             } catch (const std::bad_alloc&) {
-                throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "out of memory"};
+                throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::io_error, "out of memory"};
             } catch (const std::exception& e) {
-                throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", e.what()};
+                throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::io_error, e.what()};
             }
         } catch (const api_error& e) {
             if (e.status >= 500) {
@@ -297,7 +299,7 @@ private:
 
     static reply too_large()
     {
-        const api_error e{MHD_HTTP_CONTENT_TOO_LARGE, "bad_request",
+        const api_error e{MHD_HTTP_CONTENT_TOO_LARGE, error_code::bad_request,
                           fmt::format("request body larger than {} bytes", max_body)};
         return {e.status, error_body(e)};
     }
@@ -328,7 +330,7 @@ private:
         explicit gate_pass(api_server& s) : s_(s)
         {
             if (!s_.enter()) {
-                throw api_error{MHD_HTTP_SERVICE_UNAVAILABLE, "upgrade_in_progress",
+                throw api_error{MHD_HTTP_SERVICE_UNAVAILABLE, error_code::upgrade_in_progress,
                                 "rctd is handing over to a new version; retry in a moment"};
             }
         }
@@ -386,14 +388,14 @@ private:
     {
         const unix_peer p = caller();
         if (p.uid != 0 && p.uid != ::geteuid()) {
-            throw api_error{MHD_HTTP_FORBIDDEN, "forbidden",
+            throw api_error{MHD_HTTP_FORBIDDEN, error_code::forbidden,
                             fmt::format("{} may not upgrade rctd: only root may start a binary as rctd", p.describe())};
         }
         const control::upgrade_args a = control::parse_upgrade(body_);
         const MHD_ConnectionInfo* info = MHD_get_connection_info(conn_, MHD_CONNECTION_INFO_CONNECTION_FD);
         unique_fd requester(info == nullptr ? -1 : ::fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 3));
         if (!requester) {
-            throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, "io_error", "cannot keep the caller's connection"};
+            throw api_error{MHD_HTTP_INTERNAL_SERVER_ERROR, error_code::io_error, "cannot keep the caller's connection"};
         }
         const upgrade_refusal r =
             server_.upgrade_({a.binary, std::chrono::milliseconds(a.ready_timeout_ms), std::move(requester)});
@@ -406,7 +408,7 @@ private:
         const MHD_ConnectionInfo* info = MHD_get_connection_info(conn_, MHD_CONNECTION_INFO_CONNECTION_FD);
         auto p = info == nullptr ? std::nullopt : peer_of_socket(info->connect_fd);
         if (!p) {
-            throw api_error{MHD_HTTP_FORBIDDEN, "forbidden", "cannot tell who the caller is"};
+            throw api_error{MHD_HTTP_FORBIDDEN, error_code::forbidden, "cannot tell who the caller is"};
         }
         return *p;
     }
@@ -418,7 +420,7 @@ private:
         if (a.may_manage(p) || (control::read_only(e) && a.may_read(p))) {
             return;
         }
-        throw api_error{MHD_HTTP_FORBIDDEN, "forbidden",
+        throw api_error{MHD_HTTP_FORBIDDEN, error_code::forbidden,
                         a.may_read(p) ? fmt::format("{} may only list and query (--api-readers); this call "
                                                     "changes state and needs root or the socket group",
                                                     p.describe())
@@ -509,10 +511,10 @@ private:
         if (!d) {
             const auto q = server_.registry_.quarantined();
             if (auto it = q.find(name); it != q.end()) {
-                throw api_error{MHD_HTTP_CONFLICT, "quarantined",
+                throw api_error{MHD_HTTP_CONFLICT, error_code::quarantined,
                                 fmt::format("disk {} is quarantined and not served: {}", name, it->second)};
             }
-            throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no disk named {}", name)};
+            throw api_error{MHD_HTTP_NOT_FOUND, error_code::not_found, fmt::format("no disk named {}", name)};
         }
         return d;
     }
@@ -522,7 +524,7 @@ private:
     {
         tracker* t = d.tracking();
         if (t == nullptr) {
-            throw api_error{MHD_HTTP_CONFLICT, "tracking_disabled",
+            throw api_error{MHD_HTTP_CONFLICT, error_code::tracking_disabled,
                             fmt::format("change tracking is off for disk {} (rctd runs with --no-tracking)",
                                         d.name())};
         }
@@ -582,7 +584,7 @@ private:
     {
         auto v = server_.jobs_.find(id, caller().uid);
         if (!v) {
-            throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no job {}", id)};
+            throw api_error{MHD_HTTP_NOT_FOUND, error_code::not_found, fmt::format("no job {}", id)};
         }
         return ok(MHD_HTTP_OK, *v);
     }
@@ -593,7 +595,7 @@ private:
     {
         auto v = server_.jobs_.cancel(id, caller().uid);
         if (!v) {
-            throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no job {}", id)};
+            throw api_error{MHD_HTTP_NOT_FOUND, error_code::not_found, fmt::format("no job {}", id)};
         }
         const bool running = (*v)["state"] == "running";
         if (running) {
@@ -612,7 +614,7 @@ private:
         const unix_peer p = caller();
         if (a.import_fd.empty()) {
             if (p.uid != 0) {
-                throw api_error{MHD_HTTP_FORBIDDEN, "forbidden",
+                throw api_error{MHD_HTTP_FORBIDDEN, error_code::forbidden,
                                 "the path form of import ('import_from' alone) is for root; pass the open file "
                                 "(rctctl import does) as 'import_fd'"};
             }
@@ -729,7 +731,7 @@ private:
         const auto managing = d->manage();
         tracker& t = tracking_of(*d);
         if (const auto e = t.checkpoint_epoch(checkpoint); e && d->snapshots()->is_snapshot(*e)) {
-            throw api_error{MHD_HTTP_CONFLICT, "is_snapshot",
+            throw api_error{MHD_HTTP_CONFLICT, error_code::is_snapshot,
                             fmt::format("checkpoint {} is a snapshot of disk {}; delete the snapshot first (it "
                                         "then stays as a plain checkpoint)",
                                         checkpoint, name)};

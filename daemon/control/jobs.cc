@@ -9,8 +9,11 @@
 #include <sys/random.h>
 
 #include <ctime>
+#include <rct/control_api.hh>
 
 namespace rct::daemon::control {
+
+namespace error_code = rct::control_api::error_code;
 
 namespace {
 
@@ -101,7 +104,7 @@ json job_table::start(std::string kind, std::string disk, uid_t owner, work fn)
         busy += j->state == "running" ? 1 : 0;
     }
     if (busy >= max_running_) {
-        throw api_error{MHD_HTTP_SERVICE_UNAVAILABLE, "too_many_jobs",
+        throw api_error{MHD_HTTP_SERVICE_UNAVAILABLE, error_code::too_many_jobs,
                         fmt::format("{} jobs are running already, the most rctd runs at once; wait for one to "
                                     "end (GET /v1/jobs)",
                                     busy)};

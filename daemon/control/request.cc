@@ -13,6 +13,8 @@
 #include <vector>
 
 namespace rct::daemon::control {
+
+namespace error_code = rct::control_api::error_code;
 namespace {
 
 using control_api::default_changes_limit;
@@ -216,11 +218,11 @@ std::string error_body(const api_error& e)
     return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-api_error bad_request(std::string message) { return {MHD_HTTP_BAD_REQUEST, "bad_request", std::move(message)}; }
+api_error bad_request(std::string message) { return {MHD_HTTP_BAD_REQUEST, error_code::bad_request, std::move(message)}; }
 
 api_error invalid_argument(std::string message)
 {
-    return {MHD_HTTP_BAD_REQUEST, "invalid_argument", std::move(message)};
+    return {MHD_HTTP_BAD_REQUEST, error_code::invalid_argument, std::move(message)};
 }
 
 route resolve(std::string_view method, std::string_view url)
@@ -229,7 +231,7 @@ route resolve(std::string_view method, std::string_view url)
     const auto& table = routes();
     const auto r = std::find_if(table.begin(), table.end(), [&](const path_route& p) { return matches(p, parts); });
     if (r == table.end()) {
-        throw api_error{MHD_HTTP_NOT_FOUND, "not_found", fmt::format("no such endpoint: {}", url)};
+        throw api_error{MHD_HTTP_NOT_FOUND, error_code::not_found, fmt::format("no such endpoint: {}", url)};
     }
     const std::optional<endpoint> what = method == "GET" || method == "HEAD" ? r->get
                                          : method == "POST"                  ? r->post
@@ -237,7 +239,7 @@ route resolve(std::string_view method, std::string_view url)
                                                                              : std::nullopt;
     if (!what) {
         const char* allow = allowed(*r);
-        throw api_error{MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+        throw api_error{MHD_HTTP_METHOD_NOT_ALLOWED, error_code::method_not_allowed,
                         fmt::format("method {} is not allowed here (allowed: {})", method, allow), allow};
     }
     if (parts[1] == "jobs") {

@@ -221,9 +221,10 @@ struct tls_server::credentials {
 class tls_server::tunnel {
 public:
     tunnel(tls_server& srv, unique_fd plain, std::span<const std::byte> early, std::string peer, deadlines d)
-        : srv_(srv), plain_(std::move(plain)), early_(early.begin(), early.end()), peer_(std::move(peer)),
-          deadlines_(d)
+        : srv_(srv), plain_(std::move(plain)), rx_(std::max(inbound_buffer, early.size())), rx_len_(early.size()),
+          peer_(std::move(peer)), deadlines_(d)
     {
+        std::copy(early.begin(), early.end(), rx_.begin());
     }
     ~tunnel()
     {
@@ -350,16 +351,35 @@ private:
 
     // Client to connection. The client's EOF or close_notify becomes the
     // connection's EOF; anything else ends both sides.
+    //
+    // Records that have arrived already are decrypted into one buffer and
+    // passed on with one write: while it holds data, the transport does not
+    // wait for more (pull answers EAGAIN), so nothing decrypted is held back
+    // waiting for the client, which may be waiting for our reply.
     void inbound() noexcept
     {
         std::vector<std::byte> buf(inbound_buffer);
+        std::size_t have = 0;
         for (;;) {
-            const ssize_t n = gnutls_record_recv(s_, buf.data(), buf.size());
+            rx_nonblocking_ = have > 0;
+            const ssize_t n = gnutls_record_recv(s_, buf.data() + have, buf.size() - have);
+            if (n == GNUTLS_E_AGAIN && have > 0) {
+                if (!write_all(plain_.get(), buf.data(), have)) {
+                    shut();
+                    return;
+                }
+                have = 0;
+                continue;
+            }
             if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) {
                 continue;
             }
             if (n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION) {
-                ::shutdown(plain_.get(), SHUT_WR);
+                if (write_all(plain_.get(), buf.data(), have)) {
+                    ::shutdown(plain_.get(), SHUT_WR);
+                } else {
+                    shut();
+                }
                 return;
             }
             if (n < 0) {
@@ -367,9 +387,13 @@ private:
                 shut();
                 return;
             }
-            if (!write_all(plain_.get(), buf.data(), static_cast<std::size_t>(n))) {
-                shut();
-                return;
+            have += static_cast<std::size_t>(n);
+            if (have == buf.size()) {
+                if (!write_all(plain_.get(), buf.data(), have)) {
+                    shut();
+                    return;
+                }
+                have = 0;
             }
         }
     }
@@ -398,8 +422,12 @@ private:
         }
     }
 
+    // Corked: the records of one read go out in as few sends as the socket
+    // takes, not one per 16 KiB record. A socket that takes nothing within
+    // --send-timeout (SO_SNDTIMEO) fails the send.
     bool send_all(const std::byte* p, std::size_t n) noexcept
     {
+        gnutls_record_cork(s_);
         std::size_t off = 0;
         while (off < n) {
             const ssize_t r = gnutls_record_send(s_, p + off, n - off);
@@ -407,32 +435,54 @@ private:
                 continue;
             }
             if (r < 0) {
-                RCT_LOG_LIMITED(log::level::warning, "{}: TLS send failed: {}", peer_,
-                                r == GNUTLS_E_AGAIN ? "the client read nothing within --send-timeout"
-                                                    : gnutls_strerror(static_cast<int>(r)));
-                return false;
+                return send_failed(r);
             }
             off += static_cast<std::size_t>(r);
         }
-        return true;
+        for (;;) {
+            const int r = gnutls_record_uncork(s_, 0);
+            if (r >= 0) {
+                return true;
+            }
+            if (r != GNUTLS_E_INTERRUPTED) {
+                return send_failed(r);
+            }
+        }
+    }
+
+    bool send_failed(ssize_t r) noexcept
+    {
+        RCT_LOG_LIMITED(log::level::warning, "{}: TLS send failed: {}", peer_,
+                        r == GNUTLS_E_AGAIN ? "the client read nothing within --send-timeout"
+                                            : gnutls_strerror(static_cast<int>(r)));
+        return false;
     }
 
     // Transport: the bytes the NBD handshake read past STARTTLS come first.
+    // Reads fill rx_ (gnutls asks for a record's header, then its body: one
+    // receive serves several); without waiting while inbound() holds data.
     static ssize_t pull(gnutls_transport_ptr_t p, void* buf, std::size_t len)
     {
         auto* t = static_cast<tunnel*>(p);
-        if (t->early_at_ < t->early_.size()) {
-            const std::size_t n = std::min(len, t->early_.size() - t->early_at_);
-            std::memcpy(buf, t->early_.data() + t->early_at_, n);
-            t->early_at_ += n;
-            return static_cast<ssize_t>(n);
+        if (t->rx_at_ == t->rx_len_) {
+            t->rx_at_ = t->rx_len_ = 0;
+            const ssize_t n =
+                ::recv(t->client_.get(), t->rx_.data(), t->rx_.size(), t->rx_nonblocking_ ? MSG_DONTWAIT : 0);
+            if (n <= 0) {
+                gnutls_transport_set_errno(t->s_, n < 0 ? errno : 0);
+                return n;
+            }
+            t->rx_len_ = static_cast<std::size_t>(n);
         }
-        return ::recv(t->client_.get(), buf, len, 0);
+        const std::size_t n = std::min(len, t->rx_len_ - t->rx_at_);
+        std::memcpy(buf, t->rx_.data() + t->rx_at_, n);
+        t->rx_at_ += n;
+        return static_cast<ssize_t>(n);
     }
     static int pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
     {
         auto* t = static_cast<tunnel*>(p);
-        if (t->early_at_ < t->early_.size()) {
+        if (t->rx_at_ < t->rx_len_) {
             return 1;
         }
         pollfd pfd{t->client_.get(), POLLIN, 0};
@@ -446,8 +496,12 @@ private:
     tls_server& srv_;
     unique_fd client_;
     unique_fd plain_;
-    std::vector<std::byte> early_;
-    std::size_t early_at_ = 0;
+    // Received from the client, not yet taken by gnutls (first: what the
+    // handshake read past STARTTLS). Inbound thread (and the handshake).
+    std::vector<std::byte> rx_;
+    std::size_t rx_len_;
+    std::size_t rx_at_ = 0;
+    bool rx_nonblocking_ = false;
     const std::string peer_;
     const deadlines deadlines_;
     gnutls_session_t s_ = nullptr;

@@ -25,10 +25,13 @@
 #include <cstring>
 #include <filesystem>
 #include <thread>
+#include <rct/control_api.hh>
 
 extern char** environ;
 
 namespace rct::daemon::upgrade {
+
+namespace error_code = rct::control_api::error_code;
 namespace {
 
 using clock = std::chrono::steady_clock;
@@ -41,7 +44,7 @@ constexpr std::chrono::milliseconds freeze_grace{250};
 upgrade_refusal refusal(std::string message)
 {
     log::warn("upgrade refused: {}; serving on", message);
-    return {500, "upgrade_failed", std::move(message)};
+    return {500, error_code::upgrade_failed, std::move(message)};
 }
 
 // Only a binary root alone could have put there may become rctd.
@@ -280,7 +283,7 @@ upgrade_refusal mailbox::submit(upgrade_call c)
     {
         rct::lock_guard l(mu_);
         if (call_ || reply_) {
-            return {409, "busy", "an upgrade is already running"};
+            return {409, error_code::busy, "an upgrade is already running"};
         }
         call_.emplace(std::move(c));
         reply_.emplace();
@@ -507,7 +510,7 @@ void report_serving(takeover& t)
         const unique_fd r = t.take_fd(t.st.requester_fd);
         answer_http(r.get(), 500,
                     json{{"error",
-                          {{"code", "upgrade_failed"},
+                          {{"code", error_code::upgrade_failed},
                            {"message", t.st.rollback_reason + "; the old rctd took everything back and serves on"},
                            {"pid", ::getpid()},
                            {"held_ms", static_cast<double>(held) / 1e6}}}});

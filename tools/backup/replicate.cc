@@ -41,8 +41,11 @@
 #include <cstring>
 #include <iostream>
 #include <optional>
+#include <rct/control_api.hh>
 
 namespace rct::backup {
+
+namespace error_code = rct::control_api::error_code;
 
 using tools::client;
 using tools::progress;
@@ -114,7 +117,7 @@ std::optional<json> find_disk(client& api, const std::string& disk)
     try {
         return api.call_json("GET", "/disks/" + segment(disk));
     } catch (const failure& f) {
-        if (f.status == exit_not_found && f.code == "not_found") {
+        if (f.status == exit_not_found && f.code == error_code::not_found) {
             return std::nullopt;
         }
         throw;

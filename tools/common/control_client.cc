@@ -11,8 +11,11 @@
 #include <cstring>
 #include <filesystem>
 #include <utility>
+#include <rct/control_api.hh>
 
 namespace rct::tools {
+
+namespace error_code = rct::control_api::error_code;
 
 namespace {
 
@@ -60,17 +63,17 @@ failure failure_from(const json& e, const std::string& body)
     const std::string code = e.is_object() ? e.value("code", "") : "";
     const std::string message = e.is_object() ? e.value("message", "failed") : "failed";
     int status = exit_failure;
-    if (code == "not_found") {
+    if (code == error_code::not_found) {
         status = exit_not_found;
-    } else if (code == "exists" || code == "busy" || code == "tracking_disabled" || code == "is_snapshot") {
+    } else if (code == error_code::exists || code == error_code::busy || code == error_code::tracking_disabled || code == error_code::is_snapshot) {
         status = exit_conflict;
-    } else if (code == "full_backup_required") {
+    } else if (code == error_code::full_backup_required) {
         status = exit_full_backup;
-    } else if (code == "invalid_argument") {
+    } else if (code == error_code::invalid_argument) {
         status = exit_usage;
-    } else if (code == "forbidden") {
+    } else if (code == error_code::forbidden) {
         status = exit_forbidden;
-    } else if (code == "upgrade_failed") {
+    } else if (code == error_code::upgrade_failed) {
         status = exit_upgrade_failed;
     }
     return {status, message, body, code};
