@@ -348,6 +348,7 @@ int run(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch)
     std::optional<upgrade::takeover> from;
     if (launch.takeover_fd >= 0) {
         from.emplace(upgrade::begin_takeover(launch.takeover_fd));
+        rct::daemon::service_monitor::adopt_watchdog(static_cast<pid_t>(from->st.old_pid));
         rct::log::notice("taking over from rctd pid {} (version {}): {} NBD connection(s)", from->st.old_pid,
                          from->st.old_version, from->st.connections.size());
     }
@@ -428,8 +429,7 @@ int serve(const daemon_config& cfg, rct::daemon::upgrade::launch_info& launch, r
                      registry.list().size(), workers.size(), cfg.state_dir.string(), cfg.control_socket.string());
     sd_notifyf(0, "READY=1\nMAINPID=%d", ::getpid());
     std::optional<rct::daemon::service_monitor> monitor;
-    monitor.emplace(workers, [&] { return serving_status(registry, workers, ublk); },
-                    from ? std::optional<pid_t>(static_cast<pid_t>(from->st.old_pid)) : std::nullopt);
+    monitor.emplace(workers, [&] { return serving_status(registry, workers, ublk); });
 
     upgrade::serving_parts parts{cfg, launch, lock.get(), listener, workers, api, registry};
     const int sig = wait_for_stop(box, parts);

@@ -35,7 +35,16 @@ bool parse_number(const char* s, unsigned long long& out)
 
 }  // namespace
 
-std::optional<std::chrono::microseconds> service_monitor::watchdog_interval(std::optional<pid_t> predecessor)
+void service_monitor::adopt_watchdog(pid_t predecessor)
+{
+    const char* p = std::getenv("WATCHDOG_PID");
+    unsigned long long pid = 0;
+    if (p != nullptr && parse_number(p, pid) && pid == static_cast<unsigned long long>(predecessor)) {
+        ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
+    }
+}
+
+std::optional<std::chrono::microseconds> service_monitor::watchdog_interval()
 {
     unsigned long long usec = 0;
     if (!parse_number(std::getenv("WATCHDOG_USEC"), usec) || usec == 0) {
@@ -46,9 +55,7 @@ std::optional<std::chrono::microseconds> service_monitor::watchdog_interval(std:
         if (!parse_number(p, pid)) {
             return std::nullopt;
         }
-        const bool ours = pid == static_cast<unsigned long long>(::getpid()) ||
-                          (predecessor && pid == static_cast<unsigned long long>(*predecessor));
-        if (!ours) {
+        if (pid != static_cast<unsigned long long>(::getpid())) {
             return std::nullopt;
         }
     }
@@ -56,8 +63,8 @@ std::optional<std::chrono::microseconds> service_monitor::watchdog_interval(std:
 }
 
 service_monitor::service_monitor(const std::vector<std::unique_ptr<worker>>& workers,
-                                 std::function<std::string()> status, std::optional<pid_t> predecessor)
-    : workers_(workers), status_(std::move(status)), watchdog_(watchdog_interval(predecessor))
+                                 std::function<std::string()> status)
+    : workers_(workers), status_(std::move(status)), watchdog_(watchdog_interval())
 {
     if (std::getenv("NOTIFY_SOCKET") == nullptr) {
         return;
@@ -103,12 +110,18 @@ std::optional<std::pair<unsigned, milliseconds>> service_monitor::stuck_worker()
     return std::nullopt;
 }
 
+bool service_monitor::wait_period()
+{
+    rct::unique_lock l(mutex_);
+    return !wake_.wait_until(l, std::chrono::steady_clock::now() + period_, [this]() REQUIRES(mutex_) { return stop_; });
+}
+
+// Nothing here holds the mutex: status_() may wait on management locks
+// (a ublk attach), which must neither delay the ping nor a stop.
 void service_monitor::run()
 {
     bool was_stuck = false;
-    rct::unique_lock l(mutex_);
-    while (!wake_.wait_until(l, std::chrono::steady_clock::now() + period_,
-                             [this]() REQUIRES(mutex_) { return stop_; })) {
+    while (wait_period()) {
         const auto stuck = stuck_worker();
         if (stuck) {
             const auto msg = fmt::format("worker {} has not run for {} ms", stuck->first, stuck->second.count());
@@ -120,7 +133,10 @@ void service_monitor::run()
             if (was_stuck) {
                 log::notice("every worker runs again");
             }
-            sd_notify(0, fmt::format("{}STATUS={}", watchdog_ ? "WATCHDOG=1\n" : "", status_()).c_str());
+            if (watchdog_) {
+                sd_notify(0, "WATCHDOG=1");
+            }
+            sd_notify(0, ("STATUS=" + status_()).c_str());
         }
         was_stuck = stuck.has_value();
     }

@@ -14,8 +14,9 @@
 // Outside systemd (no NOTIFY_SOCKET) it is not started.
 //
 // An rctd started by a live upgrade inherits the old one's WATCHDOG_PID;
-// it counts as its own (the pings of both reach the same service, and the
-// new one's MAINPID= follows), so the watchdog carries across an upgrade.
+// adopt_watchdog() makes it its own (the pings of both reach the same
+// service, and the new one's MAINPID= follows), so the watchdog carries
+// across any number of upgrades.
 #pragma once
 
 #include <chrono>
@@ -38,21 +39,24 @@ class worker;
 class service_monitor {
 public:
     // status() is called on the monitor's thread; workers outlive the
-    // monitor. predecessor: the pid of the rctd this one took over from.
-    service_monitor(const std::vector<std::unique_ptr<worker>>& workers, std::function<std::string()> status,
-                    std::optional<pid_t> predecessor);
+    // monitor.
+    service_monitor(const std::vector<std::unique_ptr<worker>>& workers, std::function<std::string()> status);
     // Stops and joins the thread.
     ~service_monitor();
     service_monitor(const service_monitor&) = delete;
     service_monitor& operator=(const service_monitor&) = delete;
 
+    // A live upgrade's new rctd, before it starts any thread (setenv):
+    // WATCHDOG_PID naming the predecessor is rewritten to this process.
+    static void adopt_watchdog(pid_t predecessor);
     // The WatchdogSec= systemd asked for, if any (WATCHDOG_USEC and
-    // WATCHDOG_PID as sd_watchdog_enabled(3) reads them, plus the upgrade
-    // rule above).
-    static std::optional<std::chrono::microseconds> watchdog_interval(std::optional<pid_t> predecessor);
+    // WATCHDOG_PID as sd_watchdog_enabled(3) reads them).
+    static std::optional<std::chrono::microseconds> watchdog_interval();
 
 private:
     void run();
+    // Sleeps one period; false once stopping.
+    bool wait_period() EXCLUDES(mutex_);
     // The first worker whose loop has not turned for longer than `stuck`,
     // and for how long; nullopt when all turn.
     std::optional<std::pair<unsigned, std::chrono::milliseconds>> stuck_worker() const;

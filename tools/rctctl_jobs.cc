@@ -33,10 +33,15 @@ public:
         ::sigaction(SIGINT, &sa, &old_int_);
         ::sigaction(SIGTERM, &sa, &old_term_);
     }
-    ~interrupt_catcher()
+    ~interrupt_catcher() { release(); }
+    // The signals' old handlers back (a second Ctrl-C then ends rctctl).
+    void release() noexcept
     {
-        ::sigaction(SIGINT, &old_int_, nullptr);
-        ::sigaction(SIGTERM, &old_term_, nullptr);
+        if (held_) {
+            ::sigaction(SIGINT, &old_int_, nullptr);
+            ::sigaction(SIGTERM, &old_term_, nullptr);
+            held_ = false;
+        }
     }
     interrupt_catcher(const interrupt_catcher&) = delete;
     interrupt_catcher& operator=(const interrupt_catcher&) = delete;
@@ -44,6 +49,7 @@ public:
 private:
     struct sigaction old_int_ {};
     struct sigaction old_term_ {};
+    bool held_ = true;
 };
 
 std::uint64_t u64(const json& j, const char* key)
@@ -79,7 +85,10 @@ void print_job(const json& j, bool json_output)
 
 json follow_job(client& c, const json& started, bool json_lines)
 {
-    const interrupt_catcher catcher;
+    if (!started.contains("state")) {
+        return started;  // an rctd without jobs answered with the disk itself
+    }
+    interrupt_catcher catcher;
     interrupted = 0;
     progress shown(text(started, "kind") + " " + text(started, "disk"), u64(started, "bytes_total"), json_lines,
                    std::chrono::seconds(5));
@@ -87,9 +96,13 @@ json follow_job(client& c, const json& started, bool json_lines)
     json j = started;
     while (text(j, "state") == "running") {
         if (interrupted != 0 && !cancelled) {
-            std::cerr << "\nrctctl: cancelling job " << text(j, "id") << '\n';
-            c.call("DELETE", job_path(j));
+            std::cerr << "\nrctctl: cancelling job " << text(j, "id") << " (Ctrl-C again leaves it running)\n";
+            // A job that ended meanwhile is forgotten by this DELETE: its
+            // reply is the job's last view.
+            j = c.call_json("DELETE", job_path(j));
             cancelled = true;
+            catcher.release();
+            continue;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         j = c.call_json("GET", job_path(j));

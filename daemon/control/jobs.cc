@@ -98,6 +98,9 @@ json job_table::view(const job& j) const
 json job_table::start(std::string kind, std::string disk, uid_t owner, work fn)
 {
     rct::lock_guard l(mutex_);
+    if (closed_) {
+        throw api_error{MHD_HTTP_SERVICE_UNAVAILABLE, error_code::too_many_jobs, "rctd is stopping; it starts no job"};
+    }
     prune();
     unsigned busy = 0;
     for (const auto& [id, j] : jobs_) {
@@ -116,7 +119,8 @@ json job_table::start(std::string kind, std::string disk, uid_t owner, work fn)
     j->owner = owner;
     j->started_unix = static_cast<std::int64_t>(std::time(nullptr));
     j->started = clock::now();
-    jobs_.emplace(j->id, j);
+    // Under the mutex: the thread cannot end (and look itself up) before
+    // it is in the table.
     j->thread = std::thread([this, j, fn = std::move(fn)] {
         json result;
         std::exception_ptr failure;
@@ -135,6 +139,7 @@ json job_table::start(std::string kind, std::string disk, uid_t owner, work fn)
                   seconds_between(j->started, j->ended));
         ended_.notify_all();
     });
+    jobs_.emplace(j->id, j);
     return view(*j);
 }
 
@@ -194,6 +199,7 @@ unsigned job_table::running() const
 void job_table::cancel_all()
 {
     rct::unique_lock l(mutex_);
+    closed_ = true;
     for (const auto& [id, j] : jobs_) {
         if (j->state == "running") {
             log::notice("job {} ({} of {}): cancelled, rctd is stopping", j->id, j->kind, j->disk);

@@ -62,7 +62,8 @@ public:
     // last view. nullopt when unknown or another's.
     std::optional<nlohmann::ordered_json> cancel(const std::string& id, uid_t caller) EXCLUDES(mutex_);
     unsigned running() const EXCLUDES(mutex_);
-    // Cancels every running job and waits for each to end.
+    // Cancels every running job and waits for each to end; no job starts
+    // afterwards (503).
     void cancel_all() EXCLUDES(mutex_);
 
 private:
@@ -76,6 +77,7 @@ private:
     mutable rct::mutex mutex_;
     rct::cond_var ended_;
     std::uint64_t next_id_ GUARDED_BY(mutex_) = 1;
+    bool closed_ GUARDED_BY(mutex_) = false;
     std::map<std::string, std::shared_ptr<job>> jobs_ GUARDED_BY(mutex_);
 };
 

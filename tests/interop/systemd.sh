@@ -2,7 +2,8 @@
 # rctd as systemd runs it, without systemd as PID 1 (docs/operations.md):
 # - the notify protocol: READY=1, STATUS= lines, WATCHDOG=1 pings that stop
 #   while a worker thread is stuck (stopped by ptrace) and come back when it
-#   runs, STOPPING=1 (rcttest.interop.systemd plays systemd's end);
+#   runs, STOPPING=1, and pings from each new rctd across live upgrades
+#   (rcttest.interop.systemd plays systemd's end);
 # - socket activation as rctd.socket does it: systemd-socket-activate holds
 #   the NBD, control and import sockets, one name for all (as one .socket
 #   unit gives), and starts rctd on the first connection; rctd tells them
@@ -19,6 +20,11 @@ rctctl create wd --size 64M
 stop_rctd
 py -m rcttest.interop.systemd watchdog "$T/notify.sock" "$(uri wd)" \
     "$RCTD" --state-dir "$STATE" --workers 2 || fail "the notify protocol check failed"
+
+say "the watchdog across two live upgrades in a row"
+rm -f "$T/notify.sock"
+py -m rcttest.interop.systemd upgrades "$T/notify.sock" "$RCTCTL" "$STATE" "$RCTD" --state-dir "$STATE" ||
+    fail "the watchdog did not carry across upgrades"
 
 say "socket activation"
 sa=$T/sa

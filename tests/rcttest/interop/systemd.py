@@ -6,6 +6,7 @@ side of the socket. It checks READY=1, the STATUS= line (disks and clients),
 WATCHDOG=1 pings often enough, then stops one worker thread (and only it)
 with ptrace: the pings must stop and STATUS= name the worker; once the thread
 runs again the pings come back; SIGTERM brings STOPPING=1.
+`upgrades`: the pings carry across live upgrades (below).
 """
 import ctypes
 import os
@@ -21,7 +22,7 @@ PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 WALL = 0x40000000
 
-WATCHDOG_S = 4.0  # so a worker is stuck after 2 s, and pings come every 1 s
+WATCHDOG_S = 6.0  # so a worker is stuck after 3 s, and pings come every 1.5 s
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 
@@ -95,8 +96,9 @@ def check_serving(note, uri):
     beats = pings(msgs)
     gaps = [b - a for a, b in zip(beats, beats[1:])]
     if len(beats) < 4 or max(gaps) > WATCHDOG_S / 2:
+        start = msgs[0][0] if msgs else 0
         raise SystemExit("pings at %s over %.0f s: want one at least every %.1f s"
-                         % (["%.2f" % (b - msgs[0][0]) for b in beats], 2 * WATCHDOG_S, WATCHDOG_S / 2))
+                         % (["%.2f" % (b - start) for b in beats], 2 * WATCHDOG_S, WATCHDOG_S / 2))
     print("   ok: %d WATCHDOG=1 pings in %.0f s, the longest gap %.2f s" % (len(beats), 2 * WATCHDOG_S, max(gaps)))
     st = statuses(msgs)
     if not st or "serving 1 disk(s) to 1 NBD client(s)" not in st[-1]:
@@ -154,7 +156,37 @@ def watchdog(argv):
     return 0
 
 
-COMMANDS = {"watchdog": watchdog}
+def upgrades(argv):
+    """upgrades NOTIFY_PATH RCTCTL STATE RCTD ARGS...: WATCHDOG_PID names
+    rctd (as systemd sets it); the pings go on across two live upgrades in a
+    row, each new rctd pinging for the service."""
+    note = Notifications(argv[1])
+    env = dict(os.environ, NOTIFY_SOCKET=argv[1], WATCHDOG_USEC=str(int(WATCHDOG_S * 1e6)))
+    rctctl = [argv[2], "--state-dir", argv[3]]
+    # exec keeps the shell's pid: WATCHDOG_PID is rctd's own, as under systemd.
+    proc = subprocess.Popen(["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh"] + argv[4:], env=env)
+    try:
+        if note.wait_for("READY", 20) is None:
+            raise SystemExit("no READY=1 within 20 s")
+        for n in (1, 2):
+            subprocess.run(rctctl + ["upgrade"], check=True, stdout=subprocess.DEVNULL)
+            if note.wait_for("MAINPID", 10) is None:
+                raise SystemExit("upgrade %d sent no MAINPID=" % n)
+            beats = pings(note.poll(WATCHDOG_S))
+            if len(beats) < 2:
+                raise SystemExit("%d WATCHDOG=1 in %.0f s after upgrade %d" % (len(beats), WATCHDOG_S, n))
+            print("   ok: upgrade %d: %d pings in the next %.0f s" % (n, len(beats), WATCHDOG_S))
+        subprocess.run(["pkill", "-TERM", "-f", "^%s --state-dir %s" % (argv[4], argv[3])], check=False)
+        if note.wait_for("STOPPING", 20) is None:
+            raise SystemExit("no STOPPING=1 after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return 0
+
+
+COMMANDS = {"watchdog": watchdog, "upgrades": upgrades}
 
 if __name__ == "__main__":
     cli.run(COMMANDS)
